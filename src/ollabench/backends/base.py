@@ -1,0 +1,48 @@
+"""The backend interface: one LLM call in, one measurement out.
+
+A backend owns its clocks. It streams the reply, timestamps the first non-empty text on the
+client's monotonic clock, and copies the engine's own timings. It never raises for a failed
+call: it returns a measurement whose `error` says what went wrong, so the call is recorded.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ollabench.records import CallMeasurement
+
+Message = dict[str, str]
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run at all (server down, model missing): one line for the user."""
+
+
+class Backend(ABC):
+    """A local inference engine seen through the calls an agent makes."""
+
+    name: str
+
+    @abstractmethod
+    def preflight(self) -> None:
+        """Check before the first call that the engine and model are there; raise
+        BackendUnavailable with a one-line fix otherwise."""
+
+    @abstractmethod
+    def chat(self, messages: list[Message], options: dict[str, Any]) -> CallMeasurement:
+        """Run one streamed chat call with Ollama-named options (num_predict included)."""
+
+    @abstractmethod
+    def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options the engine really uses: the profile's, filled with the defaults."""
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Drop the loaded model so the next call pays a cold load (cold-start mode)."""
+
+    def provenance(self) -> dict[str, Any]:
+        """Engine version, model identity and anything else that makes a result reproducible."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine."""

