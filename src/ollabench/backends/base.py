@@ -44,5 +44,9 @@ class Backend(ABC):
         """Engine version, model identity and anything else that makes a result reproducible."""
         return {}
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the engine has loaded right now (recorded before and after each arm)."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine."""

@@ -1,0 +1,19 @@
+"""Inference backends: a small interface (base.Backend) with two implementations."""
+
+from __future__ import annotations
+
+from ollabench.backends.base import Backend, BackendUnavailable
+from ollabench.config import ModelConfig, RunConfig
+
+__all__ = ["Backend", "BackendUnavailable", "make_backend"]
+
+
+def make_backend(model: ModelConfig, run: RunConfig) -> Backend:
+    """Import only the engine the config asks for (llama.cpp is heavy to load)."""
+    if model.backend == "ollama":
+        from ollabench.backends.ollama import OllamaBackend
+
+        return OllamaBackend(model, run)
+    from ollabench.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(model, run)

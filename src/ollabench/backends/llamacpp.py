@@ -1,0 +1,233 @@
+"""Embedded llama.cpp (llama-cpp-python): the same engine Ollama runs, in process, no server.
+
+It behaves like an Ollama server where that matters to a benchmark: Ollama option names and
+defaults, a reload (new `Llama`) when a load-time option changes, the load time reported in
+`load_ms`, a too-long prompt truncated (head and tail kept) rather than a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ollabench.backends.base import Backend, BackendUnavailable, Message
+from ollabench.config import ConfigError, ModelConfig, RunConfig
+from ollabench.records import CallMeasurement
+
+# Options that need a new model instance, as in Ollama, with their llama.cpp names.
+LOAD_OPTIONS = {
+    "num_ctx": "n_ctx",
+    "num_gpu": "n_gpu_layers",
+    "num_thread": "n_threads",
+    "num_batch": "n_batch",
+    "use_mmap": "use_mmap",
+    "use_mlock": "use_mlock",
+    "repeat_last_n": "last_n_tokens_size",
+}
+# Per-call sampling options, with their llama.cpp names.
+SAMPLING_OPTIONS = {
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "mirostat": "mirostat_mode",
+    "mirostat_tau": "mirostat_tau",
+    "mirostat_eta": "mirostat_eta",
+    "tfs_z": "tfs_z",
+    "seed": "seed",
+    "stop": "stop",
+}
+SUPPORTED_OPTIONS = frozenset(LOAD_OPTIONS) | frozenset(SAMPLING_OPTIONS) | {"num_keep"}
+
+
+def physical_cores() -> int:
+    """Ollama's default thread count: physical cores, not hyper-threads."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores = {
+        (block.get("physical id"), block.get("core id"))
+        for block in (dict(line.split(":", 1) for line in chunk.splitlines() if ":" in line)
+                      for chunk in text.split("\n\n"))
+        if block.get("core id") is not None
+    }
+    return len(cores) or os.cpu_count() or 1
+
+
+def ollama_defaults() -> dict[str, Any]:
+    """What an Ollama server (CPU or < 24 GiB VRAM) uses when a request sends no options."""
+    return {
+        "num_ctx": 4096, "num_batch": 512, "num_gpu": -1, "num_thread": physical_cores(),
+        "num_keep": 4, "use_mmap": True, "use_mlock": False, "repeat_last_n": 64,
+        "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "typical_p": 1.0,
+        "repeat_penalty": 1.1, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+        "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "tfs_z": 1.0,
+    }
+
+
+@cache
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _as_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+
+    def __init__(self, model: ModelConfig, run: RunConfig) -> None:
+        self.model_path = model.gguf_path()
+        self.prompt_cache = run.prompt_cache
+        self._llm: Any = None
+        self._load_key: tuple[Any, ...] | None = None
+        self._chat_format: Any = None
+
+    def preflight(self) -> None:
+        if not self.model_path.is_file():
+            raise BackendUnavailable(f"model file not found: {self.model_path}")
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "llama-cpp-python is not installed: pip install llama-cpp-python") from exc
+
+    def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unsupported = sorted(set(options) - SUPPORTED_OPTIONS)
+        if unsupported:
+            raise ConfigError(
+                f"options.{unsupported[0]}: not supported by the llamacpp backend; "
+                f"supported: {', '.join(sorted(SUPPORTED_OPTIONS))}")
+        return {**ollama_defaults(), **options}
+
+    def chat(self, messages: list[Message], options: dict[str, Any]) -> CallMeasurement:
+        import llama_cpp
+
+        opts = self.effective_options(options)
+        start_ns = time.perf_counter_ns()
+        reloaded = self._ensure_loaded(opts)
+        llm = self._llm
+        load_ms = (time.perf_counter_ns() - start_ns) / 1e6
+        if not self.prompt_cache:
+            llm.reset()
+        max_tokens = int(opts["num_predict"])
+        formatted = self._chat_format(messages=messages)
+        tokens, prompt_tokens, truncated = self._prompt_tokens(formatted.prompt, opts, max_tokens)
+        sampling = {SAMPLING_OPTIONS[k]: v for k, v in opts.items()
+                    if k in SAMPLING_OPTIONS and k != "stop"}
+        sampling["stop"] = [*_as_list(formatted.stop), *opts.get("stop", [])]
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        measurement = CallMeasurement(load_ms=load_ms, reloaded=reloaded, truncated=truncated,
+                                      prompt_tokens=prompt_tokens, num_ctx=int(opts["num_ctx"]))
+        pieces: list[str] = []
+        try:
+            for chunk in llm.create_completion(prompt=tokens, stream=True, **sampling):
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    if measurement.ttft_ms is None:
+                        measurement.ttft_ms = (time.perf_counter_ns() - start_ns) / 1e6
+                    pieces.append(choice["text"])
+                if choice.get("finish_reason"):
+                    measurement.done_reason = choice["finish_reason"]
+        except (RuntimeError, ValueError) as exc:
+            measurement.error = f"llama.cpp: {exc}"
+        measurement.e2e_ms = (time.perf_counter_ns() - start_ns) / 1e6
+        # In process, the engine's whole time is the client's end-to-end time.
+        measurement.total_ms = measurement.e2e_ms
+        measurement.output = "".join(pieces)
+        self._copy_engine_timings(measurement, llama_cpp.llama_perf_context(llm.ctx))
+        return measurement
+
+    def _ensure_loaded(self, opts: dict[str, Any]) -> bool:
+        """Load a new model instance when a load-time option changed; True if it did."""
+        key = tuple(opts[k] for k in LOAD_OPTIONS)
+        if self._llm is not None and key == self._load_key:
+            return False
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.close()
+        params = {LOAD_OPTIONS[k]: opts[k] for k in LOAD_OPTIONS}
+        self._llm = Llama(model_path=str(self.model_path), verbose=False, **params)
+        self._load_key = key
+        self._chat_format = Jinja2ChatFormatter(
+            template=self._llm.metadata["tokenizer.chat_template"],
+            eos_token=self._token_text(self._llm.token_eos()),
+            bos_token=self._token_text(self._llm.token_bos()),
+        )
+        return True
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._llm.detokenize([token], special=True).decode("utf-8", "replace")
+
+    def _prompt_tokens(self, text: str, opts: dict[str, Any],
+                       max_tokens: int) -> tuple[list[int], int, bool]:
+        """Apply the model's chat template; cut the middle if prompt + output cap exceed num_ctx.
+
+        Ollama keeps the first num_keep tokens and the tail when a prompt overflows; we do the
+        same, but leave room for the whole output cap so both arms get the same cap.
+        """
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        budget = max(int(opts["num_ctx"]) - max_tokens, 1)
+        if len(tokens) <= budget:
+            return tokens, len(tokens), False
+        keep = min(max(int(opts["num_keep"]), 0), budget - 1)
+        return tokens[:keep] + tokens[len(tokens) - (budget - keep):], budget, True
+
+    def _copy_engine_timings(self, measurement: CallMeasurement, perf: Any) -> None:
+        """llama.cpp's own counters (it reports a count of 0 as 1: a zero time means zero).
+
+        The engine decodes every output token but the last one of a length-capped reply (it is
+        sampled, then the loop stops), so that one is added to the decoded count.
+        """
+        decoded = int(perf.n_eval) if perf.t_eval_ms > 0 else 0
+        prompt_evaluated = int(perf.n_p_eval) if perf.t_p_eval_ms > 0 else 0
+        measurement.prompt_eval_ms = float(perf.t_p_eval_ms)
+        measurement.eval_ms = float(perf.t_eval_ms)
+        measurement.output_tokens = decoded + (1 if measurement.done_reason == "length" else 0)
+        if measurement.prompt_tokens is not None:
+            measurement.prompt_cached_tokens = max(measurement.prompt_tokens - prompt_evaluated, 0)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "engine": "llama.cpp (llama-cpp-python)",
+            "engine_version": metadata.version("llama-cpp-python"),
+            "model_file": str(self.model_path),
+            "model_sha256": file_sha256(self.model_path),
+            "model_bytes": self.model_path.stat().st_size,
+            "defaults": ollama_defaults(),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        loaded = self._load_key is not None
+        return {"loaded": loaded,
+                "load_options": dict(zip(LOAD_OPTIONS, self._load_key)) if loaded else None}
+
+    def unload(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+        self._llm = None
+        self._load_key = None

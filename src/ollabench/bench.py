@@ -1,0 +1,265 @@
+"""Run the agent workload for both arms and record every call.
+
+The schedule interleaves the arms (ABBA by default) so slow drift hits both alike, and puts
+warm-up calls after every switch of arm, where a server reloads the model. Every finished call
+is appended to a journal (fsync'd) before the next starts, so a crash or Ctrl-C loses nothing
+and a rerun with the same config resumes. data/raw/ is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ollabench import provenance
+from ollabench.agent import Workload, analysis_messages, load_workload, report_messages
+from ollabench.backends import Backend, make_backend
+from ollabench.config import BenchConfig, RunConfig
+from ollabench.records import (
+    CALLS_FILE,
+    ENV_FILE,
+    MEASURED_STAGES,
+    WARMUP_STAGE,
+    CallMeasurement,
+    CallRecord,
+    append_record,
+    read_records,
+    write_json_atomic,
+    write_records_atomic,
+)
+
+WARMUP_NUM_PREDICT = 8
+JOURNAL_ROOT = Path(".ollabench/journal")
+
+
+class BenchIncomplete(RuntimeError):
+    """Some measured call never succeeded; everything else was still written."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One call of the schedule; `seq` is its 1-based position."""
+
+    seq: int
+    run: int
+    arm: str
+    stage: str
+
+    @property
+    def phase(self) -> str:
+        return "warmup" if self.stage == WARMUP_STAGE else "measured"
+
+
+def arm_order(run: RunConfig) -> list[tuple[int, str]]:
+    """(run, arm) pairs in the order they execute."""
+    arms = ("control", "treatment")
+    if run.order == "sequential":
+        return [(r, arm) for arm in arms for r in range(1, run.runs + 1)]
+    rng = random.Random(run.order_seed)
+    order: list[tuple[int, str]] = []
+    for r in range(1, run.runs + 1):
+        if run.order == "abba":
+            pair = arms if r % 2 else arms[::-1]
+        else:
+            pair = tuple(rng.sample(arms, 2))
+        order.extend((r, arm) for arm in pair)
+    return order
+
+
+def plan(run: RunConfig) -> list[Slot]:
+    """The full schedule: warm-ups after each arm switch, then analysis and report."""
+    slots: list[Slot] = []
+    previous_arm = None
+    for r, arm in arm_order(run):
+        stages = list(MEASURED_STAGES)
+        if arm != previous_arm:
+            stages = [WARMUP_STAGE] * run.warmup + stages
+        previous_arm = arm
+        for stage in stages:
+            slots.append(Slot(len(slots) + 1, r, arm, stage))
+    return slots
+
+
+def config_key(config: BenchConfig, workload: Workload) -> str:
+    """Identifies the experiment: a journal is only ever resumed by the same config and data."""
+    payload = json.dumps({"config": config.model_dump(mode="json"), "workload": workload.sha256},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class Journal:
+    """Append-only, fsync'd log of finished calls, outside DVC's outputs."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.dir = root / key
+        self.path = self.dir / CALLS_FILE
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.records = read_records(self.path) if self.path.exists() else []
+        if self.records:
+            # Rewrite without a torn tail so new appends start on a clean line.
+            write_records_atomic(self.path, self.records)
+
+    def append(self, record: CallRecord) -> None:
+        append_record(self.path, record)
+        self.records.append(record)
+
+    def succeeded(self) -> dict[int, CallRecord]:
+        return {r.seq: r for r in self.records if r.error is None}
+
+    def attempts(self, seq: int) -> int:
+        return sum(1 for r in self.records if r.seq == seq)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.dir.rmdir()
+
+
+class Runner:
+    """Executes a plan against one backend, journaling every attempt."""
+
+    def __init__(self, config: BenchConfig, backend: Backend, workload: Workload,
+                 journal: Journal, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.config = config
+        self.backend = backend
+        self.workload = workload
+        self.journal = journal
+        self.sleep = sleep
+        self.snapshots: list[dict[str, Any]] = []
+        self.options = {
+            "control": self._arm_options(config.reference.options),
+            "treatment": self._arm_options(config.profile.options),
+        }
+
+    def _arm_options(self, profile_options: dict[str, Any]) -> dict[str, Any]:
+        return {"seed": self.config.run.seed, **profile_options}
+
+    def profile_name(self, arm: str) -> str:
+        return (self.config.reference if arm == "control" else self.config.profile).name
+
+    def execute(self, slots: list[Slot], progress: bool = True) -> None:
+        done = self.journal.succeeded()
+        pending = [s for s in slots if s.seq not in done]
+        bar = tqdm(total=len(slots), initial=len(slots) - len(pending), unit="call",
+                   disable=not progress, dynamic_ncols=True, desc="bench")
+        current_arm = None
+        extra_seq = max([len(slots), *(r.seq for r in self.journal.records)])
+        try:
+            for slot in pending:
+                if slot.arm != current_arm:
+                    self._switch_arm(current_arm, slot)
+                    if slot.phase == "measured" and self.config.run.warmup:
+                        # Resumed mid-arm: this process has not paid the load yet.
+                        for _ in range(self.config.run.warmup):
+                            extra_seq += 1
+                            self._call(Slot(extra_seq, slot.run, slot.arm, WARMUP_STAGE))
+                    current_arm = slot.arm
+                record = self._call(slot)
+                bar.update(1)
+                if record.eval_tok_s is not None:
+                    bar.set_postfix_str(f"{record.stage} {record.eval_tok_s:.1f} tok/s")
+        finally:
+            bar.close()
+            if current_arm is not None:
+                self._snapshot("after", current_arm)
+
+    def _switch_arm(self, previous: str | None, slot: Slot) -> None:
+        if previous is not None:
+            self._snapshot("after", previous)
+        if self.config.run.cold_start:
+            self.backend.unload()
+        self._snapshot("before", slot.arm, run=slot.run)
+
+    def _snapshot(self, when: str, arm: str, run: int | None = None) -> None:
+        self.snapshots.append({"when": when, "arm": arm, "run": run, "at": provenance.utc_now(),
+                               "state": self.backend.snapshot()})
+
+    def _messages(self, slot: Slot) -> list[dict[str, str]]:
+        if slot.stage == "report":
+            analysis = self._analysis_output(slot)
+            return report_messages(analysis)
+        return analysis_messages(self.workload)
+
+    def _analysis_output(self, slot: Slot) -> str:
+        for record in reversed(self.journal.records):
+            if (record.run, record.arm, record.stage) == (slot.run, slot.arm, "analysis") \
+                    and record.error is None:
+                return record.output
+        raise LookupError(f"run {slot.run} {slot.arm}: the analysis call failed")
+
+    def _num_predict(self, stage: str) -> int:
+        caps = self.config.run.num_predict
+        return WARMUP_NUM_PREDICT if stage == WARMUP_STAGE else getattr(caps, stage)
+
+    def _call(self, slot: Slot) -> CallRecord:
+        """One slot, retried with exponential backoff; every attempt is journaled."""
+        run = self.config.run
+        options = {**self.options[slot.arm], "num_predict": self._num_predict(slot.stage)}
+        first = self.journal.attempts(slot.seq) + 1
+        record = None
+        for attempt in range(first, first + run.max_retries + 1):
+            if attempt > first:
+                self.sleep(run.retry_backoff_s * 2 ** (attempt - first - 1))
+            started_at = provenance.utc_now()
+            try:
+                measurement = self.backend.chat(self._messages(slot), options)
+            except LookupError as exc:
+                measurement = CallMeasurement(error=f"skipped: {exc}")
+            record = CallRecord(
+                **asdict(measurement), seq=slot.seq, run=slot.run, arm=slot.arm,
+                profile=self.profile_name(slot.arm), stage=slot.stage, phase=slot.phase,
+                attempt=attempt, started_at=started_at, model=self.config.model.name,
+                backend=self.backend.name, options=self.backend.effective_options(options))
+            self.journal.append(record)
+            if record.error is None or record.error.startswith("skipped:"):
+                break
+        assert record is not None
+        return record
+
+
+def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_ROOT,
+              progress: bool = True, backend: Backend | None = None) -> list[CallRecord]:
+    """Run (or resume) the benchmark and write calls.jsonl and env.json to out_dir."""
+    workload = load_workload(Path(config.workload_dir))
+    backend = backend or make_backend(config.model, config.run)
+    for profile_options in (config.reference.options, config.profile.options):
+        backend.effective_options(profile_options)  # rejects unsupported options up front
+    backend.preflight()
+    key = config_key(config, workload)
+    journal = Journal(journal_root, key)
+    runner = Runner(config, backend, workload, journal)
+    slots = plan(config.run)
+    try:
+        runner.execute(slots, progress=progress)
+        backend_info = backend.provenance()
+    finally:
+        backend.close()
+    records = sorted(journal.records, key=lambda r: r.key)
+    started_at = min((r.started_at for r in records), default=provenance.utc_now())
+    env = provenance.collect(backend_info) | {
+        "config": config.model_dump(mode="json"),
+        "workload": {"dir": config.workload_dir, "files": list(workload.files),
+                     "sha256": workload.sha256},
+        "journal_key": key,
+        "started_at": started_at,
+        "finished_at": provenance.utc_now(),
+        "engine_states": runner.snapshots,
+        "planned_calls": len(slots),
+    }
+    write_records_atomic(out_dir / CALLS_FILE, records)
+    write_json_atomic(out_dir / ENV_FILE, env)
+    failed = sorted(s.seq for s in slots if s.seq not in journal.succeeded())
+    if failed:
+        raise BenchIncomplete(
+            f"{len(failed)} call(s) never succeeded (seq {', '.join(map(str, failed[:10]))}); "
+            f"everything else is in {out_dir}; run again to retry them")
+    journal.remove()
+    return records
+

@@ -1,0 +1,90 @@
+"""Where and with what a result was measured: written to env.json beside the raw calls."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("ollabench", "llama-cpp-python", "ollama", "httpx", "dvc", "hydra-core",
+            "omegaconf", "numpy", "pandas", "scipy", "mdutils", "matplotlib")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def host_info() -> dict[str, Any]:
+    from ollabench.backends.llamacpp import physical_cores
+
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_cores_physical": physical_cores(),
+        "cpu_cores_logical": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(cwd: Path | None = None) -> dict[str, Any]:
+    """The commit the code and params came from, and whether the tree had local changes."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                 timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None
+            else None}
+
+
+def ollama_environment() -> dict[str, str]:
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("OLLAMA_")}
+
+
+def collect(backend_info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "host": host_info(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "git": git_state(),
+        "ollama_env": ollama_environment(),
+        "backend": backend_info,
+    }

@@ -1,0 +1,37 @@
+"""Shared fixtures: the composed project config and small, fast variants of it."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ollabench.config import BenchConfig, compose, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture(scope="session")
+def composed() -> dict[str, Any]:
+    """conf/ composed with no overrides: what params.yaml must hold."""
+    return compose(conf_dir=ROOT / "conf")
+
+
+@pytest.fixture
+def raw_config(composed: dict[str, Any]) -> dict[str, Any]:
+    """A mutable copy of the composed config with absolute paths."""
+    raw = copy.deepcopy(composed)
+    raw["workload_dir"] = str(ROOT / "data" / "workload")
+    return raw
+
+
+def tiny_config(raw: dict[str, Any], runs: int = 1, analysis: int = 6,
+                report: int = 6, **run: Any) -> BenchConfig:
+    """A config that runs in seconds on the real model."""
+    raw = copy.deepcopy(raw)
+    raw["run"].update(runs=runs, num_predict={"analysis": analysis, "report": report}, **run)
+    return validate_config(raw)

@@ -1,0 +1,125 @@
+"""The bench stage on the real embedded engine: records, provenance, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ollabench.bench import config_key, plan, run_bench
+from ollabench.agent import load_workload
+from ollabench.records import read_records
+from tests.conftest import ROOT, tiny_config
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, composed) -> tuple[Path, Any]:
+    tmp = tmp_path_factory.mktemp("bench")
+    raw = dict(composed, workload_dir=str(ROOT / "data" / "workload"))
+    config = tiny_config(raw, runs=2, analysis=6, report=5)
+    run_bench(config, tmp / "raw", journal_root=tmp / "journal", progress=False)
+    return tmp, config
+
+
+def test_every_planned_call_is_recorded_once(quick_run) -> None:
+    tmp, config = quick_run
+    records = read_records(tmp / "raw" / "calls.jsonl")
+    assert [r.seq for r in records] == [s.seq for s in plan(config.run)]
+    assert all(r.error is None and r.attempt == 1 for r in records)
+    measured = [r for r in records if r.phase == "measured"]
+    assert Counter((r.arm, r.stage) for r in measured) == {
+        ("control", "analysis"): 2, ("control", "report"): 2,
+        ("treatment", "analysis"): 2, ("treatment", "report"): 2}
+    for r in measured:
+        assert r.output_tokens == config.run.num_predict.model_dump()[r.stage] or \
+            r.done_reason == "stop"
+        assert r.eval_tok_s == pytest.approx(r.output_tokens / r.eval_ms * 1000)
+        assert r.options["num_predict"] == config.run.num_predict.model_dump()[r.stage]
+        assert r.options["seed"] == config.run.seed
+        assert r.profile == "baseline" and r.backend == "llamacpp"
+
+
+def test_both_arms_get_identical_analysis_prompts(quick_run) -> None:
+    tmp, _ = quick_run
+    analysis = [r for r in read_records(tmp / "raw" / "calls.jsonl") if r.stage == "analysis"]
+    assert len({r.prompt_tokens for r in analysis}) == 1
+
+
+def test_raw_lines_keep_unknown_values_null(quick_run) -> None:
+    tmp, _ = quick_run
+    line = json.loads((tmp / "raw" / "calls.jsonl").read_text().splitlines()[0])
+    assert line["itl_p50_ms"] is None  # llama.cpp measures no inter-token gaps here
+    assert line["schema_version"] == 1 and line["started_at"].endswith("+00:00")
+
+
+def test_env_json_records_provenance(quick_run) -> None:
+    tmp, config = quick_run
+    env = json.loads((tmp / "raw" / "env.json").read_text())
+    assert env["backend"]["model_sha256"] and env["backend"]["engine_version"]
+    assert env["host"]["cpu_cores_logical"] >= 1 and env["host"]["cpu_model"]
+    assert env["packages"]["llama-cpp-python"]
+    assert env["config"] == config.model_dump(mode="json")
+    assert env["workload"]["sha256"] == load_workload(ROOT / "data" / "workload").sha256
+    assert {s["when"] for s in env["engine_states"]} == {"before", "after"}
+    assert "commit" in env["git"]
+
+
+def test_journal_is_removed_after_a_complete_run(quick_run) -> None:
+    tmp, _ = quick_run
+    assert not any((tmp / "journal").rglob("calls.jsonl"))
+
+
+def test_config_key_changes_with_config(raw_config) -> None:
+    workload = load_workload(ROOT / "data" / "workload")
+    one = tiny_config(raw_config, runs=2)
+    two = tiny_config(raw_config, runs=3)
+    assert config_key(one, workload) == config_key(tiny_config(raw_config, runs=2), workload)
+    assert config_key(one, workload) != config_key(two, workload)
+
+
+def test_empty_workload_is_refused(tmp_path, raw_config) -> None:
+    from ollabench.cli import main
+
+    raw_config["workload_dir"] = str(tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw_config))
+    assert main(["bench", "--params", str(params), "--out", str(tmp_path / "raw")]) == 2
+
+
+def test_sigkill_mid_run_then_resume_keeps_every_call_once(tmp_path, raw_config) -> None:
+    raw_config["run"].update(runs=3, num_predict={"analysis": 24, "report": 24})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw_config))
+    journal = tmp_path / "journal"
+    cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
+           "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = [p.read_text().count("\n") for p in journal.rglob("calls.jsonl")]
+        if lines and lines[0] >= 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = read_records(next(journal.rglob("calls.jsonl")))
+    assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=3).run))
+    assert not (tmp_path / "raw").exists()
+
+    subprocess.run(cmd, cwd=tmp_path, check=True)
+    records = read_records(tmp_path / "raw" / "calls.jsonl")
+    planned = plan(tiny_config(raw_config, runs=3, analysis=24, report=24).run)
+    measured = [r for r in records if r.phase == "measured"]
+    assert len(measured) == len({(r.run, r.arm, r.stage) for r in measured}) == 12
+    for before in kept:  # completed calls were kept, not repeated
+        assert before in records
+    assert {s.seq for s in planned} <= {r.seq for r in records}

@@ -1,0 +1,95 @@
+"""Config validation: every kind of bad input stops with one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from ollabench.cli import main
+from ollabench.config import ConfigError, compose, validate_config
+from tests.conftest import ROOT
+
+
+def test_params_yaml_equals_composition_of_conf(composed: dict[str, Any]) -> None:
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == composed, "params.yaml is stale: run `ollabench params`"
+
+
+def test_default_config_is_an_aa_run_and_valid(composed: dict[str, Any]) -> None:
+    config = validate_config(composed)
+    assert config.profile == config.reference
+    assert config.profile.name == "baseline" and config.profile.options == {}
+    assert config.model.backend == "llamacpp"
+    assert config.run.runs == 10 and config.run.order == "abba"
+
+
+def test_chimera_and_quick_compose() -> None:
+    config = validate_config(compose(["profile=chimera", "run=quick"], conf_dir=ROOT / "conf"))
+    assert config.profile.options == {"num_gpu": 80, "num_ctx": 512, "temperature": 0.8}
+    assert config.reference.name == "baseline"
+    assert config.run.runs == 2 and config.run.warmup == 1
+
+
+def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    *parents, leaf = path.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("profile.options", {"num_ctxx": 512}, r"profile\.options\.num_ctxx: unknown option; "
+                                               r"allowed options: .*num_ctx"),
+        ("profile.options", {"num_ctx": "big"}, r"profile\.options\.num_ctx: must be an integer"),
+        ("profile.options", {"num_ctx": 0}, r"profile\.options\.num_ctx: must be at least 1"),
+        ("profile.options", {"temperature": -1}, r"temperature: must be at least 0"),
+        ("profile.options", {"top_p": 1.5}, r"top_p: must be between 0 and 1"),
+        ("profile.options", {"use_mmap": "yes"}, r"use_mmap: must be true or false"),
+        ("reference.options", {"num_predict": 5}, r"reference\.options\.num_predict: .*run\.num"),
+        ("run.runs", 0, r"run\.runs: input should be greater than or equal to 1"),
+        ("run.runs", "ten", r"run\.runs: input should be a valid integer"),
+        ("run.order", "zigzag", r"run\.order: must be one of 'abba', 'random' or 'sequential'"),
+        ("run.warmups", 1, r"run\.warmups: unknown key; allowed keys: runs, warmup"),
+        ("run.num_predict.analysis", 0, r"run\.num_predict\.analysis: input should be greater"),
+        ("model.backend", "vllm", r"model\.backend: must be one of 'llamacpp' or 'ollama'"),
+        ("model.gguf", "/nonexistent/model.gguf", r"model\.gguf: file not found"),
+        ("colour", "red", r"colour: unknown key; allowed keys: model, profile"),
+    ],
+)
+def test_bad_input_names_the_key(raw_config: dict[str, Any], path: str, value: Any,
+                                 expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        validate_config(_bad(raw_config, path, value))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_key_is_named(raw_config: dict[str, Any]) -> None:
+    del raw_config["run"]["seed"]
+    with pytest.raises(ConfigError, match=r"run\.seed: required key is missing"):
+        validate_config(raw_config)
+
+
+def test_cli_reports_bad_params_in_one_line(tmp_path, raw_config, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_bad(raw_config, "profile.options", {"num_gpus": 80})))
+    assert main(["bench", "--params", str(params), "--out", str(tmp_path / "raw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ollabench: error: profile.options.num_gpus: unknown option")
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "raw").exists()
+
+
+def test_params_check_detects_drift(tmp_path) -> None:
+    out = tmp_path / "params.yaml"
+    assert main(["params", "--conf", str(ROOT / "conf"), "--out", str(out)]) == 0
+    assert main(["params", "--conf", str(ROOT / "conf"), "--out", str(out), "--check"]) == 0
+    out.write_text(out.read_text().replace("runs: 10", "runs: 3"))
+    assert main(["params", "--conf", str(ROOT / "conf"), "--out", str(out), "--check"]) == 1

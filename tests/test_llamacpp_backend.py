@@ -1,0 +1,81 @@
+"""The embedded backend on the real SmolLM2 model, with small output caps."""
+
+from __future__ import annotations
+
+import pytest
+
+from ollabench.agent import analysis_messages, load_workload
+from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults, physical_cores
+from ollabench.config import ConfigError
+from tests.conftest import ROOT, tiny_config
+
+MESSAGES = [{"role": "user", "content": "Count from one to ten."}]
+
+
+@pytest.fixture(scope="module")
+def backend(composed):
+    raw = dict(composed, workload_dir=str(ROOT / "data" / "workload"))
+    config = tiny_config(raw)
+    engine = LlamaCppBackend(config.model, config.run)
+    engine.preflight()
+    yield engine
+    engine.close()
+
+
+def test_streamed_call_has_consistent_timings(backend) -> None:
+    m = backend.chat(MESSAGES, {"num_predict": 8, "seed": 1, "num_ctx": 1024})
+    assert m.error is None
+    assert m.done_reason == "length" and m.output_tokens == 8
+    assert m.output.strip()
+    assert 0 < m.ttft_ms <= m.e2e_ms
+    assert m.prompt_tokens > 5 and m.prompt_cached_tokens == 0
+    assert m.prompt_eval_ms > 0 and m.eval_ms > 0
+    # The engine's own prompt and decode times fit inside the client's end-to-end time.
+    assert m.prompt_eval_ms + m.eval_ms <= m.e2e_ms
+    assert m.truncated is False and m.num_ctx == 1024
+
+
+def test_load_time_options_reload_and_others_do_not(backend) -> None:
+    first = backend.chat(MESSAGES, {"num_predict": 2, "num_ctx": 768})
+    same = backend.chat(MESSAGES, {"num_predict": 2, "num_ctx": 768, "temperature": 0.1})
+    other = backend.chat(MESSAGES, {"num_predict": 2, "num_ctx": 640})
+    assert first.reloaded is True and other.reloaded is True
+    assert same.reloaded is False
+    assert same.load_ms < first.load_ms
+    assert backend.snapshot()["load_options"]["num_ctx"] == 640
+
+
+def test_same_seed_same_text(backend) -> None:
+    options = {"num_predict": 12, "seed": 7, "num_ctx": 1024}
+    assert backend.chat(MESSAGES, options).output == backend.chat(MESSAGES, options).output
+
+
+def test_prompt_cache_off_evaluates_whole_prompt_every_call(backend) -> None:
+    options = {"num_predict": 2, "num_ctx": 1024}
+    backend.chat(MESSAGES, options)
+    again = backend.chat(MESSAGES, options)
+    assert again.prompt_cached_tokens == 0
+
+
+def test_overlong_prompt_is_truncated_not_crashed(backend) -> None:
+    messages = analysis_messages(load_workload(ROOT / "data" / "workload"))
+    m = backend.chat(messages, {"num_predict": 16, "num_ctx": 128})
+    assert m.error is None
+    assert m.truncated is True
+    assert m.prompt_tokens == 128 - 16
+
+
+def test_defaults_mirror_ollama(backend) -> None:
+    effective = backend.effective_options({"num_predict": 4})
+    assert effective["num_ctx"] == 4096 and effective["num_thread"] == physical_cores()
+    assert effective["temperature"] == ollama_defaults()["temperature"] == 0.8
+
+
+def test_unsupported_option_is_rejected(backend) -> None:
+    with pytest.raises(ConfigError, match="options.low_vram: not supported by the llamacpp"):
+        backend.effective_options({"low_vram": True})
+
+
+def test_provenance_identifies_the_model_file(backend) -> None:
+    info = backend.provenance()
+    assert len(info["model_sha256"]) == 64 and info["engine_version"]
