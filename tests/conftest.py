@@ -21,11 +21,21 @@ def composed() -> dict[str, Any]:
     return compose(conf_dir=ROOT / "conf")
 
 
+@pytest.fixture(scope="session")
+def tiny_workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-file workload whose prompt is a fifth of the real one: fast engine tests."""
+    folder = tmp_path_factory.mktemp("workload")
+    (folder / "runs.csv").write_text("gpu,ttft_ms,eval_tok_s\nA,180,128\nB,402,51\nA,190,126\n")
+    (folder / "check.json").write_text('{"runs": 5, "ttft_ms": {"old": 188, "new": 279}}')
+    (folder / "notes.md").write_text("# Notes\n- The first request took 9.8 s.\n")
+    return folder
+
+
 @pytest.fixture
-def raw_config(composed: dict[str, Any]) -> dict[str, Any]:
-    """A mutable copy of the composed config with absolute paths."""
+def raw_config(composed: dict[str, Any], tiny_workload: Path) -> dict[str, Any]:
+    """A mutable copy of the composed config, on the tiny workload."""
     raw = copy.deepcopy(composed)
-    raw["workload_dir"] = str(ROOT / "data" / "workload")
+    raw["workload_dir"] = str(tiny_workload)
     return raw
 
 

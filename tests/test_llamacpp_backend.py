@@ -72,10 +72,20 @@ def test_defaults_mirror_ollama(backend) -> None:
 
 
 def test_unsupported_option_is_rejected(backend) -> None:
-    with pytest.raises(ConfigError, match="options.low_vram: not supported by the llamacpp"):
+    with pytest.raises(ConfigError, match=r"options\.low_vram: not supported by the llamacpp"):
         backend.effective_options({"low_vram": True})
 
 
 def test_provenance_identifies_the_model_file(backend) -> None:
     info = backend.provenance()
     assert len(info["model_sha256"]) == 64 and info["engine_version"]
+
+
+def test_default_caps_fit_the_chimera_context(backend, composed) -> None:
+    """The committed prompts plus output caps fit num_ctx 512: chimera is not measured on
+    truncated prompts."""
+    caps = composed["run"]["num_predict"]
+    messages = analysis_messages(load_workload(ROOT / "data" / "workload"))
+    m = backend.chat(messages, {"num_predict": caps["analysis"], "num_ctx": 512, "seed": 42})
+    assert m.error is None and m.truncated is False
+    assert m.prompt_tokens + caps["analysis"] <= 512

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from ollabench.bench import arm_order, plan
@@ -20,7 +21,7 @@ def test_abba_alternates_and_warms_up_after_each_switch(raw_config: dict[str, An
     # C: w a r | T: w a r, a r | C: w a r, a r | T: w a r, a r | C: w a r
     assert stages.count("warmup") == 5
     assert [s.seq for s in slots] == list(range(1, len(slots) + 1))
-    for previous, current in zip(slots, slots[1:]):
+    for previous, current in itertools.pairwise(slots):
         if current.arm != previous.arm:
             assert current.stage == "warmup" and current.phase == "warmup"
 

@@ -19,19 +19,15 @@ import pandas as pd
 from ollabench.backends.base import Message
 
 SUPPORTED_SUFFIXES = (".csv", ".json", ".md")
-MAX_MARKDOWN_LINES = 4
+MAX_MARKDOWN_LINES = 2
 # Columns whose extremes are worth naming (which setup was fastest or slowest).
 TIMING_SUFFIXES = ("_ms", "_tok_s")
 
-SYSTEM_PROMPT = "You are a performance engineer. Be precise and quote numbers."
-ANALYSIS_TASK = (
-    "Below is a digest of benchmark artifacts. Analyse it: name the fastest and slowest "
-    "setups, the trade-offs, and any regression."
-)
-REPORT_TASK = (
-    "Turn this analysis into a short technical report with a title, findings and "
-    "recommendations."
-)
+SYSTEM_PROMPT = "You are a performance engineer. Quote numbers."
+ANALYSIS_TASK = ("Analyse these benchmark results: fastest and slowest setups, trade-offs, "
+                 "regressions.")
+REPORT_TASK = ("Write a short technical report (title, findings, recommendations) from this "
+               "analysis.")
 
 
 class WorkloadError(ValueError):
@@ -74,28 +70,36 @@ def _summarise(path: Path, text: str) -> str:
 
 
 def _summarise_csv(name: str, text: str) -> str:
+    """Row count, the range of each numeric column, and which rows hold the extreme timings."""
     from io import StringIO
 
     frame = pd.read_csv(StringIO(text))
     if frame.empty:
         raise ValueError("the table has no rows")
-    numeric = frame.select_dtypes("number")
-    labels = [c for c in frame.columns if c not in numeric.columns][:2] or [frame.columns[0]]
+    labels = _label_columns(frame)
     parts = [f"{name}, {len(frame)} rows"]
-    for column in numeric.columns:
-        if column in labels:
-            continue
-        values = numeric[column]
-        part = f"{column} {_num(values.min())}-{_num(values.max())}"
+    for column in frame.select_dtypes("number").columns.difference(labels, sort=False):
+        values = frame[column]
+        lo, hi = values.idxmin(), values.idxmax()
         if column.endswith(TIMING_SUFFIXES):
-            lo, hi = (_row_label(frame.loc[i], labels) for i in (values.idxmin(), values.idxmax()))
-            part += f" (min {lo}, max {hi})"
-        parts.append(part)
+            parts.append(f"{column} {_num(values[lo])} ({_row_label(frame.loc[lo], labels)}) "
+                         f"to {_num(values[hi])} ({_row_label(frame.loc[hi], labels)})")
+        else:
+            parts.append(f"{column} {_num(values[lo])}-{_num(values[hi])}")
     return "; ".join(parts)
 
 
+def _label_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that name a setup: text columns with repeated values (ids say nothing), else
+    the first column (e.g. a concurrency level)."""
+    text = [c for c in frame.columns
+            if not pd.api.types.is_numeric_dtype(frame[c]) and frame[c].nunique() < len(frame)]
+    return text[:1] or [frame.columns[0]]
+
+
 def _row_label(row: pd.Series, labels: list[str]) -> str:
-    return " ".join(str(row[c]) for c in labels)
+    return " ".join(str(row[c]) if isinstance(row[c], str) else f"{c} {_num(row[c])}"
+                    for c in labels)
 
 
 def _flatten(value: Any, prefix: str = "") -> list[str]:
@@ -119,7 +123,8 @@ def _markdown_facts(text: str) -> list[str]:
 
 
 def _num(value: float) -> str:
-    return f"{value:.4g}"
+    """Short numbers: integers and large values without decimals or exponents."""
+    return f"{value:.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:.3g}"
 
 
 def analysis_messages(workload: Workload) -> list[Message]:

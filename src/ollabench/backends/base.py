@@ -10,9 +10,25 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import numpy as np
+
 from ollabench.records import CallMeasurement
 
 Message = dict[str, str]
+
+
+def record_token_gaps(measurement: CallMeasurement, token_times_ns: list[int]) -> None:
+    """Inter-token latency between successive non-empty chunks: p50, p95 and max in ms.
+
+    Left unknown (None) with fewer than two gaps: one gap is no distribution.
+    """
+    if len(token_times_ns) < 3:
+        return
+    gaps_ms = np.diff(np.asarray(token_times_ns, dtype=np.int64)) / 1e6
+    p50, p95 = np.percentile(gaps_ms, [50, 95])
+    measurement.itl_p50_ms = float(p50)
+    measurement.itl_p95_ms = float(p95)
+    measurement.itl_max_ms = float(gaps_ms.max())
 
 
 class BackendUnavailable(RuntimeError):

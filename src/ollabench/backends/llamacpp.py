@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ollabench.backends.base import Backend, BackendUnavailable, Message
+from ollabench.backends.base import Backend, BackendUnavailable, Message, record_token_gaps
 from ollabench.config import ConfigError, ModelConfig, RunConfig
 from ollabench.records import CallMeasurement
 
@@ -138,18 +138,21 @@ class LlamaCppBackend(Backend):
         measurement = CallMeasurement(load_ms=load_ms, reloaded=reloaded, truncated=truncated,
                                       prompt_tokens=prompt_tokens, num_ctx=int(opts["num_ctx"]))
         pieces: list[str] = []
+        token_times_ns: list[int] = []
         try:
             for chunk in llm.create_completion(prompt=tokens, stream=True, **sampling):
                 choice = chunk["choices"][0]
                 if choice["text"]:
-                    if measurement.ttft_ms is None:
-                        measurement.ttft_ms = (time.perf_counter_ns() - start_ns) / 1e6
+                    token_times_ns.append(time.perf_counter_ns())
                     pieces.append(choice["text"])
                 if choice.get("finish_reason"):
                     measurement.done_reason = choice["finish_reason"]
         except (RuntimeError, ValueError) as exc:
             measurement.error = f"llama.cpp: {exc}"
         measurement.e2e_ms = (time.perf_counter_ns() - start_ns) / 1e6
+        if token_times_ns:
+            measurement.ttft_ms = (token_times_ns[0] - start_ns) / 1e6
+        record_token_gaps(measurement, token_times_ns)
         # In process, the engine's whole time is the client's end-to-end time.
         measurement.total_ms = measurement.e2e_ms
         measurement.output = "".join(pieces)
@@ -219,9 +222,10 @@ class LlamaCppBackend(Backend):
         }
 
     def snapshot(self) -> dict[str, Any]:
-        loaded = self._load_key is not None
-        return {"loaded": loaded,
-                "load_options": dict(zip(LOAD_OPTIONS, self._load_key)) if loaded else None}
+        if self._load_key is None:
+            return {"loaded": False, "load_options": None}
+        return {"loaded": True, "load_options": dict(zip(LOAD_OPTIONS, self._load_key,
+                                                         strict=True))}
 
     def unload(self) -> None:
         self.close()
