@@ -45,7 +45,7 @@ def make_project(dest: Path, runs: int = 2, caps: int = 8) -> Path:
     run_yaml.write_text(yaml.safe_dump(run, sort_keys=False))
     _run([sys.executable, "-m", "ollabench.cli", "params"], dest)
     _run(["git", "init", "-q", "-b", "main"], dest)
-    _run(["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc-site")], dest)
+    _run(["dvc", "config", "--local", "core.site_cache_dir", str(dest.parent / "dvc-site")], dest)
     _run(["git", "add", "-A"], dest)
     _run(["git", "commit", "-qm", "project"], dest)
     return dest

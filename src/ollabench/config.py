@@ -112,6 +112,14 @@ class ProfileConfig(_Strict):
     name: str = Field(min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("options", mode="before")
+    @classmethod
+    def _null_means_not_sent(cls, options: Any) -> Any:
+        """conf/ lists options as null so they can be set with -S; null sends nothing."""
+        if isinstance(options, dict):
+            return {k: v for k, v in options.items() if v is not None}
+        return options
+
 
 class StageCaps(_Strict):
     analysis: int = Field(ge=1)

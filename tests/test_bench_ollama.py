@@ -1,0 +1,132 @@
+"""The bench stage against a real HTTP server speaking Ollama's wire format: faults, retries,
+pre-flight messages and resume after a real SIGKILL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from ollabench.bench import BenchIncomplete, plan, run_bench
+from ollabench.cli import main
+from ollabench.records import read_records
+from tests.conftest import ROOT, tiny_config
+from tests.fake_ollama import URL_PREFIX, FakeOllama, Script, fake_ollama_fixture  # noqa: F401
+
+
+def ollama_raw(raw_config: dict[str, Any], url: str) -> dict[str, Any]:
+    raw_config["model"] = {"name": "qwen2.5:7b", "backend": "ollama", "gguf": None,
+                           "host": url, "think": None, "keep_alive": None}
+    raw_config["run"].update(retry_backoff_s=0.01, read_timeout_s=2.0, max_retries=1)
+    return raw_config
+
+
+def _measured(records) -> Counter:
+    return Counter((r.run, r.arm, r.stage) for r in records
+                   if r.phase == "measured" and r.error is None)
+
+
+def test_faults_are_recorded_and_retried(fake_ollama: FakeOllama, raw_config, tmp_path) -> None:
+    config = tiny_config(ollama_raw(raw_config, fake_ollama.url), runs=1)
+    fake_ollama.queue(Script(), Script(status=500, error="CUDA error: out of memory"),
+                      Script(), Script(disconnect_after=2))
+    records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False)
+    failed = [r for r in records if r.error]
+    assert [r.error.startswith("HTTP 500") for r in failed] == [True, False]
+    assert "CUDA error: out of memory" in failed[0].error
+    for bad in failed:  # each failure is followed by a successful retry of the same slot
+        retry = next(r for r in records if r.seq == bad.seq and r.attempt == bad.attempt + 1)
+        assert retry.error is None
+    assert set(_measured(records).values()) == {1} and len(_measured(records)) == 4
+
+
+def test_a_call_that_never_succeeds_keeps_data_and_resumes(fake_ollama: FakeOllama, raw_config,
+                                                           tmp_path) -> None:
+    config = tiny_config(ollama_raw(raw_config, fake_ollama.url), runs=1)
+    fake_ollama.queue(Script(), Script(status=503), Script(status=503))  # analysis of control
+    with pytest.raises(BenchIncomplete, match=r"2 call\(s\) never succeeded \(seq 2, 3\)"):
+        run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False)
+    written = read_records(tmp_path / "raw" / "calls.jsonl")
+    assert sum(1 for r in written if r.error) == 3  # analysis twice, then its report skipped
+    assert any(r.error.startswith("skipped:") for r in written if r.error)
+
+    records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False)
+    assert set(_measured(records).values()) == {1} and len(_measured(records)) == 4
+    assert all(w in records for w in written)
+    resumed_warmups = [r for r in records if r.seq > len(plan(config.run))]
+    assert resumed_warmups and all(r.phase == "warmup" for r in resumed_warmups)
+
+
+def test_preflight_server_down(raw_config, tmp_path, capsys) -> None:
+    with socket_port() as port:
+        url = f"http://127.0.0.1:{port}"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(ollama_raw(raw_config, url)))
+    assert main(["bench", "--params", str(params), "--out", str(tmp_path / "raw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert url in err and "ollama serve" in err and len(err.splitlines()) == 1
+
+
+def test_preflight_model_missing(fake_ollama: FakeOllama, raw_config, tmp_path, capsys) -> None:
+    raw = ollama_raw(raw_config, fake_ollama.url)
+    raw["model"]["name"] = "mistral:7b"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    assert main(["bench", "--params", str(params), "--out", str(tmp_path / "raw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ollama pull mistral:7b" in err and len(err.splitlines()) == 1
+    assert not fake_ollama.requests_to("/api/chat")
+
+
+@contextlib.contextmanager
+def socket_port() -> Iterator[int]:
+    """A port that nothing listens on once the context exits."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_sigkill_then_resume_against_a_server(raw_config, tmp_path) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_ollama", "--port", "0", "--script",
+         '{"ttft_ms": 20, "token_ms": 5, "tokens": 10}'],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip().removeprefix(URL_PREFIX)
+        raw = ollama_raw(raw_config, url)
+        raw["run"]["runs"] = 4
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump(raw))
+        journal = tmp_path / "journal"
+        cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
+               "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
+        bench = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and bench.poll() is None:
+            files = list(journal.rglob("calls.jsonl"))
+            if files and files[0].read_text().count("\n") >= 7:
+                break
+            time.sleep(0.005)
+        bench.send_signal(signal.SIGKILL)
+        bench.wait()
+        kept = read_records(next(journal.rglob("calls.jsonl")))
+        assert 7 <= len(kept) < len(plan(tiny_config(raw, runs=4).run))
+
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        records = read_records(tmp_path / "raw" / "calls.jsonl")
+        assert all(k in records for k in kept)
+        assert len({r.key for r in records}) == len(records)
+        assert set(_measured(records).values()) == {1} and len(_measured(records)) == 16
+    finally:
+        server.kill()
+        server.wait()
