@@ -1,0 +1,211 @@
+"""The report: sections, figures, wording that follows each metric's direction, and numbers
+that are the CSVs' numbers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ollabench import report, stats
+from tests.synthetic import Scenario, make_records, swap_arms, write_raw
+
+SECTIONS = ("Executive summary", "Aggregate results", "Configuration of both arms",
+            "Methodology", "Statistical analysis", "Data quality", "Run-by-run results",
+            "System information", "Conclusion")
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?%?")
+
+
+def build(tmp_path: Path, scenario: Scenario, swap: bool = False) -> dict[str, object]:
+    records = make_records(scenario)
+    raw = write_raw(tmp_path / "raw", swap_arms(records) if swap else records, scenario)
+    processed = tmp_path / "data" / "processed"
+    stats.run_aggregate(raw, processed, tmp_path / "reports" / "metrics.json", 5.0)
+    path, figures = tmp_path / "reports" / "report.md", tmp_path / "reports" / "figures"
+    report.run_report(raw, processed, path, figures)
+    return {"text": path.read_text(), "figures": figures,
+            "comparisons": pd.read_csv(processed / stats.COMPARISONS_FILE),
+            "summary": pd.read_csv(processed / stats.SUMMARY_FILE)}
+
+
+def section(text: str, title: str) -> str:
+    """The body of one `## title` section."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"no section {title}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def improvement(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Treatment decodes 10% faster and reaches the first token 20% sooner."""
+    scenario = Scenario(runs=10, cv_pct=2.0, eval_rate_gain=0.10, ttft_factor=0.8,
+                        failures=[("treatment", 2, "report")],
+                        spikes={("control", 7, "analysis", "ttft_ms"): 8.0})
+    return build(tmp_path_factory.mktemp("improvement"), scenario)
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    scenario = Scenario(runs=10, cv_pct=2.0, eval_rate_gain=0.10, ttft_factor=0.8)
+    return build(tmp_path_factory.mktemp("regression"), scenario, swap=True)
+
+
+@pytest.fixture(scope="module")
+def aa_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    scenario = Scenario(runs=10, cv_pct=2.0, treatment_profile="baseline")
+    return build(tmp_path_factory.mktemp("aa"), scenario)
+
+
+def test_sections_in_order_and_header(improvement: dict[str, object]) -> None:
+    text = str(improvement["text"])
+    assert text.startswith("# ollabench report: smollm2-135m\n")
+    positions = [text.index(f"\n## {title}\n") for title in SECTIONS]
+    assert positions == sorted(positions)
+    header = text[:positions[0]]
+    for fact in ("Date: 2025-01-01T00:10:00+00:00",
+                 "Model: smollm2-135m (SmolLM2-135M-Instruct.Q4_1.gguf, sha256 abababababab)",
+                 "Backend: llamacpp (llama.cpp (llama-cpp-python)) 0.3.36",
+                 "Runs: 10 planned per arm", "Host: testhost", "`chimera` (profile)"):
+        assert fact in header
+    runs = section(text, "Run-by-run results")
+    assert "### Control (`baseline`)" in runs and "### Treatment (`chimera`)" in runs
+    config = section(text, "Configuration of both arms")
+    assert "|`num_ctx`|backend default|512|" in config
+
+
+def test_figures_are_written_and_embedded(improvement: dict[str, object]) -> None:
+    figures = Path(str(improvement["figures"]))
+    names = sorted(p.name for p in figures.iterdir())
+    assert names == ["analysis_by_arm.png", "per_run.png", "report_by_arm.png",
+                     "workflow_by_arm.png"]
+    for name in names:
+        assert (figures / name).read_bytes().startswith(b"\x89PNG")
+        assert f"](figures/{name})" in str(improvement["text"])
+
+
+def test_improvement_wording(improvement: dict[str, object]) -> None:
+    summary = section(str(improvement["text"]), "Executive summary")
+    ttft = next(line for line in summary.splitlines() if line.startswith(
+        "- report stage: median TTFT"))
+    assert re.search(r"\(-\d+\.\d%, faster, better, p", ttft)
+    rate = next(line for line in summary.splitlines() if line.startswith(
+        "- report stage: median eval rate"))
+    assert re.search(r"\(\+\d+\.\d%, faster, better, p", rate)
+    text = str(improvement["text"]).lower()
+    assert not re.search(r"-\d[\d.]*%?\s*(improvement|reduction)", text)
+    assert "reduction" not in text and "improvement" not in text
+
+
+def test_regression_wording(regression: dict[str, object]) -> None:
+    text = str(regression["text"])
+    summary = section(text, "Executive summary")
+    ttft = next(line for line in summary.splitlines() if line.startswith(
+        "- report stage: median TTFT"))
+    assert re.search(r"\(\+\d+\.\d%, slower, worse, p", ttft)  # higher TTFT: slower, worse
+    rate = next(line for line in summary.splitlines() if line.startswith(
+        "- report stage: median eval rate"))
+    assert re.search(r"\(-\d+\.\d%, slower, worse, p", rate)
+    assert "improve" not in text.lower() and "better, p" not in summary
+
+
+def test_aa_run_is_presented_as_a_noise_floor(aa_run: dict[str, object]) -> None:
+    text = str(aa_run["text"])
+    summary = section(text, "Executive summary")
+    assert "A/A run" in summary and "noise-floor calibration" in summary
+    assert "noise floor" in section(text, "Conclusion")
+    for part in (summary, section(text, "Conclusion")):
+        # "significant" only where a test says so: here, only "no significant difference"
+        assert "significant" not in part.replace("no significant difference", "")
+
+
+def test_what_could_not_be_concluded_is_said(tmp_path: Path) -> None:
+    scenario = Scenario(runs=3, cv_pct=20.0, eval_rate_gain=0.05)
+    summary = section(str(build(tmp_path, scenario)["text"]), "Executive summary")
+    assert "Could not be concluded: analysis TTFT" in summary
+    assert "inconclusive: these runs detect only changes above" in summary
+
+
+def test_data_quality_lists_failed_calls_and_outliers(improvement: dict[str, object]) -> None:
+    quality = section(str(improvement["text"]), "Data quality")
+    assert "|treatment|report|measured|1|ReadTimeout: timed out|" in quality
+    assert re.search(r"\|control\|analysis\|TTFT\|7\|\d+ ms\|\d+ ms\|[\d.]+\|yes\|", quality)
+    assert "the number of failed calls differs: control 0, treatment 1" in quality
+
+
+def test_every_number_matches_the_csvs(improvement: dict[str, object]) -> None:
+    text = str(improvement["text"])
+    comparisons = improvement["comparisons"]
+    analysis = section(text, "Statistical analysis")
+    for row in comparisons.to_dict("records"):
+        cells = next(line for line in analysis.splitlines()
+                     if line.startswith(f"|{row['stage']}|{report.metric_label(row['metric'])}|"))
+        expected = [
+            row["stage"], report.metric_label(row["metric"]), row["better"],
+            f"{row['n_control']}/{row['n_treatment']}",
+            report.fmt_value(row["control_median"], row["metric"]),
+            report.fmt_value(row["treatment_median"], row["metric"]),
+            report.fmt_pct(row["median_diff_pct"]),
+            f"{report.fmt_pct(row['ci_low_pct'])} to {report.fmt_pct(row['ci_high_pct'])}",
+            report.fmt_value(row["control_mean"], row["metric"]),
+            report.fmt_value(row["treatment_mean"], row["metric"]),
+            report.fmt_pct(row["mean_diff_pct"]), report.fmt_p(row["p_welch"]),
+            report.fmt_p(row["p_mannwhitney"]), report.fmt_p(row["p_paired"]),
+            report.fmt_p(row["p_holm"]), report.fmt_effect(row["hedges_g"]),
+            report.fmt_effect(row["cliffs_delta"]), report.fmt_plain_pct(row["mde_pct"]),
+            row["verdict"]]
+        assert cells.strip("|").split("|") == expected
+    aggregate = section(text, "Aggregate results")
+    for row in improvement["summary"].to_dict("records"):
+        unit = stats.METRIC_BY_NAME[row["metric"]].unit
+        prefix = f"|{row['stage']}|{report.metric_label(row['metric'])} ({unit})|{row['arm']}|"
+        cells = next(line for line in aggregate.splitlines() if line.startswith(prefix))
+        assert cells.strip("|").split("|")[3:8] == [
+            str(row["n"]), report.fmt_num(row["mean"]), report.fmt_num(row["median"]),
+            report.fmt_num(row["sd"]), report.fmt_plain_pct(row["cv_pct"])]
+    summary = section(text, "Executive summary")
+    for row in comparisons.loc[comparisons["metric"].isin(stats.HEADLINE_METRICS)].to_dict(
+            "records"):
+        line = next(line for line in summary.splitlines() if line.startswith(
+            f"- {row['stage']} stage: median {report.metric_label(row['metric'])} "))
+        allowed = {report.fmt_num(row[k]) for k in ("control_median", "treatment_median",
+                                                   "control_mean", "treatment_mean")}
+        allowed |= {report.fmt_pct(row[k]) for k in ("median_diff_pct", "mean_diff_pct")}
+        allowed |= {report.fmt_plain_pct(row["mde_pct"]), *NUMBER.findall(report.fmt_p(
+            row["p_holm"]))}
+        assert set(NUMBER.findall(line)) <= allowed, line
+        assert row["verdict"] in line or report.verdict_words(pd.Series(row)) in line
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (1352.85, "1353"), (119.15, "119.2"), (5.0624, "5.062"), (160.0, "160"), (0.01234, "0.0123"),
+    (float("nan"), "n/a"), (None, "n/a")])
+def test_fmt_num(value: float | None, text: str) -> None:
+    assert report.fmt_num(value) == text
+
+
+def test_fmt_pct_and_p() -> None:
+    assert report.fmt_pct(-50.0) == "-50.0%" and report.fmt_pct(3.04) == "+3.0%"
+    assert report.fmt_p(0.0004) == "< 0.001" and report.fmt_p(0.004) == "0.004"
+    assert report.fmt_p(0.62) == "0.62" and report.fmt_p_clause(0.0001) == "p < 0.001"
+    assert report.fmt_p_clause(0.01) == "p = 0.01"
+
+
+def test_missing_aggregate_outputs_are_named_and_nothing_is_written(tmp_path: Path) -> None:
+    path, figures = tmp_path / "reports" / "report.md", tmp_path / "reports" / "figures"
+    with pytest.raises(report.ReportError, match=r"summary\.csv.*run the aggregate stage"):
+        report.run_report(tmp_path / "raw", tmp_path / "processed", path, figures)
+    assert not path.exists() and not figures.exists()
+
+
+def test_report_without_env_json_says_not_recorded(tmp_path: Path) -> None:
+    scenario = replace(Scenario(runs=3))
+    raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
+    (raw / "env.json").unlink()
+    processed = tmp_path / "processed"
+    stats.run_aggregate(raw, processed, tmp_path / "metrics.json", 5.0)
+    report.run_report(raw, processed, tmp_path / "report.md", tmp_path / "figures")
+    text = (tmp_path / "report.md").read_text()
+    assert "Date: not recorded" in text and "Not recorded (no env.json)." in text
