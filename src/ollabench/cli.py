@@ -125,24 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=Path, default=Path("reports/figures"),
                    help="(reports/figures)")
     p.set_defaults(func=_cmd_report)
+
+    from ollabench.compare import add_commands
+
+    add_commands(sub)
     return parser
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    """User errors: printed as one line, exit 2."""
     from ollabench.agent import WorkloadError
     from ollabench.backends.base import BackendUnavailable
+    from ollabench.compare import CompareError
     from ollabench.config import ConfigError
     from ollabench.records import RecordError
+    from ollabench.report import ReportError
+    from ollabench.stats import AggregateError
 
-    errors: list[type[BaseException]] = [ConfigError, WorkloadError, BackendUnavailable,
-                                         RecordError]
-    try:
-        from ollabench.stats import AggregateError
-
-        errors.append(AggregateError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (ConfigError, WorkloadError, BackendUnavailable, RecordError, AggregateError,
+            ReportError, CompareError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,238 @@
+"""Spread a sweep over a cluster: one Hydra job per point of the grid.
+
+DVC's queue runs experiments on one machine. Here Hydra expands the grid and its launcher
+(hydra-submitit-launcher: `submitit_slurm` on a cluster, `submitit_local` on one machine)
+runs one job per point. Each job clones the repository at the driver's commit (DVC's repo
+lock forbids sharing one checkout), runs `dvc exp run -S <its overrides>` against the Ollama
+server of its node and pushes the experiment with its data (`dvc exp push`) to the shared git
+and DVC remotes. `dvc exp pull` then brings every result home for `leaderboard` and `compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ollabench.compare import CompareError
+from ollabench.config import ConfigError, validate_config
+from ollabench.records import write_json_atomic
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+SWEEP_ROOT = Path(".ollabench/sweep")
+JOB_RESULT = "ollabench-job.json"
+JOB_LOG = "job.log"
+CLONE_DIR = "repo"
+# Config groups that steer the sweep itself and are no benchmark parameter.
+SWEEP_GROUPS = frozenset({"sweep"})
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+EXIT_JOBS_FAILED = 1
+
+
+class JobFailed(RuntimeError):
+    """A step of a sweep job failed; the message ends with the step's last output line."""
+
+
+def bench_overrides(task_overrides: Iterable[str]) -> list[str]:
+    """A job's overrides that are benchmark parameters, as `dvc exp run -S` takes them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    return [o.input_line for o in parsed
+            if o.input_line and o.key_or_group.split(".")[0] not in SWEEP_GROUPS]
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What every Hydra job runs, on its node: the launcher pickles it there."""
+
+    git_url: str
+    commit: str
+    name: str
+    dvc_remote: str | None = None
+
+    def __call__(self, cfg: DictConfig) -> dict[str, Any]:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        from omegaconf import OmegaConf
+
+        hydra = HydraConfig.get()
+        number = hydra.job.num if hydra.mode == RunMode.MULTIRUN else 0
+        out = Path(hydra.runtime.output_dir)
+        overrides = bench_overrides(hydra.overrides.task)
+        result: dict[str, Any] = {"job": number, "experiment": f"{self.name}-{number}",
+                                  "overrides": overrides, "node": socket.gethostname()}
+        try:
+            # The job's own composition: a bad option fails here, before any clone or call.
+            validate_config(OmegaConf.to_container(cfg, resolve=True))
+            self.run_experiment(out, result["experiment"], overrides)
+            result["status"] = "pushed"
+        except (ConfigError, JobFailed) as exc:
+            result.update(status="failed", error=str(exc))
+        write_json_atomic(out / JOB_RESULT, result)
+        return result
+
+    def run_experiment(self, out: Path, experiment: str, overrides: list[str]) -> None:
+        """Clone at the sweep's commit, run the experiment, push it with its data."""
+        clone = out / CLONE_DIR
+        dvc = [sys.executable, "-m", "dvc"]
+        remote = ["--remote", self.dvc_remote] if self.dvc_remote else []
+        steps = [
+            (["git", "clone", "--quiet", "--no-checkout", self.git_url, str(clone)], out),
+            (["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", self.commit],
+             clone),
+            ([*dvc, "exp", "run", "--name", experiment,
+              *(arg for o in overrides for arg in ("-S", o))], clone),
+            ([*dvc, "exp", "push", *remote, "origin", experiment], clone),
+        ]
+        # Stages call `ollabench`: the one of this Python, whatever PATH the node has.
+        env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                    f"{os.environ.get('PATH', '')}"}
+        with (out / JOB_LOG).open("a", encoding="utf-8") as log:
+            for command, cwd in steps:
+                log.write(f"$ {' '.join(command)}\n")
+                log.flush()
+                done = subprocess.run(command, cwd=cwd, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, check=False)
+                if done.returncode:
+                    raise JobFailed(f"`{' '.join(command[:4])}` exited {done.returncode}: "
+                                    f"{_last_line(out / JOB_LOG)} (log: {out / JOB_LOG})")
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise CompareError(f"git {' '.join(args)}: {done.stderr.strip() or 'failed'}")
+    return done.stdout.strip()
+
+
+def prepare(root: Path, git_remote: str, dvc_remote: str | None, name: str) -> SweepJob:
+    """Check what the jobs will need from the nodes, then describe their task."""
+    if not EXPERIMENT_NAME.fullmatch(name):
+        raise CompareError(f"--name: {name!r} is no valid experiment name (letters, digits, "
+                           "'.', '_', '-')")
+    commit = _git(root, "rev-parse", "HEAD")
+    try:
+        url = _git(root, "remote", "get-url", git_remote)
+    except CompareError:
+        raise CompareError(f"no git remote '{git_remote}': the jobs clone it and push their "
+                           f"experiments there (git remote add {git_remote} URL)") from None
+    on_remote = _git(root, "branch", "--remotes", "--contains", commit).split()
+    if not any(ref.startswith(f"{git_remote}/") for ref in on_remote):
+        raise CompareError(f"commit {commit[:10]} is not on '{git_remote}', which the jobs "
+                           f"clone: push it first (git push {git_remote} HEAD)")
+    _check_dvc_remote(root, dvc_remote)
+    if _git(root, "status", "--porcelain", "--untracked-files=no"):
+        print(f"ollabench: warning: uncommitted changes are not part of the sweep; the jobs "
+              f"run commit {commit[:10]}", file=sys.stderr)
+    if not Path(url).is_absolute() and Path(root, url).exists():
+        url = str(Path(root, url).resolve())  # a relative path remote, seen from elsewhere
+    return SweepJob(url, commit, name, dvc_remote)
+
+
+def _check_dvc_remote(root: Path, name: str | None) -> None:
+    """The jobs' clones see the committed, global and system DVC config, not config.local."""
+    from dvc.repo import Repo
+
+    remotes: dict[str, Any] = {}
+    default = None
+    with Repo(str(root)) as repo:
+        for level in ("system", "global", "repo"):
+            config = repo.config.read(level)
+            remotes.update(config.get("remote", {}))
+            default = config.get("core", {}).get("remote", default)
+    wanted = name or default
+    if wanted is None:
+        raise CompareError("no default DVC remote for the jobs' data: add one with "
+                           "`dvc remote add -d NAME URL` and commit .dvc/config")
+    if wanted not in remotes:
+        raise CompareError(f"DVC remote '{wanted}' is not in the committed .dvc/config (a clone "
+                           f"does not see .dvc/config.local): `dvc remote add {wanted} URL`")
+
+
+def run_sweep(job: SweepJob, conf_dir: Path, sweep_dir: Path, hydra_args: list[str],
+              multirun: bool) -> list[dict[str, Any]]:
+    """Hand the overrides to Hydra (its sweeper and launcher), then collect the job results."""
+    import hydra
+
+    main = hydra.main(version_base=None, config_path=str(conf_dir.resolve()),
+                      config_name="config")(job)
+    argv = ["ollabench sweep", *(["--multirun"] if multirun else []),
+            f"hydra.sweep.dir={sweep_dir}", f"hydra.run.dir={sweep_dir / '0'}", *hydra_args]
+    saved, sys.argv = sys.argv, argv  # hydra.main reads its command line from sys.argv
+    try:
+        main()
+    except SystemExit as exc:  # Hydra reports its own errors, then exits
+        if exc.code:
+            raise CompareError("the Hydra sweep failed (its message is above)") from None
+    finally:
+        sys.argv = saved
+    results = [json.loads(p.read_text(encoding="utf-8"))
+               for p in sweep_dir.glob(f"*/{JOB_RESULT}")]
+    return sorted(results, key=lambda r: r["job"])
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ollabench.compare import repo_root
+
+    root = repo_root()
+    name = args.name or datetime.now().strftime("sweep-%Y%m%d-%H%M%S")
+    job = prepare(root, args.git_remote, args.dvc_remote, name)
+    sweep_dir = (args.workdir / name).resolve()
+    if sweep_dir.exists():
+        raise CompareError(f"{sweep_dir} exists: a sweep named '{name}' ran before; its "
+                           "experiments keep that name, so choose another --name")
+    results = run_sweep(job, root / "conf", sweep_dir, args.overrides, args.multirun)
+    for r in results:
+        status = r["status"] if r["status"] == "pushed" else f"FAILED: {r.get('error')}"
+        print(f"#{r['job']} {r['experiment']} on {r['node']} "
+              f"[{' '.join(r['overrides']) or 'defaults'}]: {status}")
+    failed = sum(r["status"] != "pushed" for r in results)
+    print(f"{len(results) - failed} of {len(results)} experiments pushed to "
+          f"'{args.git_remote}' (jobs in {sweep_dir}); fetch them with "
+          f"`dvc exp pull {args.git_remote}`, then `ollabench leaderboard`")
+    return EXIT_JOBS_FAILED if failed or not results else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a sweep as a Hydra multirun, one clone and experiment per job",
+        description="Expand Hydra overrides into jobs (-m) and run them with a Hydra launcher, "
+                    "e.g. hydra/launcher=submitit_slurm. Each job clones this repository at "
+                    "HEAD (which must be on the git remote), runs `dvc exp run -S <its "
+                    "overrides>` and pushes the experiment and its data (`dvc exp push`). "
+                    "+sweep=chimera_sweep selects a grid from conf/sweep/.")
+    p.add_argument("overrides", nargs="*",
+                   help="Hydra overrides: benchmark parameters (profile.options.num_ctx=256,512)"
+                        ", hydra/launcher=..., hydra.launcher.*=..., +sweep=NAME")
+    p.add_argument("-m", "--multirun", action="store_true",
+                   help="expand sweeps into one job each (without it: one job, here)")
+    p.add_argument("--name", default=None,
+                   help="experiment name prefix; job N is <name>-N (sweep-<date>-<time>)")
+    p.add_argument("--git-remote", default="origin",
+                   help="git remote the jobs clone and push to (origin)")
+    p.add_argument("--dvc-remote", default=None,
+                   help="DVC remote for the jobs' data (the default remote)")
+    p.add_argument("--workdir", type=Path, default=SWEEP_ROOT,
+                   help=f"jobs' folders: clones, logs, Hydra files; on a cluster a shared "
+                        f"file system ({SWEEP_ROOT})")
+    p.set_defaults(func=_cmd_sweep)
