@@ -209,3 +209,10 @@ def test_report_without_env_json_says_not_recorded(tmp_path: Path) -> None:
     report.run_report(raw, processed, tmp_path / "report.md", tmp_path / "figures")
     text = (tmp_path / "report.md").read_text()
     assert "Date: not recorded" in text and "Not recorded (no env.json)." in text
+
+
+def test_detectable_change_is_capped_for_display() -> None:
+    from ollabench.report import fmt_mde
+
+    assert fmt_mde(12.34) == "12.3%"
+    assert fmt_mde(6.4e9) == "over 1000%"

@@ -110,6 +110,16 @@ def fmt_plain_pct(x: float) -> str:
     return f"{x:.1f}%"
 
 
+# Beyond this a detectable change says only "far too few runs"; its digits would be noise.
+MDE_DISPLAY_CAP_PCT = 1000.0
+
+
+@_unknown_as_na
+def fmt_mde(x: float) -> str:
+    """The detectable change (MDE), capped for display: 12.3%, over 1000%."""
+    return f"over {MDE_DISPLAY_CAP_PCT:.0f}%" if x > MDE_DISPLAY_CAP_PCT else fmt_plain_pct(x)
+
+
 @_unknown_as_na
 def fmt_p(p: float) -> str:
     """A p-value: 0.62, 0.004, < 0.001."""
@@ -171,7 +181,7 @@ def summary_sentence(row: pd.Series, noise_floor: bool) -> str:
     unit = METRIC_BY_NAME[metric].unit
     words = verdict_words(row)
     if row["verdict"] == "inconclusive":
-        words += f": these runs detect only changes above {fmt_plain_pct(row['mde_pct'])}"
+        words += f": these runs detect only changes above {fmt_mde(row['mde_pct'])}"
     text = (f"{row['stage']} stage: median {metric_label(metric)} "
             f"{fmt_num(row['control_median'])} -> {fmt_num(row['treatment_median'])} {unit} "
             f"({fmt_pct(row['median_diff_pct'])}, {words}, {fmt_p_clause(row['p_holm'])}); "
@@ -291,7 +301,7 @@ def _executive_summary(md: MdUtils, inputs: Inputs) -> None:
     open_rows = [r for r in inputs.headline_rows() if r["verdict"] == "inconclusive"]
     if open_rows:
         items = "; ".join(f"{r['stage']} {metric_label(r['metric'])} (detectable change "
-                          f"{fmt_plain_pct(r['mde_pct'])})" for r in open_rows)
+                          f"{fmt_mde(r['mde_pct'])})" for r in open_rows)
         md.new_paragraph(
             f"Could not be concluded: {items}. These runs are too few or too noisy to tell a "
             f"change of {fmt_plain_pct(threshold)} (the practical threshold) from noise; more "
@@ -419,7 +429,7 @@ def _statistical_analysis(md: MdUtils, inputs: Inputs) -> None:
              fmt_value(r["treatment_mean"], r["metric"]), fmt_pct(r["mean_diff_pct"]),
              fmt_p(r["p_welch"]), fmt_p(r["p_mannwhitney"]), fmt_p(r["p_paired"]),
              fmt_p(r["p_holm"]), fmt_effect(r["hedges_g"]), fmt_effect(r["cliffs_delta"]),
-             fmt_plain_pct(r["mde_pct"]), r["verdict"]]
+             fmt_mde(r["mde_pct"]), r["verdict"]]
             for r in inputs.comparisons.to_dict("records")]
     _table(md, header, rows)
 
