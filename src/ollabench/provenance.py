@@ -75,8 +75,13 @@ def git_state(cwd: Path | None = None) -> dict[str, Any]:
             else None}
 
 
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH")
+
+
 def ollama_environment() -> dict[str, str]:
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("OLLAMA_")}
+    """The client's OLLAMA_* variables (they change server behaviour), credentials redacted."""
+    return {key: "<redacted>" if any(m in key for m in SECRET_MARKERS) else value
+            for key, value in sorted(os.environ.items()) if key.startswith("OLLAMA_")}
 
 
 def collect(backend_info: dict[str, Any]) -> dict[str, Any]:
