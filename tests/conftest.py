@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ollabench.config import BenchConfig, compose, validate_config
+from ollabench.records import CallRecord, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -45,3 +49,19 @@ def tiny_config(raw: dict[str, Any], runs: int = 1, analysis: int = 6,
     raw = copy.deepcopy(raw)
     raw["run"].update(runs=runs, num_predict={"analysis": analysis, "report": report}, **run)
     return validate_config(raw)
+
+
+def sigkill_after(cmd: list[str], cwd: Path, journal: Path, lines: int,
+                  env: dict[str, str] | None = None, timeout_s: float = 120) -> list[CallRecord]:
+    """Start a real `ollabench bench`, SIGKILL it once its journal holds `lines` calls, and
+    return what the journal kept."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        files = list(journal.rglob("calls.jsonl"))
+        if files and files[0].read_text().count("\n") >= lines:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return read_records(next(journal.rglob("calls.jsonl")))

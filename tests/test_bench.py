@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import yaml
 from ollabench.agent import load_workload
 from ollabench.bench import config_key, plan, run_bench
 from ollabench.records import read_records
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, sigkill_after, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -103,16 +100,7 @@ def test_sigkill_mid_run_then_resume_keeps_every_call_once(tmp_path, raw_config)
     journal = tmp_path / "journal"
     cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
            "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        lines = [p.read_text().count("\n") for p in journal.rglob("calls.jsonl")]
-        if lines and lines[0] >= 4:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    kept = read_records(next(journal.rglob("calls.jsonl")))
+    kept = sigkill_after(cmd, tmp_path, journal, lines=4)
     assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=3).run))
     assert not (tmp_path / "raw").exists()
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +18,7 @@ import yaml
 from ollabench.bench import BenchIncomplete, plan, run_bench
 from ollabench.cli import main
 from ollabench.records import read_records
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, sigkill_after, tiny_config
 from tests.fake_ollama import URL_PREFIX, FakeOllama, Script, fake_ollama_fixture  # noqa: F401
 
 
@@ -110,19 +108,11 @@ def test_sigkill_then_resume_against_a_server(raw_config, tmp_path) -> None:
         journal = tmp_path / "journal"
         cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
                "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
-        bench = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and bench.poll() is None:
-            files = list(journal.rglob("calls.jsonl"))
-            if files and files[0].read_text().count("\n") >= 7:
-                break
-            time.sleep(0.005)
-        bench.send_signal(signal.SIGKILL)
-        bench.wait()
-        kept = read_records(next(journal.rglob("calls.jsonl")))
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        kept = sigkill_after(cmd, tmp_path, journal, lines=7, env=env)
         assert 7 <= len(kept) < len(plan(tiny_config(raw, runs=4).run))
 
-        subprocess.run(cmd, cwd=tmp_path, check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=env)
         records = read_records(tmp_path / "raw" / "calls.jsonl")
         assert all(k in records for k in kept)
         assert len({r.key for r in records}) == len(records)
