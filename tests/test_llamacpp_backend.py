@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ollabench.agent import analysis_messages, load_workload
-from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults, physical_cores
+from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults
 from ollabench.config import ConfigError
+from ollabench.provenance import physical_cores
 from tests.conftest import ROOT, tiny_config
 
 MESSAGES = [{"role": "user", "content": "Count from one to ten."}]

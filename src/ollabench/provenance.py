@@ -20,8 +20,6 @@ def utc_now() -> str:
 
 
 def host_info() -> dict[str, Any]:
-    from ollabench.backends.llamacpp import physical_cores
-
     return {
         "hostname": socket.gethostname(),
         "os": platform.platform(),
@@ -31,6 +29,21 @@ def host_info() -> dict[str, Any]:
         "cpu_cores_logical": os.cpu_count(),
         "memory_gib": _memory_gib(),
     }
+
+
+def physical_cores() -> int:
+    """Ollama's default thread count: physical cores, not hyper-threads."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores = {
+        (block.get("physical id"), block.get("core id"))
+        for block in (dict(line.split(":", 1) for line in chunk.splitlines() if ":" in line)
+                      for chunk in text.split("\n\n"))
+        if block.get("core id") is not None
+    }
+    return len(cores) or os.cpu_count() or 1
 
 
 def _cpu_model() -> str:

@@ -8,7 +8,6 @@ defaults, a reload (new `Llama`) when a load-time option changes, the load time 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from functools import cache
 from importlib import metadata
@@ -17,6 +16,7 @@ from typing import Any
 
 from ollabench.backends.base import Backend, BackendUnavailable, Message, record_token_gaps
 from ollabench.config import ConfigError, ModelConfig, RunConfig
+from ollabench.provenance import physical_cores
 from ollabench.records import CallMeasurement
 
 # Options that need a new model instance, as in Ollama, with their llama.cpp names.
@@ -48,21 +48,6 @@ SAMPLING_OPTIONS = {
     "stop": "stop",
 }
 SUPPORTED_OPTIONS = frozenset(LOAD_OPTIONS) | frozenset(SAMPLING_OPTIONS) | {"num_keep"}
-
-
-def physical_cores() -> int:
-    """Ollama's default thread count: physical cores, not hyper-threads."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return os.cpu_count() or 1
-    cores = {
-        (block.get("physical id"), block.get("core id"))
-        for block in (dict(line.split(":", 1) for line in chunk.splitlines() if ":" in line)
-                      for chunk in text.split("\n\n"))
-        if block.get("core id") is not None
-    }
-    return len(cores) or os.cpu_count() or 1
 
 
 def ollama_defaults() -> dict[str, Any]:
