@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +52,26 @@ def tiny_config(raw: dict[str, Any], runs: int = 1, analysis: int = 6,
     return validate_config(raw)
 
 
-def sigkill_after(cmd: list[str], cwd: Path, journal: Path, lines: int,
-                  env: dict[str, str] | None = None, timeout_s: float = 120) -> list[CallRecord]:
-    """Start a real `ollabench bench`, SIGKILL it once its journal holds `lines` calls, and
-    return what the journal kept."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env)
+@dataclass
+class Interrupted:
+    """What an interrupted bench process left: the journal's calls, its exit status, stderr."""
+
+    kept: list[CallRecord]
+    returncode: int
+    stderr: str
+
+
+def interrupt_bench(cmd: list[str], cwd: Path, journal: Path, lines: int,
+                    env: dict[str, str] | None = None, timeout_s: float = 120,
+                    sig: signal.Signals = signal.SIGKILL) -> Interrupted:
+    """Start a real `ollabench bench` and send it `sig` once its journal holds `lines` calls."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
         files = list(journal.rglob("calls.jsonl"))
         if files and files[0].read_text().count("\n") >= lines:
             break
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return read_records(next(journal.rglob("calls.jsonl")))
+    proc.send_signal(sig)
+    _, stderr = proc.communicate()
+    return Interrupted(read_records(next(journal.rglob("calls.jsonl"))), proc.returncode, stderr)

@@ -15,7 +15,7 @@ import yaml
 from ollabench.agent import load_workload
 from ollabench.bench import config_key, plan, run_bench
 from ollabench.records import read_records
-from tests.conftest import ROOT, sigkill_after, tiny_config
+from tests.conftest import ROOT, interrupt_bench, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_sigkill_mid_run_then_resume_keeps_every_call_once(tmp_path, raw_config)
     journal = tmp_path / "journal"
     cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
            "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
-    kept = sigkill_after(cmd, tmp_path, journal, lines=4)
+    kept = interrupt_bench(cmd, tmp_path, journal, lines=4).kept
     assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=3).run))
     assert not (tmp_path / "raw").exists()
 
