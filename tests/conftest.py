@@ -6,12 +6,14 @@ import copy
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ollabench.config import BenchConfig, compose, validate_config
 from ollabench.records import CallRecord, read_records
@@ -50,6 +52,16 @@ def tiny_config(raw: dict[str, Any], runs: int = 1, analysis: int = 6,
     raw = copy.deepcopy(raw)
     raw["run"].update(runs=runs, num_predict={"analysis": analysis, "report": report}, **run)
     return validate_config(raw)
+
+
+def bench_command(raw: dict[str, Any], folder: Path) -> tuple[list[str], Path]:
+    """Write raw as folder/params.yaml; return the `ollabench bench` command line for it and
+    its journal folder (output in folder/raw)."""
+    params = folder / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    journal = folder / "journal"
+    return [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
+            "--out", str(folder / "raw"), "--journal-dir", str(journal), "--no-progress"], journal
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import yaml
 from ollabench.agent import load_workload
 from ollabench.bench import config_key, plan, run_bench
 from ollabench.records import read_records
-from tests.conftest import ROOT, interrupt_bench, tiny_config
+from tests.conftest import ROOT, bench_command, interrupt_bench, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +94,7 @@ def test_empty_workload_is_refused(tmp_path, raw_config) -> None:
 
 def test_sigkill_mid_run_then_resume_keeps_every_call_once(tmp_path, raw_config) -> None:
     raw_config["run"].update(runs=3, num_predict={"analysis": 8, "report": 8})
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw_config))
-    journal = tmp_path / "journal"
-    cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
-           "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
+    cmd, journal = bench_command(raw_config, tmp_path)
     kept = interrupt_bench(cmd, tmp_path, journal, lines=4).kept
     assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=3).run))
     assert not (tmp_path / "raw").exists()

@@ -19,7 +19,7 @@ import yaml
 from ollabench.bench import BenchIncomplete, plan, run_bench
 from ollabench.cli import main
 from ollabench.records import read_records
-from tests.conftest import ROOT, interrupt_bench, tiny_config
+from tests.conftest import ROOT, bench_command, interrupt_bench, tiny_config
 from tests.fake_ollama import URL_PREFIX, FakeOllama, Script, fake_ollama_fixture  # noqa: F401
 
 
@@ -104,11 +104,7 @@ def test_sigkill_then_resume_against_a_server(raw_config, tmp_path) -> None:
         url = server.stdout.readline().strip().removeprefix(URL_PREFIX)
         raw = ollama_raw(raw_config, url)
         raw["run"]["runs"] = 4
-        params = tmp_path / "params.yaml"
-        params.write_text(yaml.safe_dump(raw))
-        journal = tmp_path / "journal"
-        cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
-               "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
+        cmd, journal = bench_command(raw, tmp_path)
         env = os.environ | {"PYTHONPATH": str(ROOT)}
         kept = interrupt_bench(cmd, tmp_path, journal, lines=7, env=env).kept
         assert 7 <= len(kept) < len(plan(tiny_config(raw, runs=4).run))
@@ -128,11 +124,7 @@ def test_ctrl_c_keeps_completed_calls_and_says_how_to_resume(fake_ollama: FakeOl
     fake_ollama.script = Script(ttft_ms=20, token_ms=10, tokens=10)
     raw = ollama_raw(raw_config, fake_ollama.url)
     raw["run"]["runs"] = 4
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
-    journal = tmp_path / "journal"
-    cmd = [sys.executable, "-m", "ollabench.cli", "bench", "--params", str(params),
-           "--out", str(tmp_path / "raw"), "--journal-dir", str(journal), "--no-progress"]
+    cmd, journal = bench_command(raw, tmp_path)
     stopped = interrupt_bench(cmd, tmp_path, journal, lines=3, sig=signal.SIGINT,
                               env=os.environ | {"PYTHONPATH": str(ROOT)})
     assert stopped.returncode == 130
