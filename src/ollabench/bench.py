@@ -255,7 +255,8 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     }
     write_records_atomic(out_dir / CALLS_FILE, records)
     write_json_atomic(out_dir / ENV_FILE, env)
-    failed = sorted(s.seq for s in slots if s.seq not in journal.succeeded())
+    succeeded = journal.succeeded()
+    failed = sorted(s.seq for s in slots if s.seq not in succeeded)
     if failed:
         raise BenchIncomplete(
             f"{len(failed)} call(s) never succeeded (seq {', '.join(map(str, failed[:10]))}); "
