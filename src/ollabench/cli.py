@@ -23,7 +23,6 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
     params = compose(args.overrides, conf_dir=args.conf)
     validate_config(params)
-    text = dump_params(params)
     if args.check:
         current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
         if yaml.safe_load(current) != params:
@@ -32,7 +31,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.out} matches {args.conf}/")
         return 0
-    args.out.write_text(text, encoding="utf-8")
+    args.out.write_text(dump_params(params), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 
