@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ollabench.records import CALLS_FILE, ENV_FILE, CallRecord, write_records_atomic
+from ollabench.records import (
+    CALLS_FILE,
+    ENV_FILE,
+    CallRecord,
+    write_calls_table,
+    write_records_atomic,
+)
 
 PROMPT_TOKENS = {"analysis": 400, "report": 600}
 OUTPUT_TOKENS = {"analysis": 160, "report": 192}
@@ -141,8 +147,9 @@ def env_for(scenario: Scenario) -> dict[str, Any]:
 
 
 def write_raw(raw_dir: Path, records: list[CallRecord], scenario: Scenario) -> Path:
-    """calls.jsonl and env.json in raw_dir, as the bench stage leaves them."""
+    """calls.jsonl, its columnar copy and env.json in raw_dir, as the bench stage leaves them."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     write_records_atomic(raw_dir / CALLS_FILE, records)
+    write_calls_table(raw_dir)
     (raw_dir / ENV_FILE).write_text(json.dumps(env_for(scenario), indent=2), encoding="utf-8")
     return raw_dir

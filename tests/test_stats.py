@@ -9,11 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from pyarrow import parquet as pq
 from scipy import stats as sps
 
 from ollabench import stats
-from ollabench.records import CALLS_FILE, CallRecord, read_records
+from ollabench.records import (
+    CALLS_FILE,
+    CALLS_TABLE_FILE,
+    SOURCE_BYTES_KEY,
+    CallRecord,
+    read_records,
+)
 from tests.synthetic import Scenario, make_records, swap_arms, write_raw
 
 
@@ -354,21 +362,62 @@ def test_compare_arms_takes_rows_from_two_experiments() -> None:
 def test_records_frame_matches_the_fast_reader(tmp_path: Path) -> None:
     scenario = Scenario(runs=3, failures=[("treatment", 1, "report")])
     raw = write_raw(tmp_path, make_records(scenario), scenario)
-    fast = stats.read_calls(raw / CALLS_FILE)
     slow = stats.records_frame(read_records(raw / CALLS_FILE))
-    pd.testing.assert_frame_equal(fast[slow.columns.intersection(fast.columns)],
-                                  slow[slow.columns.intersection(fast.columns)],
-                                  check_dtype=False, check_categorical=False)
+    from_copy = stats.read_calls(raw)
+    (raw / CALLS_TABLE_FILE).unlink()
+    parsed = stats.read_calls(raw)
+    for fast in (from_copy, parsed):
+        pd.testing.assert_frame_equal(fast[slow.columns.intersection(fast.columns)],
+                                      slow[slow.columns.intersection(fast.columns)],
+                                      check_dtype=False, check_categorical=False)
 
 
 def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     scenario = Scenario(runs=3)
     raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
-    path = raw / CALLS_FILE
-    complete = len(stats.read_calls(path))
-    with path.open("a", encoding="utf-8") as fh:
+    complete = len(stats.read_calls(raw))
+    with (raw / CALLS_FILE).open("a", encoding="utf-8") as fh:
         fh.write('{"seq": 999, "run": 3, "arm": "contr')
-    assert len(stats.read_calls(path)) == complete
+    assert len(stats.read_calls(raw)) == complete
+
+
+def _edit_first_ttft(raw: Path, ttft_ms: float) -> None:
+    """Rewrite calls.jsonl with the first record's ttft_ms changed, at the same size."""
+    lines = (raw / CALLS_FILE).read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    old = json.dumps(first, sort_keys=True)
+    first["ttft_ms"] = ttft_ms
+    new = json.dumps(first, sort_keys=True)
+    lines[0] = new + " " * (len(old) - len(new))
+    (raw / CALLS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_the_columnar_copy_is_used_only_while_it_matches_calls_jsonl(tmp_path: Path) -> None:
+    """calls.jsonl is the source of truth: an edit of the same size (which a size check
+    alone would miss) makes aggregate parse the JSON again instead of using the copy."""
+    scenario = Scenario(runs=3)
+    raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
+    copy = pq.read_table(raw / CALLS_TABLE_FILE)
+    assert copy.schema.metadata[SOURCE_BYTES_KEY] == str((raw / CALLS_FILE).stat().st_size).encode()
+    assert "output" not in copy.column_names and "options" not in copy.column_names
+    assert stats.read_calls(raw)["ttft_ms"].iloc[0] == copy.column("ttft_ms")[0].as_py()
+
+    _edit_first_ttft(raw, 12345.5)
+    assert (raw / CALLS_FILE).stat().st_size == int(copy.schema.metadata[SOURCE_BYTES_KEY])
+    assert stats.read_calls(raw)["ttft_ms"].iloc[0] == 12345.5
+
+
+def test_a_matching_copy_is_read_instead_of_the_json(tmp_path: Path) -> None:
+    """The copy's stamp is what decides: a copy stamped for the current calls.jsonl is
+    read as it is (here one whose values were changed after stamping)."""
+    scenario = Scenario(runs=3)
+    raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
+    copy = pq.read_table(raw / CALLS_TABLE_FILE)
+    ttft = copy.column("ttft_ms").to_pylist()
+    ttft[0] = 777.0
+    changed = copy.set_column(copy.schema.get_field_index("ttft_ms"), "ttft_ms", pa.array(ttft))
+    pq.write_table(changed.replace_schema_metadata(copy.schema.metadata), raw / CALLS_TABLE_FILE)
+    assert stats.read_calls(raw)["ttft_ms"].iloc[0] == 777.0
 
 
 def _raw_lines(tmp_path: Path, records: list[CallRecord], edit: object = None) -> Path:

@@ -32,6 +32,7 @@ from ollabench.records import (
     CallRecord,
     append_record,
     read_records,
+    write_calls_table,
     write_json_atomic,
     write_records_atomic,
 )
@@ -226,7 +227,8 @@ class Runner:
 
 def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_ROOT,
               progress: bool = True, backend: Backend | None = None) -> list[CallRecord]:
-    """Run (or resume) the benchmark and write calls.jsonl and env.json to out_dir."""
+    """Run (or resume) the benchmark and write calls.jsonl (with its columnar copy) and
+    env.json to out_dir."""
     workload = load_workload(Path(config.workload_dir))
     backend = backend or make_backend(config.model, config.run)
     for profile_options in (config.reference.options, config.profile.options):
@@ -254,6 +256,7 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
         "planned_calls": len(slots),
     }
     write_records_atomic(out_dir / CALLS_FILE, records)
+    write_calls_table(out_dir)
     write_json_atomic(out_dir / ENV_FILE, env)
     succeeded = journal.succeeded()
     failed = sorted(s.seq for s in slots if s.seq not in succeeded)

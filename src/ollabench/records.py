@@ -6,15 +6,29 @@ and an unknown value is `None` (JSON null), never 0. docs/metrics.md defines eac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+import threading
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SCHEMA_VERSION = 1
 CALLS_FILE = "calls.jsonl"
+# A columnar copy of calls.jsonl (every field but the output text and options) that reads in
+# a fraction of the JSON parse; used only while it matches calls.jsonl byte for byte.
+CALLS_TABLE_FILE = "calls.parquet"
+TABLE_LEFT_OUT = ("output", "options")
+SOURCE_SHA256_KEY = b"ollabench.source_sha256"
+SOURCE_BYTES_KEY = b"ollabench.source_bytes"
+LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend"})
 ENV_FILE = "env.json"
 
 ARMS = ("control", "treatment")
@@ -154,3 +168,146 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- columnar access
+
+
+def table_schema(columns: Sequence[str] | None = None) -> pa.Schema:
+    """Arrow types of the record fields (all but TABLE_LEFT_OUT, or the named ones), from
+    the CallRecord type hints, so that the contract is written down once."""
+    import pyarrow as pa
+
+    arrow = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+    hints = typing.get_type_hints(CallRecord)
+    names = columns or [f.name for f in fields(CallRecord) if f.name not in TABLE_LEFT_OUT]
+    schema = []
+    for name in names:
+        hint = hints[name]
+        if isinstance(hint, types.UnionType):  # `float | None` and the like
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        schema.append((name, arrow[hint]))
+    return pa.schema(schema)
+
+
+def parse_calls(path: Path, schema: pa.Schema) -> pa.Table:
+    """calls.jsonl as an Arrow table of the schema's columns (Arrow's multi-threaded JSON
+    reader; a field missing from a record is null). As in read_records, a torn last line (a
+    crash mid-append) is skipped."""
+    import pyarrow as pa
+
+    if not path.is_file():
+        raise RecordError(f"{path}: not found; run the bench stage first")
+    _check_first_record(path)
+    source: Path | pa.BufferReader = path
+    if (complete := _without_torn_tail(path)) is not None:
+        source = pa.BufferReader(complete)
+    return _parse_json(path, source, schema)
+
+
+def _parse_json(path: Path, source: Path | pa.BufferReader, schema: pa.Schema) -> pa.Table:
+    import pyarrow as pa
+    from pyarrow import json as pa_json
+
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        table = pa_json.read_json(source, parse_options=options)
+    except pa.ArrowInvalid as exc:
+        raise RecordError(f"{path}: not valid records ({exc})") from exc
+    if table.num_rows == 0:
+        raise RecordError(f"{path}: no records")
+    return table
+
+
+def _check_first_record(path: Path) -> None:
+    """Name the missing columns from the first record: a file of another format fails here
+    with a message that says what is missing, not a parser error."""
+    with path.open("rb") as fh:
+        first = next((line for line in fh if line.strip()), b"")
+    try:
+        keys = set(json.loads(first)) if first else set()
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}:1: not valid JSON ({exc.msg})") from exc
+    if not keys:
+        raise RecordError(f"{path}: no records")
+    if missing := sorted(REQUIRED_FIELDS - keys):
+        raise RecordError(f"{path}: missing columns: {', '.join(missing)}")
+
+
+def _without_torn_tail(path: Path) -> bytes | None:
+    """The file's bytes up to its last complete line when the last line is torn, else None
+    (the common case: the file is then read straight from disk)."""
+    size = path.stat().st_size
+    window = 1 << 16
+    with path.open("rb") as fh:
+        while True:
+            start = max(0, size - window)
+            fh.seek(start)
+            body = fh.read().rstrip(b"\r\n")
+            if b"\n" in body or start == 0:
+                break
+            window *= 4
+    cut = body.rfind(b"\n") + 1
+    try:
+        json.loads(body[cut:])
+    except json.JSONDecodeError:
+        return path.read_bytes()[:start + cut]
+    return None
+
+
+def write_calls_table(raw_dir: Path) -> Path:
+    """Write raw_dir/calls.parquet from raw_dir/calls.jsonl, stamped with the size and
+    SHA-256 of the exact bytes it was parsed from (see read_calls_table)."""
+    import pyarrow as pa
+    from pyarrow import parquet as pq
+
+    source = raw_dir / CALLS_FILE
+    _check_first_record(source)
+    data = source.read_bytes()
+    table = _parse_json(source, pa.BufferReader(data), table_schema())
+    table = table.replace_schema_metadata({
+        SOURCE_SHA256_KEY: hashlib.sha256(data).hexdigest().encode(),
+        SOURCE_BYTES_KEY: str(len(data)).encode(),
+    })
+    target = raw_dir / CALLS_TABLE_FILE
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, target)
+    return target
+
+
+def read_calls_table(raw_dir: Path, columns: Sequence[str]) -> pa.Table:
+    """The named columns of raw_dir's calls: from calls.parquet when it is a copy of
+    calls.jsonl as that file is now (same size and SHA-256; the hash is computed while the
+    table is read), otherwise parsed from calls.jsonl, the source of truth."""
+    from pyarrow import parquet as pq
+
+    source, copy = raw_dir / CALLS_FILE, raw_dir / CALLS_TABLE_FILE
+    if not (source.is_file() and copy.is_file()):
+        return parse_calls(source, table_schema(columns))
+    stamp = pq.read_schema(copy).metadata or {}
+    if stamp.get(SOURCE_BYTES_KEY) != str(source.stat().st_size).encode():
+        return parse_calls(source, table_schema(columns))
+    digest: list[str] = []
+    hashing = threading.Thread(target=lambda: digest.append(_sha256(source)))
+    hashing.start()  # hashlib releases the GIL: the hash costs no time next to the read
+    table = pq.read_table(copy, columns=list(columns), read_dictionary=_labels(columns))
+    hashing.join()
+    if stamp.get(SOURCE_SHA256_KEY) != digest[0].encode():
+        return parse_calls(source, table_schema(columns))
+    return table
+
+
+def _labels(columns: Sequence[str]) -> list[str]:
+    """String columns with few distinct values, read as dictionaries (pandas categories)."""
+    return [c for c in columns if c in LABEL_FIELDS]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(1 << 22)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as fh:
+        while size := fh.readinto(buffer):
+            digest.update(view[:size])
+    return digest.hexdigest()

@@ -29,9 +29,10 @@ from ollabench.records import (
     ARMS,
     CALLS_FILE,
     MEASURED_STAGES,
-    REQUIRED_FIELDS,
     SCHEMA_VERSION,
     CallRecord,
+    RecordError,
+    read_calls_table,
 )
 
 Direction = Literal["higher", "lower", "neither"]
@@ -147,36 +148,24 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(types)
 
 
-def read_calls(path: Path) -> pd.DataFrame:
-    """Read calls.jsonl into a typed frame with Arrow's multi-threaded JSON reader, keeping
-    only the columns the statistics use. As in records.read_records, a torn last line (a
-    crash mid-append) is skipped."""
+def read_calls(raw_dir: Path) -> pd.DataFrame:
+    """The calls of raw_dir as a typed frame of the columns the statistics use: from the
+    columnar copy when it matches calls.jsonl, else parsed from calls.jsonl (see
+    records.read_calls_table)."""
     import pyarrow as pa
-    from pyarrow import json as pa_json
 
-    if not path.is_file():
-        raise AggregateError(f"{path}: not found; run the bench stage first")
-    _check_first_record(path)
-    schema = pa.schema(
-        [(c, pa.int64()) for c in INT_COLUMNS]
-        + [(c, pa.string()) for c in (*LABEL_COLUMNS, "error")]
-        + [(c, pa.float64()) for c in FLOAT_COLUMNS]
-        + [(c, pa.bool_()) for c in FLAG_COLUMNS])
-    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    source: Path | pa.BufferReader = path
-    if (complete := _without_torn_tail(path)) is not None:
-        source = pa.BufferReader(complete)
+    path = raw_dir / CALLS_FILE
     try:
-        table = pa_json.read_json(source, parse_options=options)
-    except pa.ArrowInvalid as exc:
-        raise AggregateError(f"{path}: not valid records ({exc})") from exc
+        table = read_calls_table(raw_dir, FRAME_COLUMNS)
+    except RecordError as exc:
+        raise AggregateError(str(exc)) from exc
     for name in LABEL_COLUMNS:
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 table.column(name).dictionary_encode())
+        column = table.column(name)
+        if not pa.types.is_dictionary(column.type):
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     column.dictionary_encode())
     frame = table.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype(),
                                           pa.int64(): pd.Int64Dtype()}.get)
-    if frame.empty:
-        raise AggregateError(f"{path}: no records")
     for col in IDENTITY_COLUMNS:
         if (lacking := int(frame[col].isna().sum())):
             raise AggregateError(f"{path}: {lacking} record(s) lack {col}")
@@ -185,42 +174,6 @@ def read_calls(path: Path) -> pd.DataFrame:
         raise AggregateError(f"{path}: record format version(s) {found} found; this "
                              f"ollabench reads version {SCHEMA_VERSION}; re-run the bench stage")
     return frame
-
-
-def _check_first_record(path: Path) -> None:
-    """Name the missing columns from the first record: a file of another format fails here
-    with a message that says what is missing, not a parser error."""
-    with path.open("rb") as fh:
-        first = next((line for line in fh if line.strip()), b"")
-    try:
-        keys = set(json.loads(first)) if first else set()
-    except json.JSONDecodeError as exc:
-        raise AggregateError(f"{path}:1: not valid JSON ({exc.msg})") from exc
-    if not keys:
-        raise AggregateError(f"{path}: no records")
-    if missing := sorted(REQUIRED_FIELDS - keys):
-        raise AggregateError(f"{path}: missing columns: {', '.join(missing)}")
-
-
-def _without_torn_tail(path: Path) -> bytes | None:
-    """The file's bytes up to its last complete line when the last line is torn, else None
-    (the common case: the file is then read straight from disk)."""
-    size = path.stat().st_size
-    window = 1 << 16
-    with path.open("rb") as fh:
-        while True:
-            start = max(0, size - window)
-            fh.seek(start)
-            body = fh.read().rstrip(b"\r\n")
-            if b"\n" in body or start == 0:
-                break
-            window *= 4
-    cut = body.rfind(b"\n") + 1
-    try:
-        json.loads(body[cut:])
-    except json.JSONDecodeError:
-        return path.read_bytes()[:start + cut]
-    return None
 
 
 def measured_calls(calls: pd.DataFrame) -> pd.DataFrame:
@@ -836,7 +789,7 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path, threshold_pc
     quality.json in out_dir, and the headline in metrics_path. Everything is checked and
     computed before the first byte is written, then all files are moved into place."""
     calls_path = raw_dir / CALLS_FILE
-    calls = read_calls(calls_path)
+    calls = read_calls(raw_dir)
     by_arm = _by_arm(calls)
     if unknown := sorted(set(by_arm) - set(ARMS)):
         raise AggregateError(f"{calls_path}: unknown arm(s) {unknown}; expected {list(ARMS)}")
