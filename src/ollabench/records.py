@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import types
 import typing
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,16 +173,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 # --------------------------------------------------------------------------- columnar access
 
 
-def table_schema(columns: Sequence[str] | None = None) -> pa.Schema:
-    """Arrow types of the record fields (all but TABLE_LEFT_OUT, or the named ones), from
-    the CallRecord type hints, so that the contract is written down once."""
+def table_schema() -> pa.Schema:
+    """Arrow types of the record fields but TABLE_LEFT_OUT, from the CallRecord type hints,
+    so that the contract is written down once."""
     import pyarrow as pa
 
     arrow = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
     hints = typing.get_type_hints(CallRecord)
-    names = columns or [f.name for f in fields(CallRecord) if f.name not in TABLE_LEFT_OUT]
     schema = []
-    for name in names:
+    for name in (f.name for f in fields(CallRecord) if f.name not in TABLE_LEFT_OUT):
         hint = hints[name]
         if isinstance(hint, types.UnionType):  # `float | None` and the like
             hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
@@ -276,25 +275,37 @@ def write_calls_table(raw_dir: Path) -> Path:
     return target
 
 
-def read_calls_table(raw_dir: Path, columns: Sequence[str]) -> pa.Table:
-    """The named columns of raw_dir's calls: from calls.parquet when it is a copy of
-    calls.jsonl as that file is now (same size and SHA-256; the hash is computed while the
-    table is read), otherwise parsed from calls.jsonl, the source of truth."""
+def read_calls_table(raw_dir: Path, schema: pa.Schema,
+                     pool: Executor) -> tuple[pa.Table, Future[bool]]:
+    """The schema's columns of raw_dir's calls, cast to its types, and a future that says
+    whether they are calls.jsonl's content as that file is now.
+
+    calls.parquet is read when its stamp has calls.jsonl's size; the SHA-256 of calls.jsonl
+    is then computed in `pool` (hashlib releases the GIL) while the caller goes on, and the
+    future holds whether it matches the stamp. Otherwise calls.jsonl, the source of truth,
+    is parsed and the future is already true."""
     from pyarrow import parquet as pq
 
     source, copy = raw_dir / CALLS_FILE, raw_dir / CALLS_TABLE_FILE
-    if not (source.is_file() and copy.is_file()):
-        return parse_calls(source, table_schema(columns))
-    stamp = pq.read_schema(copy).metadata or {}
-    if stamp.get(SOURCE_BYTES_KEY) != str(source.stat().st_size).encode():
-        return parse_calls(source, table_schema(columns))
-    digest: list[str] = []
-    hashing = threading.Thread(target=lambda: digest.append(_sha256(source)))
-    hashing.start()  # hashlib releases the GIL: the hash costs no time next to the read
-    table = pq.read_table(copy, columns=list(columns), read_dictionary=_labels(columns))
-    hashing.join()
-    if stamp.get(SOURCE_SHA256_KEY) != digest[0].encode():
-        return parse_calls(source, table_schema(columns))
+    stamp = (pq.read_schema(copy).metadata or {}) if copy.is_file() else {}
+    if not source.is_file() or stamp.get(SOURCE_BYTES_KEY) != str(
+            source.stat().st_size).encode():
+        parsed: Future[bool] = Future()
+        parsed.set_result(True)
+        return parse_calls(source, schema), parsed
+    matches = pool.submit(lambda: _sha256(source).encode() == stamp.get(SOURCE_SHA256_KEY))
+    table = pq.read_table(copy, columns=schema.names, read_dictionary=_labels(schema.names))
+    return _cast(table, schema), matches
+
+
+def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Columns cast to the schema's types; dictionary-encoded labels stay dictionaries."""
+    import pyarrow as pa
+
+    for index, target in enumerate(schema):
+        column = table.column(index)
+        if column.type != target.type and not pa.types.is_dictionary(column.type):
+            table = table.set_column(index, target.name, column.cast(target.type))
     return table
 
 

@@ -15,14 +15,17 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pa_csv
 from scipy import stats as sps
 
 from ollabench.records import (
@@ -32,6 +35,7 @@ from ollabench.records import (
     SCHEMA_VERSION,
     CallRecord,
     RecordError,
+    parse_calls,
     read_calls_table,
 )
 
@@ -116,8 +120,15 @@ EXTRA_NUMERIC = ("prompt_tokens", "prompt_cached_tokens", "total_ms", "num_ctx")
 FLOAT_COLUMNS = (*METRIC_BY_NAME, *EXTRA_NUMERIC)
 FRAME_COLUMNS = (*INT_COLUMNS, *LABEL_COLUMNS, "error", *FLOAT_COLUMNS, *FLAG_COLUMNS)
 IDENTITY_COLUMNS = ("seq", "run", "arm", "stage", "phase", "schema_version")
+# Numbers as float64 whatever the record's type (a count may be unknown: NaN, never 0).
+CALLS_SCHEMA = pa.schema(
+    [(c, pa.int64()) for c in INT_COLUMNS]
+    + [(c, pa.string()) for c in (*LABEL_COLUMNS, "error")]
+    + [(c, pa.float64()) for c in FLOAT_COLUMNS]
+    + [(c, pa.bool_()) for c in FLAG_COLUMNS])
 
 StageFrames = dict[str, pd.DataFrame]  # stage -> per-run values indexed by run
+T = TypeVar("T")
 
 
 class AggregateError(ValueError):
@@ -150,15 +161,41 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def read_calls(raw_dir: Path) -> pd.DataFrame:
     """The calls of raw_dir as a typed frame of the columns the statistics use: from the
-    columnar copy when it matches calls.jsonl, else parsed from calls.jsonl (see
-    records.read_calls_table)."""
-    import pyarrow as pa
+    columnar copy when it matches calls.jsonl, else parsed from calls.jsonl."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return _from_calls(raw_dir, pool, lambda calls: calls)
 
+
+def _from_calls(raw_dir: Path, pool: Executor, compute: Callable[[pd.DataFrame], T]) -> T:
+    """compute(calls) on the columnar copy of the calls while the copy is checked against
+    calls.jsonl in `pool` (see records.read_calls_table); computed again from calls.jsonl
+    if the check fails, so that a stale copy never decides a result or an error."""
     path = raw_dir / CALLS_FILE
+    with _as_aggregate_error():
+        table, matches = read_calls_table(raw_dir, CALLS_SCHEMA, pool)
     try:
-        table = read_calls_table(raw_dir, FRAME_COLUMNS)
+        result = compute(_calls_frame(table, path))
+    except AggregateError:
+        if matches.result():
+            raise
+    else:
+        if matches.result():
+            return result
+    with _as_aggregate_error():
+        table = parse_calls(path, CALLS_SCHEMA)
+    return compute(_calls_frame(table, path))
+
+
+@contextmanager
+def _as_aggregate_error() -> Iterator[None]:
+    try:
+        yield
     except RecordError as exc:
         raise AggregateError(str(exc)) from exc
+
+
+def _calls_frame(table: pa.Table, path: Path) -> pd.DataFrame:
+    """Labels as categories, flags as nullable booleans, integers as nullable Int64."""
     for name in LABEL_COLUMNS:
         column = table.column(name)
         if not pa.types.is_dictionary(column.type):
@@ -219,25 +256,27 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
         per_stage = numeric.set_index(keys).sort_index()
     wide = per_stage.unstack("stage")
 
-    def by_stage(col: str) -> pd.DataFrame:
+    def by_stage(col: str) -> np.ndarray:
         """A run's values of one column, one column per measured stage (NaN if missing)."""
-        return wide[col].reindex(columns=list(MEASURED_STAGES))
+        return wide[col].reindex(columns=list(MEASURED_STAGES)).to_numpy(dtype=float)
 
     workflow = pd.DataFrame(index=wide.index)
-    for metric in METRICS:
-        if metric.name not in per_stage or metric.workflow is None:
-            continue
-        if metric.workflow == "sum":
-            workflow[metric.name] = by_stage(metric.name).sum(axis=1, skipna=False)
-        elif metric.workflow == "max":
-            workflow[metric.name] = by_stage(metric.name).max(axis=1, skipna=False)
-        elif metric.rate_of and all(c in per_stage for c in metric.rate_of):
-            count, duration_ms = (by_stage(c).sum(axis=1, skipna=False) for c in metric.rate_of)
-            workflow[metric.name] = count / duration_ms.where(duration_ms > 0) * 1000.0
-    if "prompt_tokens" in per_stage:
-        workflow["prompt_tokens"] = by_stage("prompt_tokens").sum(axis=1, skipna=False)
-    for flag in flags:
-        workflow[flag] = by_stage(flag).max(axis=1)
+    with _quiet():  # numpy's row sums and maxima propagate NaN: a missing stage is unknown
+        for metric in METRICS:
+            if metric.name not in per_stage or metric.workflow is None:
+                continue
+            if metric.workflow == "sum":
+                workflow[metric.name] = by_stage(metric.name).sum(axis=1)
+            elif metric.workflow == "max":
+                workflow[metric.name] = by_stage(metric.name).max(axis=1)
+            elif metric.rate_of and all(c in per_stage for c in metric.rate_of):
+                count, duration_ms = (by_stage(c).sum(axis=1) for c in metric.rate_of)
+                workflow[metric.name] = count / np.where(duration_ms > 0, duration_ms,
+                                                         np.nan) * 1000.0
+        if "prompt_tokens" in per_stage:
+            workflow["prompt_tokens"] = by_stage("prompt_tokens").sum(axis=1)
+        for flag in flags:  # flagged if any stage is; unknown only if every stage is
+            workflow[flag] = np.fmax.reduce(by_stage(flag), axis=1)
     workflow["stage"] = WORKFLOW_STAGE
     return pd.concat([per_stage.reset_index(), workflow.reset_index()], ignore_index=True)
 
@@ -288,8 +327,21 @@ def robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def _centre_and_mad(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with _quiet():
-        median = np.nanmedian(values, axis=-1, keepdims=True)
-        return median, np.nanmedian(np.abs(values - median), axis=-1, keepdims=True)
+        median = nanmedian(values)
+        return median, nanmedian(np.abs(values - median))
+
+
+def nanmedian(values: np.ndarray) -> np.ndarray:
+    """np.nanmedian(values, axis=-1, keepdims=True) through a full sort, which numpy
+    vectorizes and runs several times faster than the partition np.nanmedian uses."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[-1] == 0:
+        return np.full((*values.shape[:-1], 1), np.nan)
+    ordered = np.sort(values, axis=-1)  # NaN sorts last
+    known = np.sum(~np.isnan(values), axis=-1, keepdims=True)
+    low = np.take_along_axis(ordered, np.maximum(known - 1, 0) // 2, axis=-1)
+    high = np.take_along_axis(ordered, known // 2 - (known == 0), axis=-1)
+    return np.where(known > 0, (low + high) / 2.0, np.nan)
 
 
 def _z(values: np.ndarray, median: np.ndarray, mad: np.ndarray) -> np.ndarray:
@@ -349,8 +401,7 @@ def verdict_test(control: np.ndarray, treatment: np.ndarray) -> dict[str, np.nda
     with _quiet():
         # Centred on the pooled median, so that equal values are exactly 0 and rounding
         # cannot fake a spread (a constant token count would otherwise "differ").
-        centre = np.nanmedian(np.concatenate([scaled_c, scaled_t], axis=-1), axis=-1,
-                              keepdims=True)
+        centre = nanmedian(np.concatenate([scaled_c, scaled_t], axis=-1))
         c = np.where(flags[f"left_out_{CONTROL}"], np.nan, scaled_c - centre)
         t = np.where(flags[f"left_out_{TREATMENT}"], np.nan, scaled_t - centre)
         n_c, mean_c, var_c = _moments(c)
@@ -478,14 +529,22 @@ def _rank_sum(ordered: np.ndarray, values: np.ndarray) -> float:
     """Sum of the average ranks (1-based, ties averaged) of `values` within `ordered`."""
     keys = np.sort(values)  # sorted keys make each binary search start where the last ended
     first = np.searchsorted(ordered, keys, "left")
+    if not _has_ties(ordered):  # every value is alone: its rank is its position + 1
+        return float(first.sum() + len(values))
     last = np.searchsorted(ordered, keys, "right")
     return float((first.sum() + last.sum() + len(values)) / 2)
 
 
 def _tie_term(ordered: np.ndarray) -> float:
     """Sum of t^3 - t over the groups of equal values of a sorted array."""
+    if not _has_ties(ordered):
+        return 0.0
     sizes = np.diff(np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True]))
     return float(np.sum(sizes.astype(float) ** 3 - sizes))
+
+
+def _has_ties(ordered: np.ndarray) -> bool:
+    return bool(np.any(ordered[1:] == ordered[:-1]))
 
 
 # --------------------------------------------------------------------------- tables
@@ -556,7 +615,7 @@ def _compare_one(stage: str, metric: Metric, values: dict[str, pd.Series],
     ci_low, ci_high = median_diff_ci(c, t, rng)
     with _quiet():
         c_mean, t_mean = np.mean(c), np.mean(t)
-        c_median, t_median = np.median(c), np.median(t)
+        c_median, t_median = (float(nanmedian(values)[0]) for values in (c, t))
     row = {
         "stage": stage, "metric": metric.name, "better": metric.direction,
         "n_control": len(c), "n_treatment": len(t),
@@ -622,12 +681,11 @@ def _rounded(value: float) -> float | None:
 
 
 def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFrame],
-                 runs: dict[str, StageFrames], threshold_pct: float,
-                 outliers: list[dict[str, Any]]) -> dict[str, Any]:
+                 runs: dict[str, StageFrames], threshold_pct: float) -> dict[str, Any]:
     """Facts the report needs to qualify the numbers, from every call of each arm, its
-    measured calls and per-run values: counts, every failed call, the outliers (and which
-    were left out of the verdict test) with a likely cause, reloads, truncations, length
-    stops, unknown values, and checks that both arms did the same work."""
+    measured calls and per-run values: counts, every failed call, reloads, load spikes,
+    truncations, length stops, unknown values, and checks that both arms did the same work.
+    (The outliers come from the comparisons: see analyse.)"""
     calls = pd.concat([by_arm[arm] for arm in ARMS])
     arms = {arm: _arm_counts(by_arm[arm], measured[arm], runs[arm]) for arm in ARMS}
     return {
@@ -638,7 +696,6 @@ def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFra
                      "load_factor": LOAD_FACTOR, "load_excess_ms": LOAD_EXCESS_MS},
         "arms": arms,
         "errors": _call_list(calls.loc[calls["error"].notna()], ["error"]),
-        "outliers": outliers,
         "load_spikes": [s for arm in ARMS for s in _load_spikes(runs[arm], arm)],
         "reloaded_calls": _call_list(calls.loc[_flag(calls, "reloaded")
                                                & (calls["phase"] == "measured")], ["load_ms"]),
@@ -650,7 +707,8 @@ def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFra
 
 
 def _by_arm(calls: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    return {str(arm): group for arm, group in calls.groupby("arm", observed=True)}
+    arms = calls["arm"]
+    return {str(arm): calls.loc[arms == arm] for arm in arms.unique() if not pd.isna(arm)}
 
 
 def _arm_counts(calls: pd.DataFrame, measured: pd.DataFrame,
@@ -709,14 +767,22 @@ def _outliers(arm: str, row: dict[str, Any], values: pd.Series, causes: pd.DataF
     """The runs of one arm whose robust z exceeds OUTLIER_Z in the comparison `row`, whether
     the verdict test left them out, and what their records show (see _cause_table)."""
     flagged = np.flatnonzero(test[f"flagged_{arm}"])
+    if not len(flagged):
+        return []
     shown = causes.loc[values.index[flagged]]
-    return [{"arm": arm, "stage": row["stage"], "metric": row["metric"],
-             "run": int(values.index[i]), "value": float(values.iloc[i]),
-             "median": float(row[f"{arm}_median"]), "robust_z": float(test[f"z_{arm}"][i]),
-             "left_out": bool(test[f"left_out_{arm}"][i]),
-             "causes": [code for code in CAUSE_CODES if getattr(run, code)],
-             **{key: _none_if_nan(getattr(run, key)) for key in CAUSE_FIGURES}}
-            for i, run in zip(flagged, shown.itertuples(), strict=True)]
+    found = pd.DataFrame({
+        "arm": arm, "stage": row["stage"], "metric": row["metric"],
+        "run": values.index[flagged].astype("int64"), "value": values.to_numpy()[flagged],
+        "median": float(row[f"{arm}_median"]), "robust_z": test[f"z_{arm}"][flagged],
+        "left_out": test[f"left_out_{arm}"][flagged],
+    })
+    codes = shown[list(CAUSE_CODES)].to_numpy(dtype=bool)
+    found["causes"] = [[c for c, on in zip(CAUSE_CODES, flags, strict=True) if on]
+                       for flags in codes]
+    figures = shown[list(CAUSE_FIGURES)].astype(float)
+    for key in CAUSE_FIGURES:
+        found[key] = figures[key].to_numpy()
+    return [_jsonable(o) for o in found.to_dict("records")]
 
 
 def _cause_table(stage_runs: pd.DataFrame) -> pd.DataFrame:
@@ -785,11 +851,22 @@ def _unequal_work(arms: dict[str, dict[str, Any]],
 
 
 def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path, threshold_pct: float) -> None:
-    """Aggregate raw_dir/calls.jsonl into summary.csv, comparisons.csv, per_run.csv and
-    quality.json in out_dir, and the headline in metrics_path. Everything is checked and
-    computed before the first byte is written, then all files are moved into place."""
-    calls_path = raw_dir / CALLS_FILE
-    calls = read_calls(raw_dir)
+    """Aggregate raw_dir's calls into summary.csv, comparisons.csv, per_run.csv,
+    per_run_wide.csv and quality.json in out_dir, and the headline in metrics_path.
+    Everything is checked and computed before the first byte is written, then all files are
+    moved into place. Hashing the raw file and rendering the long CSVs run on a second
+    thread, beside the statistics."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outputs = _from_calls(raw_dir, pool, lambda calls: _aggregate(
+            calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool))
+        files = {path: data.result() if isinstance(data, Future) else data
+                 for path, data in outputs.items()}
+    write_all_atomic(files)
+
+
+def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_path: Path,
+               threshold_pct: float, pool: Executor) -> dict[Path, bytes | Future[bytes]]:
+    """The output files' contents, the long CSVs as futures rendered in `pool`."""
     by_arm = _by_arm(calls)
     if unknown := sorted(set(by_arm) - set(ARMS)):
         raise AggregateError(f"{calls_path}: unknown arm(s) {unknown}; expected {list(ARMS)}")
@@ -798,7 +875,8 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path, threshold_pc
                              "a comparison needs both control and treatment")
     runs: dict[str, StageFrames] = {}
     measured: dict[str, pd.DataFrame] = {}
-    per_run_parts = []
+    per_run_parts: list[pd.DataFrame] = []
+    per_run_csv: list[Future[bytes]] = []
     for arm in ARMS:
         measured[arm] = measured_calls(by_arm[arm])
         if measured[arm].empty:
@@ -810,41 +888,45 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path, threshold_pc
                 f"{int(_flag(mine, 'reloaded').sum())} reloaded)")
         values = per_run_values(measured[arm])
         runs[arm] = split_stages(values)
-        per_run_parts.append(values.assign(arm=arm))
+        per_run_parts.append(values.assign(arm=arm).reindex(columns=list(PER_RUN_COLUMNS)))
+        # Everything that does not need the comparisons runs beside them, from here on.
+        per_run_csv.append(pool.submit(_csv_bytes, per_run_parts[-1], header=not per_run_csv))
+    per_run = pd.concat(per_run_parts, ignore_index=True)
+    long_csvs = {out_dir / PER_RUN_FILE: pool.submit(
+                     lambda: b"".join(part.result() for part in per_run_csv)),
+                 out_dir / PER_RUN_WIDE_FILE: pool.submit(
+                     lambda: _csv_bytes(per_run_wide(per_run)))}
+    summary = pool.submit(lambda: pd.DataFrame(
+        [row for arm in ARMS for row in summarize(runs[arm], arm, _profile(by_arm[arm]))],
+        columns=list(SUMMARY_COLUMNS)).to_csv(index=False).encode())
+    quality = pool.submit(data_quality, by_arm, measured, runs, threshold_pct)
     comparisons, outliers = analyse(runs[CONTROL], runs[TREATMENT], threshold_pct)
-    quality = data_quality(by_arm, measured, runs, threshold_pct, outliers)
-    summary = pd.DataFrame(
-        [row for arm in ARMS for row in summarize(runs[arm], arm, quality["arms"][arm]["profile"])],
-        columns=list(SUMMARY_COLUMNS))
-    per_run = pd.concat(per_run_parts, ignore_index=True).reindex(columns=list(PER_RUN_COLUMNS))
-    write_all_atomic({
-        out_dir / SUMMARY_FILE: summary.to_csv(index=False),
-        out_dir / COMPARISONS_FILE: comparisons.to_csv(index=False),
-        out_dir / PER_RUN_FILE: _csv_text(per_run),
-        out_dir / PER_RUN_WIDE_FILE: _csv_text(per_run_wide(per_run)),
-        out_dir / QUALITY_FILE: _json_text(quality, indent=None),
-        metrics_path: _json_text(headline(comparisons)),
-    })
+    return {
+        out_dir / SUMMARY_FILE: summary,
+        out_dir / COMPARISONS_FILE: comparisons.to_csv(index=False).encode(),
+        **long_csvs,
+        out_dir / QUALITY_FILE: _json_text(quality.result() | {"outliers": outliers},
+                                           indent=None).encode(),
+        metrics_path: _json_text(headline(comparisons)).encode(),
+    }
 
 
 def per_run_wide(per_run: pd.DataFrame) -> pd.DataFrame:
     """Columns named `<stage>_<arm>_<metric>`, e.g. report_treatment_ttft_ms."""
-    wide = per_run.pivot_table(index="run", columns=["stage", "arm"],
-                               values=list(PLOTTED_METRICS), aggfunc="first")
+    wide = (per_run.set_index(["run", "stage", "arm"])[list(PLOTTED_METRICS)]
+            .unstack(["stage", "arm"]).sort_index(axis=1))
     wide.columns = [f"{stage}_{arm}_{metric}" for metric, stage, arm in wide.columns]
     return wide.reset_index()
 
 
-def _csv_text(frame: pd.DataFrame) -> str:
-    """CSV through Arrow's writer: pandas formats each float in Python, which dominates the
-    aggregate's time at a million records. Floats keep their shortest exact form."""
-    import pyarrow as pa
-    from pyarrow import csv as pa_csv
-
+def _csv_bytes(frame: pd.DataFrame, header: bool = True) -> bytes:
+    """CSV through Arrow's writer, which formats floats in C++ without the GIL (pandas
+    formats each float in Python). Floats keep their shortest exact form."""
     sink = pa.BufferOutputStream()
     options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
     pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), sink, options)
-    return ",".join(frame.columns) + "\n" + sink.getvalue().to_pybytes().decode("utf-8")
+    names = (",".join(frame.columns) + "\n").encode() if header else b""
+    return names + sink.getvalue().to_pybytes()
 
 
 def _json_text(data: Any, indent: int | None = 2) -> str:
@@ -865,17 +947,17 @@ def _jsonable(data: Any) -> Any:
     return data
 
 
-def write_all_atomic(files: dict[Path, str]) -> None:
+def write_all_atomic(files: dict[Path, bytes]) -> None:
     """Write every file into a temporary folder beside its target first, then move them all
     into place: an error leaves the previous outputs untouched instead of half a new set."""
     staging: dict[Path, Path] = {}
     try:
-        for target, text in files.items():
+        for target, data in files.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.parent not in staging:
                 staging[target.parent] = Path(
                     tempfile.mkdtemp(prefix=".ollabench-", dir=target.parent))
-            (staging[target.parent] / target.name).write_text(text, encoding="utf-8")
+            (staging[target.parent] / target.name).write_bytes(data)
         for target in files:
             os.replace(staging[target.parent] / target.name, target)
     finally:
