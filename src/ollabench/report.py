@@ -706,7 +706,7 @@ def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
         for leftover in staging.iterdir():
             leftover.unlink()
         staging.rmdir()
-    write_all_atomic({report_path: text.encode()})
+    write_all_atomic({report_path: text})
 
 
 def _markdown(inputs: Inputs, figures: dict[str, str]) -> str:

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,14 +195,17 @@ def _as_aggregate_error() -> Iterator[None]:
 
 
 def _calls_frame(table: pa.Table, path: Path) -> pd.DataFrame:
-    """Labels as categories, flags as nullable booleans, integers as nullable Int64."""
+    """Labels as categories, flags as nullable booleans, integers as nullable Int64. The
+    table's memory is released as it is converted: do not use it afterwards."""
     for name in LABEL_COLUMNS:
         column = table.column(name)
         if not pa.types.is_dictionary(column.type):
             table = table.set_column(table.schema.get_field_index(name), name,
                                      column.dictionary_encode())
     frame = table.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype(),
-                                          pa.int64(): pd.Int64Dtype()}.get)
+                                          pa.int64(): pd.Int64Dtype()}.get,
+                            self_destruct=True, split_blocks=True)
+    pa.default_memory_pool().release_unused()  # the read's buffers, kept by the allocator
     for col in IDENTITY_COLUMNS:
         if (lacking := int(frame[col].isna().sum())):
             raise AggregateError(f"{path}: {lacking} record(s) lack {col}")
@@ -576,6 +579,14 @@ def summarize(stages: StageFrames, arm: str, profile: str) -> list[dict[str, Any
     return rows
 
 
+def summary_table(runs: dict[str, StageFrames],
+                  by_arm: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """summary.csv: both arms' rows (see summarize)."""
+    return pd.DataFrame(
+        [row for arm in ARMS for row in summarize(runs[arm], arm, _profile(by_arm[arm]))],
+        columns=list(SUMMARY_COLUMNS))
+
+
 def analyse(control: StageFrames, treatment: StageFrames, threshold_pct: float,
             seed: int = BOOTSTRAP_SEED) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The comparisons table from both arms' per-run values (see split_stages), and the
@@ -853,20 +864,18 @@ def _unequal_work(arms: dict[str, dict[str, Any]],
 def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path, threshold_pct: float) -> None:
     """Aggregate raw_dir's calls into summary.csv, comparisons.csv, per_run.csv,
     per_run_wide.csv and quality.json in out_dir, and the headline in metrics_path.
-    Everything is checked and computed before the first byte is written, then all files are
-    moved into place. Hashing the raw file and rendering the long CSVs run on a second
-    thread, beside the statistics."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        outputs = _from_calls(raw_dir, pool, lambda calls: _aggregate(
-            calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool))
-        files = {path: data.result() if isinstance(data, Future) else data
-                 for path, data in outputs.items()}
-    write_all_atomic(files)
+    Everything is checked, computed and staged before the first output is moved into place.
+    Checking the columnar copy, the long CSVs, the summary and the data-quality facts run on
+    worker threads beside the comparisons (numpy and Arrow release the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
+        _from_calls(raw_dir, pool, lambda calls: _aggregate(
+            calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool, staging))
+        staging.commit()
 
 
 def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_path: Path,
-               threshold_pct: float, pool: Executor) -> dict[Path, bytes | Future[bytes]]:
-    """The output files' contents, the long CSVs as futures rendered in `pool`."""
+               threshold_pct: float, pool: Executor, staging: Staging) -> None:
+    """Stage every output file; returns once all of them are written."""
     by_arm = _by_arm(calls)
     if unknown := sorted(set(by_arm) - set(ARMS)):
         raise AggregateError(f"{calls_path}: unknown arm(s) {unknown}; expected {list(ARMS)}")
@@ -875,8 +884,7 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
                              "a comparison needs both control and treatment")
     runs: dict[str, StageFrames] = {}
     measured: dict[str, pd.DataFrame] = {}
-    per_run_parts: list[pd.DataFrame] = []
-    per_run_csv: list[Future[bytes]] = []
+    per_run_parts = []
     for arm in ARMS:
         measured[arm] = measured_calls(by_arm[arm])
         if measured[arm].empty:
@@ -888,27 +896,26 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
                 f"{int(_flag(mine, 'reloaded').sum())} reloaded)")
         values = per_run_values(measured[arm])
         runs[arm] = split_stages(values)
-        per_run_parts.append(values.assign(arm=arm).reindex(columns=list(PER_RUN_COLUMNS)))
-        # Everything that does not need the comparisons runs beside them, from here on.
-        per_run_csv.append(pool.submit(_csv_bytes, per_run_parts[-1], header=not per_run_csv))
-    per_run = pd.concat(per_run_parts, ignore_index=True)
-    long_csvs = {out_dir / PER_RUN_FILE: pool.submit(
-                     lambda: b"".join(part.result() for part in per_run_csv)),
-                 out_dir / PER_RUN_WIDE_FILE: pool.submit(
-                     lambda: _csv_bytes(per_run_wide(per_run)))}
-    summary = pool.submit(lambda: pd.DataFrame(
-        [row for arm in ARMS for row in summarize(runs[arm], arm, _profile(by_arm[arm]))],
-        columns=list(SUMMARY_COLUMNS)).to_csv(index=False).encode())
+        per_run_parts.append(values.assign(arm=arm))
+    per_run = pd.concat(per_run_parts, ignore_index=True).reindex(columns=list(PER_RUN_COLUMNS))
+    background = [
+        pool.submit(_write_csv, per_run, staging.path(out_dir / PER_RUN_FILE)),
+        pool.submit(lambda path: _write_csv(per_run_wide(per_run), path),
+                    staging.path(out_dir / PER_RUN_WIDE_FILE)),
+        pool.submit(lambda path: path.write_text(summary_table(runs, by_arm).to_csv(index=False),
+                                                 encoding="utf-8"),
+                    staging.path(out_dir / SUMMARY_FILE)),
+    ]
     quality = pool.submit(data_quality, by_arm, measured, runs, threshold_pct)
-    comparisons, outliers = analyse(runs[CONTROL], runs[TREATMENT], threshold_pct)
-    return {
-        out_dir / SUMMARY_FILE: summary,
-        out_dir / COMPARISONS_FILE: comparisons.to_csv(index=False).encode(),
-        **long_csvs,
-        out_dir / QUALITY_FILE: _json_text(quality.result() | {"outliers": outliers},
-                                           indent=None).encode(),
-        metrics_path: _json_text(headline(comparisons)).encode(),
-    }
+    try:
+        comparisons, outliers = analyse(runs[CONTROL], runs[TREATMENT], threshold_pct)
+        staging.write(out_dir / COMPARISONS_FILE, comparisons.to_csv(index=False))
+        staging.write(out_dir / QUALITY_FILE,
+                      _json_text(quality.result() | {"outliers": outliers}, indent=None))
+        staging.write(metrics_path, _json_text(headline(comparisons)))
+    finally:  # never leave a worker writing into the staging area
+        for done in (*background, quality):
+            done.result()
 
 
 def per_run_wide(per_run: pd.DataFrame) -> pd.DataFrame:
@@ -919,14 +926,13 @@ def per_run_wide(per_run: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def _csv_bytes(frame: pd.DataFrame, header: bool = True) -> bytes:
-    """CSV through Arrow's writer, which formats floats in C++ without the GIL (pandas
-    formats each float in Python). Floats keep their shortest exact form."""
-    sink = pa.BufferOutputStream()
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """CSV through Arrow's writer, streamed to the file: it formats floats in C++ without
+    the GIL (pandas formats each float in Python). Floats keep their shortest exact form."""
     options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
-    pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), sink, options)
-    names = (",".join(frame.columns) + "\n").encode() if header else b""
-    return names + sink.getvalue().to_pybytes()
+    with pa.OSFile(str(path), "wb") as sink:
+        sink.write((",".join(frame.columns) + "\n").encode())
+        pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), sink, options)
 
 
 def _json_text(data: Any, indent: int | None = 2) -> str:
@@ -947,19 +953,42 @@ def _jsonable(data: Any) -> Any:
     return data
 
 
-def write_all_atomic(files: dict[Path, bytes]) -> None:
-    """Write every file into a temporary folder beside its target first, then move them all
-    into place: an error leaves the previous outputs untouched instead of half a new set."""
-    staging: dict[Path, Path] = {}
-    try:
-        for target, data in files.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.parent not in staging:
-                staging[target.parent] = Path(
-                    tempfile.mkdtemp(prefix=".ollabench-", dir=target.parent))
-            (staging[target.parent] / target.name).write_bytes(data)
-        for target in files:
-            os.replace(staging[target.parent] / target.name, target)
-    finally:
-        for folder in staging.values():
+class Staging:
+    """Output files written into temporary folders beside their targets, then moved into
+    place together by commit(): an error before that leaves the previous outputs untouched
+    instead of half a new set. Leaving the `with` block removes whatever was not moved."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, Path] = {}
+        self._targets: dict[Path, Path] = {}
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for folder in self._folders.values():
             shutil.rmtree(folder, ignore_errors=True)
+
+    def path(self, target: Path) -> Path:
+        """Where to write `target` until commit()."""
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders[target.parent] = Path(
+                tempfile.mkdtemp(prefix=".ollabench-", dir=target.parent))
+        self._targets[target] = self._folders[target.parent] / target.name
+        return self._targets[target]
+
+    def write(self, target: Path, text: str) -> None:
+        self.path(target).write_text(text, encoding="utf-8")
+
+    def commit(self) -> None:
+        for target, staged in self._targets.items():
+            os.replace(staged, target)
+
+
+def write_all_atomic(files: dict[Path, str]) -> None:
+    """Write every file, all or none (see Staging)."""
+    with Staging() as staging:
+        for target, text in files.items():
+            staging.write(target, text)
+        staging.commit()
