@@ -132,7 +132,7 @@ def run_child(raw_dir: Path, out_dir: Path, step: str) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -163,10 +163,11 @@ def main() -> None:
         every = ", ".join(f"{r['seconds']:.2f} s (cpu {r['cpu_seconds']:.2f} s) / "
                           f"{r['peak_rss_mib']:.0f} MiB" for r in results)
         print(f"{name:27s} {every}")
+    within = best <= TARGET_S and peak <= TARGET_MIB
     print(f"best aggregate {best:.2f} s (target <= {TARGET_S:.0f} s), peak RSS {peak:.0f} MiB "
-          f"(target <= {TARGET_MIB:.0f} MiB): "
-          + ("within targets" if best <= TARGET_S and peak <= TARGET_MIB else "OVER TARGET"))
+          f"(target <= {TARGET_MIB:.0f} MiB): " + ("within targets" if within else "OVER TARGET"))
+    return 0 if within else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pyarrow import parquet as pq
 
 from ollabench.agent import load_workload
 from ollabench.bench import config_key, plan, run_bench
-from ollabench.records import read_records
+from ollabench.records import CALLS_FILE, CALLS_TABLE_FILE, CallRecord, read_records
 from tests.conftest import ROOT, bench_command, interrupt_bench, tiny_config
 
 
@@ -48,6 +50,16 @@ def test_both_arms_get_identical_analysis_prompts(quick_run) -> None:
     tmp, _ = quick_run
     analysis = [r for r in read_records(tmp / "raw" / "calls.jsonl") if r.stage == "analysis"]
     assert len({r.prompt_tokens for r in analysis}) == 1
+
+
+def test_the_columnar_copy_holds_every_record_but_the_text(quick_run) -> None:
+    tmp, _ = quick_run
+    records = read_records(tmp / "raw" / CALLS_FILE)
+    copy = pq.read_table(tmp / "raw" / CALLS_TABLE_FILE)
+    assert copy.num_rows == len(records)
+    assert set(copy.column_names) == {f.name for f in fields(CallRecord)} - {"output", "options"}
+    assert copy.column("ttft_ms").to_pylist() == [r.ttft_ms for r in records]
+    assert copy.column("first_token_thinking").null_count == len(records)  # null stays null
 
 
 def test_raw_lines_are_json_with_schema_version(quick_run) -> None:

@@ -381,15 +381,18 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     assert len(stats.read_calls(raw)) == complete
 
 
-def _edit_first_ttft(raw: Path, ttft_ms: float) -> None:
-    """Rewrite calls.jsonl with the first record's ttft_ms changed, at the same size."""
+def _edit_first_ttft(raw: Path, ttft_ms: float) -> int:
+    """Rewrite calls.jsonl with the first measured record's ttft_ms changed, at the same
+    size; returns that record's line index."""
     lines = (raw / CALLS_FILE).read_text(encoding="utf-8").splitlines()
-    first = json.loads(lines[0])
-    old = json.dumps(first, sort_keys=True)
-    first["ttft_ms"] = ttft_ms
-    new = json.dumps(first, sort_keys=True)
-    lines[0] = new + " " * (len(old) - len(new))
+    index = next(i for i, line in enumerate(lines) if json.loads(line)["phase"] == "measured")
+    record = json.loads(lines[index])
+    old = json.dumps(record, sort_keys=True)
+    record["ttft_ms"] = ttft_ms
+    new = json.dumps(record, sort_keys=True)
+    lines[index] = new + " " * (len(old) - len(new))
     (raw / CALLS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return index
 
 
 def test_the_columnar_copy_is_used_only_while_it_matches_calls_jsonl(tmp_path: Path) -> None:
@@ -402,9 +405,33 @@ def test_the_columnar_copy_is_used_only_while_it_matches_calls_jsonl(tmp_path: P
     assert "output" not in copy.column_names and "options" not in copy.column_names
     assert stats.read_calls(raw)["ttft_ms"].iloc[0] == copy.column("ttft_ms")[0].as_py()
 
-    _edit_first_ttft(raw, 12345.5)
+    edited = _edit_first_ttft(raw, 12345.5)
     assert (raw / CALLS_FILE).stat().st_size == int(copy.schema.metadata[SOURCE_BYTES_KEY])
-    assert stats.read_calls(raw)["ttft_ms"].iloc[0] == 12345.5
+    assert stats.read_calls(raw)["ttft_ms"].iloc[edited] == 12345.5
+
+
+def test_aggregate_outputs_do_not_depend_on_the_copy(tmp_path: Path) -> None:
+    """The same files from a matching copy, from calls.jsonl alone, and from a stale copy
+    (calls.jsonl edited after the copy was written: the edit must show)."""
+    scenario = Scenario(runs=6, failures=[("treatment", 2, "report")])
+    raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
+
+    def outputs(name: str) -> dict[str, bytes]:
+        out = tmp_path / name
+        stats.run_aggregate(raw, out, out / "metrics.json", 5.0)
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+    with_copy = outputs("with-copy")
+    copy = (raw / CALLS_TABLE_FILE).read_bytes()
+    (raw / CALLS_TABLE_FILE).unlink()
+    assert outputs("json-only") == with_copy
+    (raw / CALLS_TABLE_FILE).write_bytes(copy)
+    _edit_first_ttft(raw, 12345.5)
+    stale = outputs("stale-copy")
+    assert b"12345.5" in stale[stats.PER_RUN_FILE]
+    assert stale[stats.PER_RUN_FILE] != with_copy[stats.PER_RUN_FILE]
+    (raw / CALLS_TABLE_FILE).unlink()
+    assert outputs("json-only-after-edit") == stale
 
 
 def test_a_matching_copy_is_read_instead_of_the_json(tmp_path: Path) -> None:
