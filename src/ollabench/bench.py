@@ -256,8 +256,8 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
         "planned_calls": len(slots),
     }
     write_records_atomic(out_dir / CALLS_FILE, records)
-    write_calls_table(out_dir)
     write_json_atomic(out_dir / ENV_FILE, env)
+    write_calls_table(out_dir)
     succeeded = journal.succeeded()
     failed = sorted(s.seq for s in slots if s.seq not in succeeded)
     if failed:
