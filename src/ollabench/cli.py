@@ -96,16 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "calls are journaled: rerun after a crash to resume.")
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="(params.yaml)")
     p.add_argument("--out", type=Path, default=Path("data/raw"),
-                   help="folder for calls.jsonl and env.json (data/raw)")
+                   help="folder for calls.jsonl, its columnar copy calls.parquet and env.json "
+                        "(data/raw)")
     p.add_argument("--journal-dir", type=Path, default=Path(".ollabench/journal"),
                    help="resume journals, keyed by config hash (.ollabench/journal)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("aggregate", help="statistics and verdicts from raw calls (stage 2)",
-                       description="Recompute summary.csv, comparisons.csv and metrics.json "
-                                   "from the raw per-call records.")
-    p.add_argument("--raw", type=Path, default=Path("data/raw"), help="(data/raw)")
+                       description="Recompute summary.csv, comparisons.csv, per_run.csv, "
+                                   "per_run_wide.csv, quality.json and metrics.json from the "
+                                   "raw per-call records: calls.jsonl, read through its "
+                                   "columnar copy calls.parquet while that matches it.")
+    p.add_argument("--raw", type=Path, default=Path("data/raw"),
+                   help="folder holding calls.jsonl (data/raw)")
     p.add_argument("--out", type=Path, default=Path("data/processed"), help="(data/processed)")
     p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"),
                    help="(reports/metrics.json)")
