@@ -434,6 +434,17 @@ def test_aggregate_outputs_do_not_depend_on_the_copy(tmp_path: Path) -> None:
     assert outputs("json-only-after-edit") == stale
 
 
+def test_a_damaged_copy_is_ignored(tmp_path: Path) -> None:
+    scenario = Scenario(runs=3)
+    raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
+    expected = stats.read_calls(raw)
+    copy = (raw / CALLS_TABLE_FILE).read_bytes()
+    (raw / CALLS_TABLE_FILE).write_bytes(copy[: len(copy) // 2])
+    pd.testing.assert_frame_equal(stats.read_calls(raw), expected)
+    (raw / CALLS_TABLE_FILE).write_bytes(b"not parquet")
+    pd.testing.assert_frame_equal(stats.read_calls(raw), expected)
+
+
 def test_a_matching_copy_is_read_instead_of_the_json(tmp_path: Path) -> None:
     """The copy's stamp is what decides: a copy stamped for the current calls.jsonl is
     read as it is (here one whose values were changed after stamping)."""

@@ -282,20 +282,26 @@ def read_calls_table(raw_dir: Path, schema: pa.Schema,
 
     calls.parquet is read when its stamp has calls.jsonl's size; the SHA-256 of calls.jsonl
     is then computed in `pool` (hashlib releases the GIL) while the caller goes on, and the
-    future holds whether it matches the stamp. Otherwise calls.jsonl, the source of truth,
-    is parsed and the future is already true."""
+    future holds whether it matches the stamp. Otherwise (no copy, another size, a copy that
+    cannot be read) calls.jsonl, the source of truth, is parsed and the future is true."""
+    import pyarrow as pa
     from pyarrow import parquet as pq
 
     source, copy = raw_dir / CALLS_FILE, raw_dir / CALLS_TABLE_FILE
-    stamp = (pq.read_schema(copy).metadata or {}) if copy.is_file() else {}
-    if not source.is_file() or stamp.get(SOURCE_BYTES_KEY) != str(
-            source.stat().st_size).encode():
-        parsed: Future[bool] = Future()
-        parsed.set_result(True)
-        return parse_calls(source, schema), parsed
-    matches = pool.submit(lambda: _sha256(source).encode() == stamp.get(SOURCE_SHA256_KEY))
-    table = pq.read_table(copy, columns=schema.names, read_dictionary=_labels(schema.names))
-    return _cast(table, schema), matches
+    parsed: Future[bool] = Future()
+    parsed.set_result(True)
+    try:
+        stamp = (pq.read_schema(copy).metadata or {}) if copy.is_file() else {}
+        if source.is_file() and stamp.get(SOURCE_BYTES_KEY) == str(
+                source.stat().st_size).encode():
+            matches = pool.submit(
+                lambda: _sha256(source).encode() == stamp.get(SOURCE_SHA256_KEY))
+            table = pq.read_table(copy, columns=schema.names,
+                                  read_dictionary=_labels(schema.names))
+            return _cast(table, schema), matches
+    except (pa.ArrowException, OSError):
+        pass  # a damaged copy, or one of another format: the copy is only a cache
+    return parse_calls(source, schema), parsed
 
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
