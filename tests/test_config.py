@@ -61,6 +61,13 @@ def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("run.num_predict.analysis", 0, r"run\.num_predict\.analysis: input should be greater"),
         ("model.backend", "vllm", r"model\.backend: must be one of 'llamacpp' or 'ollama'"),
         ("model.gguf", "/nonexistent/model.gguf", r"model\.gguf: file not found"),
+        ("model.think", "max", r"model\.think: must be true, false, null or one of 'low', "
+                               r"'medium', 'high' .*got 'max'"),
+        ("model.think", 1, r"model\.think: must be true, false, null or one of"),
+        ("model.think", True, r"model\.think: only for backend ollama; this model runs on "
+                              r"llamacpp"),
+        ("model.keep_alive", "10m", r"model\.keep_alive: only for backend ollama"),
+        ("model.host", "http://127.0.0.1:1", r"model\.host: only for backend ollama"),
         ("colour", "red", r"colour: unknown key; allowed keys: model, profile"),
     ],
 )

