@@ -416,22 +416,22 @@ def test_aggregate_outputs_do_not_depend_on_the_copy(tmp_path: Path) -> None:
     scenario = Scenario(runs=6, failures=[("treatment", 2, "report")])
     raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
 
-    def outputs(name: str) -> dict[str, bytes]:
+    def outputs(name: str, source: str) -> dict[str, bytes]:
         out = tmp_path / name
-        stats.run_aggregate(raw, out, out / "metrics.json", 5.0)
+        assert stats.run_aggregate(raw, out, out / "metrics.json", 5.0) == raw / source
         return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
-    with_copy = outputs("with-copy")
+    with_copy = outputs("with-copy", CALLS_TABLE_FILE)
     copy = (raw / CALLS_TABLE_FILE).read_bytes()
     (raw / CALLS_TABLE_FILE).unlink()
-    assert outputs("json-only") == with_copy
+    assert outputs("json-only", CALLS_FILE) == with_copy
     (raw / CALLS_TABLE_FILE).write_bytes(copy)
     _edit_first_ttft(raw, 12345.5)
-    stale = outputs("stale-copy")
+    stale = outputs("stale-copy", CALLS_FILE)
     assert b"12345.5" in stale[stats.PER_RUN_FILE]
     assert stale[stats.PER_RUN_FILE] != with_copy[stats.PER_RUN_FILE]
     (raw / CALLS_TABLE_FILE).unlink()
-    assert outputs("json-only-after-edit") == stale
+    assert outputs("json-only-after-edit", CALLS_FILE) == stale
 
 
 def test_a_damaged_copy_is_ignored(tmp_path: Path) -> None:

@@ -53,8 +53,10 @@ def _cmd_aggregate(args: argparse.Namespace) -> int:
     threshold = args.threshold_pct
     if threshold is None:
         threshold = _read_params(args.params)["run"]["practical_threshold_pct"]
-    run_aggregate(args.raw, args.out, args.metrics, threshold_pct=float(threshold))
-    print(f"wrote {args.out} and {args.metrics}")
+    source = run_aggregate(args.raw, args.out, args.metrics, threshold_pct=float(threshold))
+    how = ("the same SHA-256 as calls.jsonl" if source.suffix == ".parquet"
+           else "no columnar copy matches it")
+    print(f"read {source} ({how}); wrote {args.out} and {args.metrics}")
     return 0
 
 

@@ -276,9 +276,9 @@ def write_calls_table(raw_dir: Path) -> Path:
 
 
 def read_calls_table(raw_dir: Path, schema: pa.Schema,
-                     pool: Executor) -> tuple[pa.Table, Future[bool]]:
-    """The schema's columns of raw_dir's calls, cast to its types, and a future that says
-    whether they are calls.jsonl's content as that file is now.
+                     pool: Executor) -> tuple[pa.Table, Path, Future[bool]]:
+    """The schema's columns of raw_dir's calls, cast to its types, the file they were read
+    from, and a future that says whether they are calls.jsonl's content as it is now.
 
     calls.parquet is read when its stamp has calls.jsonl's size; the SHA-256 of calls.jsonl
     is then computed in `pool` (hashlib releases the GIL) while the caller goes on, and the
@@ -298,10 +298,10 @@ def read_calls_table(raw_dir: Path, schema: pa.Schema,
                 lambda: _sha256(source).encode() == stamp.get(SOURCE_SHA256_KEY))
             table = pq.read_table(copy, columns=schema.names,
                                   read_dictionary=_labels(schema.names))
-            return _cast(table, schema), matches
+            return _cast(table, schema), copy, matches
     except (pa.ArrowException, OSError):
         pass  # a damaged copy, or one of another format: the copy is only a cache
-    return parse_calls(source, schema), parsed
+    return parse_calls(source, schema), source, parsed
 
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -163,16 +163,18 @@ def read_calls(raw_dir: Path) -> pd.DataFrame:
     """The calls of raw_dir as a typed frame of the columns the statistics use: from the
     columnar copy when it matches calls.jsonl, else parsed from calls.jsonl."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return _from_calls(raw_dir, pool, lambda calls: calls)
+        return _from_calls(raw_dir, pool, lambda calls: calls)[0]
 
 
-def _from_calls(raw_dir: Path, pool: Executor, compute: Callable[[pd.DataFrame], T]) -> T:
+def _from_calls(raw_dir: Path, pool: Executor,
+                compute: Callable[[pd.DataFrame], T]) -> tuple[T, Path]:
     """compute(calls) on the columnar copy of the calls while the copy is checked against
     calls.jsonl in `pool` (see records.read_calls_table); computed again from calls.jsonl
-    if the check fails, so that a stale copy never decides a result or an error."""
+    if the check fails, so that a stale copy never decides a result or an error. Returns
+    the result and the file it was computed from."""
     path = raw_dir / CALLS_FILE
     with _as_aggregate_error():
-        table, matches = read_calls_table(raw_dir, CALLS_SCHEMA, pool)
+        table, source, matches = read_calls_table(raw_dir, CALLS_SCHEMA, pool)
     try:
         result = compute(_calls_frame(table, path))
     except AggregateError:
@@ -180,10 +182,10 @@ def _from_calls(raw_dir: Path, pool: Executor, compute: Callable[[pd.DataFrame],
             raise
     else:
         if matches.result():
-            return result
+            return result, source
     with _as_aggregate_error():
         table = parse_calls(path, CALLS_SCHEMA)
-    return compute(_calls_frame(table, path))
+    return compute(_calls_frame(table, path)), path
 
 
 @contextmanager
@@ -861,16 +863,19 @@ def _unequal_work(arms: dict[str, dict[str, Any]],
 # --------------------------------------------------------------------------- the stage
 
 
-def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path, threshold_pct: float) -> None:
+def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
+                  threshold_pct: float) -> Path:
     """Aggregate raw_dir's calls into summary.csv, comparisons.csv, per_run.csv,
     per_run_wide.csv and quality.json in out_dir, and the headline in metrics_path.
     Everything is checked, computed and staged before the first output is moved into place.
     Checking the columnar copy, the long CSVs, the summary and the data-quality facts run on
-    worker threads beside the comparisons (numpy and Arrow release the GIL)."""
+    worker threads beside the comparisons (numpy and Arrow release the GIL). Returns the file
+    the numbers were read from: calls.parquet, or calls.jsonl when no copy matched it."""
     with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
-        _from_calls(raw_dir, pool, lambda calls: _aggregate(
+        _, source = _from_calls(raw_dir, pool, lambda calls: _aggregate(
             calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool, staging))
         staging.commit()
+    return source
 
 
 def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_path: Path,
