@@ -381,7 +381,7 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     assert len(stats.read_calls(raw)) == complete
 
 
-def _edit_first_ttft(raw: Path, ttft_ms: float) -> int:
+def _edit_first_measured_ttft(raw: Path, ttft_ms: float) -> int:
     """Rewrite calls.jsonl with the first measured record's ttft_ms changed, at the same
     size; returns that record's line index."""
     lines = (raw / CALLS_FILE).read_text(encoding="utf-8").splitlines()
@@ -405,7 +405,7 @@ def test_the_columnar_copy_is_used_only_while_it_matches_calls_jsonl(tmp_path: P
     assert "output" not in copy.column_names and "options" not in copy.column_names
     assert stats.read_calls(raw)["ttft_ms"].iloc[0] == copy.column("ttft_ms")[0].as_py()
 
-    edited = _edit_first_ttft(raw, 12345.5)
+    edited = _edit_first_measured_ttft(raw, 12345.5)
     assert (raw / CALLS_FILE).stat().st_size == int(copy.schema.metadata[SOURCE_BYTES_KEY])
     assert stats.read_calls(raw)["ttft_ms"].iloc[edited] == 12345.5
 
@@ -426,7 +426,7 @@ def test_aggregate_outputs_do_not_depend_on_the_copy(tmp_path: Path) -> None:
     (raw / CALLS_TABLE_FILE).unlink()
     assert outputs("json-only", CALLS_FILE) == with_copy
     (raw / CALLS_TABLE_FILE).write_bytes(copy)
-    _edit_first_ttft(raw, 12345.5)
+    _edit_first_measured_ttft(raw, 12345.5)
     stale = outputs("stale-copy", CALLS_FILE)
     assert b"12345.5" in stale[stats.PER_RUN_FILE]
     assert stale[stats.PER_RUN_FILE] != with_copy[stats.PER_RUN_FILE]

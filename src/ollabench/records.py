@@ -191,8 +191,8 @@ def table_schema() -> pa.Schema:
 
 def parse_calls(path: Path, schema: pa.Schema) -> pa.Table:
     """calls.jsonl as an Arrow table of the schema's columns (Arrow's multi-threaded JSON
-    reader; a field missing from a record is null). As in read_records, a torn last line (a
-    crash mid-append) is skipped."""
+    reader; a field missing from a record is null), labels dictionary-encoded. As in
+    read_records, a torn last line (a crash mid-append) is skipped."""
     import pyarrow as pa
 
     if not path.is_file():
@@ -201,7 +201,7 @@ def parse_calls(path: Path, schema: pa.Schema) -> pa.Table:
     source: Path | pa.BufferReader = path
     if (complete := _without_torn_tail(path)) is not None:
         source = pa.BufferReader(complete)
-    return _parse_json(path, source, schema)
+    return _conform(_parse_json(path, source, schema), schema)
 
 
 def _parse_json(path: Path, source: Path | pa.BufferReader, schema: pa.Schema) -> pa.Table:
@@ -298,19 +298,23 @@ def read_calls_table(raw_dir: Path, schema: pa.Schema,
                 lambda: _sha256(source).encode() == stamp.get(SOURCE_SHA256_KEY))
             table = pq.read_table(copy, columns=schema.names,
                                   read_dictionary=_labels(schema.names))
-            return _cast(table, schema), copy, matches
+            return _conform(table, schema), copy, matches
     except (pa.ArrowException, OSError):
         pass  # a damaged copy, or one of another format: the copy is only a cache
     return parse_calls(source, schema), source, parsed
 
 
-def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Columns cast to the schema's types; dictionary-encoded labels stay dictionaries."""
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Columns cast to the schema's types, and labels (LABEL_FIELDS) dictionary-encoded,
+    which pandas turns into categories: the same table from either file."""
     import pyarrow as pa
 
     for index, target in enumerate(schema):
         column = table.column(index)
-        if column.type != target.type and not pa.types.is_dictionary(column.type):
+        if target.name in LABEL_FIELDS:
+            if not pa.types.is_dictionary(column.type):
+                table = table.set_column(index, target.name, column.dictionary_encode())
+        elif column.type != target.type:
             table = table.set_column(index, target.name, column.cast(target.type))
     return table
 

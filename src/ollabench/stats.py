@@ -197,13 +197,9 @@ def _as_aggregate_error() -> Iterator[None]:
 
 
 def _calls_frame(table: pa.Table, path: Path) -> pd.DataFrame:
-    """Labels as categories, flags as nullable booleans, integers as nullable Int64. The
-    table's memory is released as it is converted: do not use it afterwards."""
-    for name in LABEL_COLUMNS:
-        column = table.column(name)
-        if not pa.types.is_dictionary(column.type):
-            table = table.set_column(table.schema.get_field_index(name), name,
-                                     column.dictionary_encode())
+    """Labels as categories (dictionary-encoded by records), flags as nullable booleans,
+    integers as nullable Int64. The table's memory is released as it is converted: do not
+    use it afterwards."""
     frame = table.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype(),
                                           pa.int64(): pd.Int64Dtype()}.get,
                             self_destruct=True, split_blocks=True)
