@@ -81,8 +81,9 @@ class Sample:
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_ollama", "--port", "0", "--script", json.dumps(SCRIPT),
-         "--model", MODEL], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "tests.helpers.fake_ollama", "--port", "0",
+         "--script", json.dumps(SCRIPT), "--model", MODEL],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     line = server.stdout.readline().strip()
     if not line.startswith("FAKE_OLLAMA_URL="):

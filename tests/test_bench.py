@@ -15,8 +15,9 @@ from pyarrow import parquet as pq
 
 from ollabench.agent import load_workload
 from ollabench.bench import config_key, plan, run_bench
-from ollabench.records import CALLS_FILE, CALLS_TABLE_FILE, CallRecord, read_records
-from tests.conftest import ROOT, bench_command, interrupt_bench, tiny_config
+from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
+from ollabench.records import CallRecord, read_records
+from tests.helpers.project import ROOT, bench_command, interrupt_bench, tiny_config
 
 
 @pytest.fixture(scope="module")

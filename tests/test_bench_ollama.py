@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
-from ollabench.bench import BenchIncomplete, plan, run_bench
+from ollabench.bench import plan, run_bench
 from ollabench.cli import main
+from ollabench.errors import BenchIncomplete
 from ollabench.records import read_records
-from tests.conftest import ROOT, bench_command, interrupt_bench, tiny_config
-from tests.fake_ollama import URL_PREFIX, FakeOllama, Script, fake_ollama_fixture  # noqa: F401
+from tests.helpers.fake_ollama import URL_PREFIX, FakeOllama, Script
+from tests.helpers.project import ROOT, bench_command, interrupt_bench, tiny_config
 
 
 def ollama_raw(raw_config: dict[str, Any], url: str) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def socket_port() -> Iterator[int]:
 
 def test_sigkill_then_resume_against_a_server(raw_config, tmp_path) -> None:
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_ollama", "--port", "0", "--script",
+        [sys.executable, "-m", "tests.helpers.fake_ollama", "--port", "0", "--script",
          '{"ttft_ms": 20, "token_ms": 5, "tokens": 10}'],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

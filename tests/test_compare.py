@@ -11,7 +11,6 @@ import csv
 import itertools
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,8 +29,8 @@ from ollabench.compare import (
     setup_labels,
 )
 from ollabench.records import CallRecord
-from tests.synthetic import Scenario, env_for, make_records, write_raw
-from tests.test_pipeline_e2e import _run, make_project
+from tests.helpers.project import cli, git_env, run_cmd, small_project
+from tests.helpers.synthetic import Scenario, env_for, make_records, write_raw
 
 QUEUE_TIMEOUT_S = 600
 
@@ -100,11 +99,6 @@ def test_tables_for_terminal_and_markdown() -> None:
 # --------------------------------------------------------------------------- real git + DVC
 
 
-def _git_env() -> dict[str, str]:
-    return {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-
-
 def _commit_raw(repo: Path, records: list[CallRecord], scenario: Scenario, tag: str,
                 **env_changes: dict) -> None:
     """Raw data as a DVC-tracked folder in a tagged commit (as `bench` would leave it)."""
@@ -113,10 +107,10 @@ def _commit_raw(repo: Path, records: list[CallRecord], scenario: Scenario, tag: 
     for key, changes in env_changes.items():
         env[key] = {**env.get(key, {}), **changes}
     (raw / "env.json").write_text(json.dumps(env))
-    _run(["dvc", "add", "-q", "data/raw"], repo)
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", tag], repo)
-    _run(["git", "tag", tag], repo)
+    run_cmd(["dvc", "add", "-q", "data/raw"], repo)
+    run_cmd(["git", "add", "-A"], repo)
+    run_cmd(["git", "commit", "-qm", tag], repo)
+    run_cmd(["git", "tag", tag], repo)
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +119,14 @@ def tagged_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     older record format). Git identity and a private DVC site cache stay set for the tests."""
     tmp = tmp_path_factory.mktemp("synthetic")
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**_git_env(), "DVC_SITE_CACHE_DIR": str(tmp / "dvc-site")}.items():
+        for key, value in {**git_env(), "DVC_SITE_CACHE_DIR": str(tmp / "dvc-site")}.items():
             mp.setenv(key, value)
         repo = tmp / "repo"
         repo.mkdir()
-        _run(["git", "init", "-q", "-b", "main"], repo)
-        _run(["dvc", "init", "-q"], repo)
-        _run(["git", "commit", "-qm", "init"], repo)
-        _run(["git", "tag", "bare"], repo)
+        run_cmd(["git", "init", "-q", "-b", "main"], repo)
+        run_cmd(["dvc", "init", "-q"], repo)
+        run_cmd(["git", "commit", "-qm", "init"], repo)
+        run_cmd(["git", "tag", "bare"], repo)
         same = Scenario(treatment_profile="chimera")
         _commit_raw(repo, make_records(same), same, "a")
         faster = Scenario(treatment_profile="chimera", eval_rate_gain=0.3, seed=1)
@@ -200,24 +194,11 @@ def test_compare_says_when_data_is_neither_cached_nor_pushed(synthetic_repo: Pat
 
 
 
-def small_project(dest: Path) -> Path:
-    """make_project with a one-file workload: on an idle machine a call then takes a fraction
-    of a second, so an experiment is mostly DVC's own time."""
-    repo = make_project(dest, runs=2, caps=4)
-    workload = repo / "data" / "workload"
-    for path in workload.iterdir():
-        path.unlink()
-    (workload / "runs.csv").write_text("setup,eval_tok_s\nA,120\nB,95\n")
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "small workload"], repo)
-    return repo
-
-
 def wait_for_queue(repo: Path) -> None:
     """`dvc queue start` returns at once; wait until no experiment is queued or running."""
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while time.monotonic() < deadline:
-        status = _run(["dvc", "queue", "status"], repo)
+        status = run_cmd(["dvc", "queue", "status"], repo)
         if not any(word in status for word in ("Queued", "Running")):
             assert "Failed" not in status, status
             return
@@ -233,10 +214,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DVC_SITE_CACHE_DIR", str(tmp / "dvc-site"))
         repo = small_project(tmp / "repo")
-        _run(["dvc", "exp", "run", "--queue", "-q", "--name", "aa"], repo)
-        _run(["dvc", "exp", "run", "--queue", "-q", "-S", "profile=chimera",
+        run_cmd(["dvc", "exp", "run", "--queue", "-q", "--name", "aa"], repo)
+        run_cmd(["dvc", "exp", "run", "--queue", "-q", "-S", "profile=chimera",
               "-S", "profile.options.num_ctx=256,1024"], repo)
-        _run(["dvc", "queue", "start", "-j", "1"], repo)
+        run_cmd(["dvc", "queue", "start", "-j", "1"], repo)
         wait_for_queue(repo)
         yield repo
 
@@ -244,20 +225,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def _experiments(repo: Path, queued: bool = False) -> dict[str, dict]:
     """name -> params of every finished (or queued) experiment, from `dvc exp show`."""
     found = {}
-    for baseline in json.loads(_run(["dvc", "exp", "show", "--json"], repo)):
+    for baseline in json.loads(run_cmd(["dvc", "exp", "show", "--json"], repo)):
         for exp in baseline.get("experiments") or []:
             if ((exp.get("executor") or {}).get("state") == "queued") == queued:
                 found[exp["name"]] = exp["revs"][0]["data"]["params"]["params.yaml"]["data"]
     return found
-
-
-def cli(repo: Path, capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
-    """`ollabench ARGS` run in repo, in this process (DVC and pandas are imported once)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        code = main(list(args))
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
 
 @pytest.mark.slow
@@ -282,9 +254,9 @@ def test_compare_experiments_by_name_and_by_commit(project: Path,
     assert "| options | profile | baseline | chimera |" in report
     assert "| report | eval_tok_s |" in report
 
-    _run(["dvc", "exp", "branch", by_ctx[256], "ctx256"], project)
-    head = _run(["git", "rev-parse", "HEAD"], project).strip()
-    large = _run(["git", "rev-parse", f"refs/exps/{head[:2]}/{head[2:]}/{by_ctx[1024]}"],
+    run_cmd(["dvc", "exp", "branch", by_ctx[256], "ctx256"], project)
+    head = run_cmd(["git", "rev-parse", "HEAD"], project).strip()
+    large = run_cmd(["git", "rev-parse", f"refs/exps/{head[:2]}/{head[2:]}/{by_ctx[1024]}"],
                  project).strip()
     done = cli(project, capsys, "compare", "ctx256", large, "--out", "by-commit")
     assert done.returncode == 0, done.stderr
@@ -325,7 +297,7 @@ def test_leaderboard_ranks_the_three_experiments(project: Path,
 def test_documented_grid_queues_one_experiment_per_point(project: Path) -> None:
     """The sweep of docs/experiments.md: 3 x 2 points, each composed and validated when
     queued (removed again here, without running)."""
-    _run(["dvc", "exp", "run", "--queue", "-q",
+    run_cmd(["dvc", "exp", "run", "--queue", "-q",
           "-S", "profile.options.num_ctx=256,512,1024",
           "-S", "profile.options.temperature=0.6,0.8"], project)
     try:
@@ -334,4 +306,4 @@ def test_documented_grid_queues_one_experiment_per_point(project: Path) -> None:
                       for p in queued.values()) == sorted(
             itertools.product((256, 512, 1024), (0.6, 0.8)))
     finally:
-        _run(["dvc", "queue", "remove", "--queued"], project)
+        run_cmd(["dvc", "queue", "remove", "--queued"], project)

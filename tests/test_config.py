@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from ollabench.cli import main
-from ollabench.config import ConfigError, compose, validate_config
-from tests.conftest import ROOT
+from ollabench.config import compose, validate_config
+from ollabench.errors import ConfigError
+from tests.helpers.project import ROOT
 
 
 def test_params_yaml_equals_composition_of_conf(composed: dict[str, Any]) -> None:

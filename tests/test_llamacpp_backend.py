@@ -6,9 +6,9 @@ import pytest
 
 from ollabench.agent import analysis_messages, load_workload
 from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults
-from ollabench.config import ConfigError
+from ollabench.errors import ConfigError
 from ollabench.provenance import physical_cores
-from tests.conftest import ROOT, tiny_config
+from tests.helpers.project import ROOT, tiny_config
 
 MESSAGES = [{"role": "user", "content": "Count from one to ten."}]
 

@@ -22,14 +22,13 @@ import pytest
 import yaml
 
 from ollabench import provenance
-from ollabench.backends.base import BackendUnavailable
 from ollabench.backends.ollama import OllamaBackend, parse_parameters, resolve_host
 from ollabench.config import ModelConfig, RunConfig
-from tests.fake_ollama import (  # noqa: F401 - fake_ollama_fixture registers `fake_ollama`
+from ollabench.errors import BackendUnavailable
+from tests.helpers.fake_ollama import (
     URL_PREFIX,
     FakeOllama,
     Script,
-    fake_ollama_fixture,
 )
 
 TOLERANCE_MS = 25.0
@@ -370,7 +369,7 @@ def test_fake_generate_streams_ollama_ndjson(fake_ollama: FakeOllama) -> None:
 def test_fake_runs_in_another_process() -> None:
     script = json.dumps([{"tokens": 1}])
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_ollama", "--port", "0", "--script", script],
+        [sys.executable, "-m", "tests.helpers.fake_ollama", "--port", "0", "--script", script],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline().strip()

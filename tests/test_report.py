@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ollabench import report, stats
-from tests.synthetic import Scenario, make_records, swap_arms, write_raw
+from tests.helpers.synthetic import Scenario, make_records, swap_arms, write_raw
 
 SECTIONS = ("Executive summary", "Aggregate results", "Configuration of both arms",
             "Methodology", "Statistical analysis", "Data quality", "Run-by-run results",

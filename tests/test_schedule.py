@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 from ollabench.bench import arm_order, plan
-from tests.conftest import tiny_config
+from tests.helpers.project import tiny_config
 
 
 def _arms(slots) -> str:

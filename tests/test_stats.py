@@ -15,14 +15,9 @@ from pyarrow import parquet as pq
 from scipy import stats as sps
 
 from ollabench import stats
-from ollabench.records import (
-    CALLS_FILE,
-    CALLS_TABLE_FILE,
-    SOURCE_BYTES_KEY,
-    CallRecord,
-    read_records,
-)
-from tests.synthetic import Scenario, make_records, swap_arms, write_raw
+from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
+from ollabench.records import SOURCE_BYTES_KEY, CallRecord, read_records
+from tests.helpers.synthetic import Scenario, make_records, swap_arms, write_raw
 
 
 def aggregate(tmp_path: Path, records: list[CallRecord], scenario: Scenario,

@@ -16,9 +16,7 @@ from ollabench.cli import main
 from ollabench.config import compose as compose_params
 from ollabench.config import validate_config
 from ollabench.sweep import bench_overrides
-from tests.conftest import ROOT
-from tests.test_compare import _git_env, cli, small_project
-from tests.test_pipeline_e2e import _run
+from tests.helpers.project import ROOT, cli, git_env, run_cmd, small_project
 
 
 def _grid(sweeper_params: dict[str, str]) -> list[list[str]]:
@@ -65,13 +63,13 @@ def test_job_overrides_drop_the_sweep_selection() -> None:
 @pytest.fixture
 def local_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A committed git + DVC repository with no remote of either kind."""
-    for key, value in {**_git_env(), "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")}.items():
+    for key, value in {**git_env(), "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")}.items():
         monkeypatch.setenv(key, value)
     repo = tmp_path / "repo"
     (repo / "conf").mkdir(parents=True)
-    _run(["git", "init", "-q", "-b", "main"], repo)
-    _run(["dvc", "init", "-q"], repo)
-    _run(["git", "commit", "-qm", "init"], repo)
+    run_cmd(["git", "init", "-q", "-b", "main"], repo)
+    run_cmd(["dvc", "init", "-q"], repo)
+    run_cmd(["git", "commit", "-qm", "init"], repo)
     monkeypatch.chdir(repo)
     return repo
 
@@ -88,14 +86,14 @@ def test_sweep_needs_a_git_remote_holding_the_commit_and_a_dvc_remote(
     assert "no git remote 'origin'" in _sweep_error(capsys)
 
     bare = tmp_path / "remote.git"
-    _run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], tmp_path)
-    _run(["git", "remote", "add", "origin", str(bare)], local_repo)
+    run_cmd(["git", "init", "-q", "--bare", "-b", "main", str(bare)], tmp_path)
+    run_cmd(["git", "remote", "add", "origin", str(bare)], local_repo)
     assert "is not on 'origin'" in _sweep_error(capsys)
 
-    _run(["git", "push", "-q", "origin", "main"], local_repo)
+    run_cmd(["git", "push", "-q", "origin", "main"], local_repo)
     assert "no default DVC remote" in _sweep_error(capsys)
 
-    _run(["dvc", "remote", "add", "--local", "-d", "mine", str(tmp_path / "store")], local_repo)
+    run_cmd(["dvc", "remote", "add", "--local", "-d", "mine", str(tmp_path / "store")], local_repo)
     assert "no default DVC remote" in _sweep_error(capsys)  # config.local: not in clones
 
 
@@ -108,11 +106,11 @@ def shared_remotes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Pat
     monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site"))
     repo = small_project(tmp_path / "repo")
     bare = tmp_path / "remote.git"
-    _run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], tmp_path)
-    _run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "dvc-store")], repo)
-    _run(["git", "commit", "-qam", "shared DVC remote"], repo)
-    _run(["git", "remote", "add", "origin", str(bare)], repo)
-    _run(["git", "push", "-q", "origin", "main"], repo)
+    run_cmd(["git", "init", "-q", "--bare", "-b", "main", str(bare)], tmp_path)
+    run_cmd(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "dvc-store")], repo)
+    run_cmd(["git", "commit", "-qam", "shared DVC remote"], repo)
+    run_cmd(["git", "remote", "add", "origin", str(bare)], repo)
+    run_cmd(["git", "push", "-q", "origin", "main"], repo)
     return repo, bare
 
 
@@ -123,25 +121,25 @@ def test_submitit_local_sweep_is_pulled_and_ranked_from_a_fresh_clone(
     repo, bare = shared_remotes
     jobs = tmp_path / "jobs"
     # A process of its own, as a user runs it (Hydra keeps global state once it has run).
-    out = _run([sys.executable, "-m", "ollabench.cli", "sweep", "-m", "--name", "grid",
+    out = run_cmd([sys.executable, "-m", "ollabench.cli", "sweep", "-m", "--name", "grid",
                 "--workdir", str(jobs), "profile=chimera", "profile.options.num_ctx=256,512",
                 # two jobs share this machine: one thread each (and `++` adds a key)
                 "++profile.options.num_thread=1", "++reference.options.num_thread=1",
                 "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], repo)
     assert "2 of 2 experiments pushed to 'origin'" in out
     assert sorted(p.parent.parent.name for p in jobs.glob("grid/*/repo/dvc.yaml")) == ["0", "1"]
-    refs = _run(["git", "ls-remote", str(bare), "refs/exps/*"], repo)
+    refs = run_cmd(["git", "ls-remote", str(bare), "refs/exps/*"], repo)
     assert sorted(line.rsplit("/", 1)[1] for line in refs.splitlines()) == ["grid-0", "grid-1"]
 
     fresh = tmp_path / "fresh"
-    _run(["git", "clone", "-q", str(bare), str(fresh)], tmp_path)
-    _run(["dvc", "exp", "pull", "--no-cache", "origin"], fresh)  # the refs, not the data
+    run_cmd(["git", "clone", "-q", str(bare), str(fresh)], tmp_path)
+    run_cmd(["dvc", "exp", "pull", "--no-cache", "origin"], fresh)  # the refs, not the data
     compared = cli(fresh, capsys, "compare", "grid-0", "grid-1")
     assert compared.returncode == 0, compared.stderr
     assert "num_ctx: 256 -> 512" in compared.stdout
     assert not (fresh / ".dvc" / "cache").exists()  # the raw records came from the DVC remote
 
-    _run(["dvc", "exp", "pull", "origin"], fresh)
+    run_cmd(["dvc", "exp", "pull", "origin"], fresh)
     board = cli(fresh, capsys, "leaderboard", "--metric", "eval_tok_s")
     assert board.returncode == 0, board.stderr
     with (fresh / "reports" / "leaderboard" / "report_eval_tok_s.csv").open() as fh:

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ollabench.backends.base import Message
+from ollabench.errors import WorkloadError
 
 SUPPORTED_SUFFIXES = (".csv", ".json", ".md")
 MAX_MARKDOWN_LINES = 2
@@ -29,9 +30,6 @@ ANALYSIS_TASK = ("Analyse these benchmark results: fastest and slowest setups, t
 REPORT_TASK = ("Write a short technical report (title, findings, recommendations) from this "
                "analysis.")
 
-
-class WorkloadError(ValueError):
-    """The workload folder cannot be used (missing, empty, unreadable)."""
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from ollabench import provenance
 from ollabench.agent import Workload, analysis_messages, load_workload, report_messages
 from ollabench.backends import Backend, make_backend
 from ollabench.config import BenchConfig, RunConfig
+from ollabench.errors import BenchIncomplete
+from ollabench.files import write_json_atomic
+from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records import (
-    CALLS_FILE,
-    ENV_FILE,
     MEASURED_STAGES,
     WARMUP_STAGE,
     CallMeasurement,
@@ -33,16 +34,15 @@ from ollabench.records import (
     append_record,
     read_records,
     write_calls_table,
-    write_json_atomic,
     write_records_atomic,
 )
 
 WARMUP_NUM_PREDICT = 8
-JOURNAL_ROOT = Path(".ollabench/journal")
 
 
-class BenchIncomplete(RuntimeError):
-    """Some measured call never succeeded; everything else was still written."""
+
+class MissingAnalysis(Exception):
+    """A report call's input, the same run's analysis, never succeeded."""
 
 
 @dataclass(frozen=True)
@@ -193,35 +193,42 @@ class Runner:
             if (record.run, record.arm, record.stage) == (slot.run, slot.arm, "analysis") \
                     and record.error is None:
                 return record.output
-        raise LookupError(f"run {slot.run} {slot.arm}: the analysis call failed")
+        raise MissingAnalysis(f"run {slot.run} {slot.arm}: the analysis call failed")
 
     def _num_predict(self, stage: str) -> int:
         caps = self.config.run.num_predict
         return WARMUP_NUM_PREDICT if stage == WARMUP_STAGE else getattr(caps, stage)
 
     def _call(self, slot: Slot) -> CallRecord:
-        """One slot, retried with exponential backoff; every attempt is journaled."""
+        """One slot, retried with exponential backoff; every attempt is journaled. A report
+        call whose analysis never succeeded is recorded as skipped: no retry can help it."""
         run = self.config.run
         options = {**self.options[slot.arm], "num_predict": self._num_predict(slot.stage)}
-        first = self.journal.attempts(slot.seq) + 1
-        record = None
-        for attempt in range(first, first + run.max_retries + 1):
-            if attempt > first:
-                self.sleep(run.retry_backoff_s * 2 ** (attempt - first - 1))
+        attempt = self.journal.attempts(slot.seq) + 1
+        try:
+            messages = self._messages(slot)
+        except MissingAnalysis as exc:
+            return self._record(slot, attempt, options, provenance.utc_now(),
+                                CallMeasurement(error=f"skipped: {exc}"))
+        for retry in range(run.max_retries + 1):
+            if retry:
+                self.sleep(run.retry_backoff_s * 2 ** (retry - 1))
             started_at = provenance.utc_now()
-            try:
-                measurement = self.backend.chat(self._messages(slot), options)
-            except LookupError as exc:
-                measurement = CallMeasurement(error=f"skipped: {exc}")
-            record = CallRecord(
-                **asdict(measurement), seq=slot.seq, run=slot.run, arm=slot.arm,
-                profile=self.profile_name(slot.arm), stage=slot.stage, phase=slot.phase,
-                attempt=attempt, started_at=started_at, model=self.config.model.name,
-                backend=self.backend.name, options=self.backend.effective_options(options))
-            self.journal.append(record)
-            if record.error is None or record.error.startswith("skipped:"):
+            record = self._record(slot, attempt + retry, options, started_at,
+                                  self.backend.chat(messages, options))
+            if record.error is None:
                 break
-        assert record is not None
+        return record
+
+    def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
+                measurement: CallMeasurement) -> CallRecord:
+        """The journaled record of one attempt."""
+        record = CallRecord(
+            **asdict(measurement), seq=slot.seq, run=slot.run, arm=slot.arm,
+            profile=self.profile_name(slot.arm), stage=slot.stage, phase=slot.phase,
+            attempt=attempt, started_at=started_at, model=self.config.model.name,
+            backend=self.backend.name, options=self.backend.effective_options(options))
+        self.journal.append(record)
         return record
 
 

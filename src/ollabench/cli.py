@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-EXIT_BAD_INPUT = 2
-EXIT_INCOMPLETE = 1
+from ollabench.errors import ConfigError, OllabenchError
+
 EXIT_INTERRUPTED = 130
 
 
@@ -69,8 +69,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _read_params(path: Path) -> dict:
-    from ollabench.config import ConfigError
-
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run `ollabench params` to compose it from conf/")
     return yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -137,37 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """User errors: printed as one line, exit 2."""
-    from ollabench.agent import WorkloadError
-    from ollabench.backends.base import BackendUnavailable
-    from ollabench.compare import CompareError
-    from ollabench.config import ConfigError
-    from ollabench.records import RecordError
-    from ollabench.report import ReportError
-    from ollabench.stats import AggregateError
-
-    return (ConfigError, WorkloadError, BackendUnavailable, RecordError, AggregateError,
-            ReportError, CompareError)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    from ollabench.bench import BenchIncomplete
-
     try:
         return func(args)
-    except BenchIncomplete as exc:
-        print(f"ollabench: {exc}", file=sys.stderr)
-        return EXIT_INCOMPLETE
     except KeyboardInterrupt:
         print("ollabench: interrupted; every completed call is kept in the journal, "
               "run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _known_errors() as exc:
+    except OllabenchError as exc:
         print(f"ollabench: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from ollabench.errors import CompareError
+from ollabench.files import write_text_atomic
+from ollabench.paths import CALLS_FILE, ENV_FILE
 from ollabench.records import (
     ARMS,
-    CALLS_FILE,
-    ENV_FILE,
     MEASURED_STAGES,
     SCHEMA_VERSION,
     CallRecord,
     RecordError,
     read_records,
-    write_text_atomic,
 )
 
 if TYPE_CHECKING:
@@ -69,9 +69,6 @@ LEADERBOARD_COLUMNS = ("rank", "experiment", "rev", "baseline", "changes", "runs
                        "treatment_median", "ci_low", "ci_high", "control_median",
                        "median_diff_pct", "p_holm", "verdict", "note")
 
-
-class CompareError(ValueError):
-    """A user error (unknown revision, no raw data, old record format): one line."""
 
 
 # --------------------------------------------------------------------------- revisions

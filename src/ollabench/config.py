@@ -13,12 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CONF_DIR = Path("conf")
-
-
-class ConfigError(ValueError):
-    """Invalid configuration: the message names the key and what is allowed."""
-
+from ollabench.errors import ConfigError
+from ollabench.paths import CONF_DIR
 
 # Ollama's documented model options (docs/modelfile.md, api.md; the `ollama` client's Options),
 # with the type and the smallest value each accepts. num_predict is not here on purpose: the

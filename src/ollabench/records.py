@@ -17,27 +17,23 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ollabench.errors import RecordError
+from ollabench.files import Staging, sha256_file, write_text_atomic
+from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
 SCHEMA_VERSION = 1
-CALLS_FILE = "calls.jsonl"
-# A columnar copy of calls.jsonl (every field but the output text and options) that reads in
-# a fraction of the JSON parse; used only while it matches calls.jsonl byte for byte.
-CALLS_TABLE_FILE = "calls.parquet"
 TABLE_LEFT_OUT = ("output", "options")
 SOURCE_SHA256_KEY = b"ollabench.source_sha256"
 SOURCE_BYTES_KEY = b"ollabench.source_bytes"
 LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend"})
-ENV_FILE = "env.json"
 
 ARMS = ("control", "treatment")
 MEASURED_STAGES = ("analysis", "report")
 WARMUP_STAGE = "warmup"
 
-
-class RecordError(ValueError):
-    """A raw file that does not follow the record contract."""
 
 
 @dataclass
@@ -159,17 +155,6 @@ def write_records_atomic(path: Path, records: Iterable[CallRecord]) -> None:
     write_text_atomic(path, "".join(r.to_json() + "\n" for r in records))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
 # --------------------------------------------------------------------------- columnar access
 
 
@@ -269,9 +254,9 @@ def write_calls_table(raw_dir: Path) -> Path:
         SOURCE_BYTES_KEY: str(len(data)).encode(),
     })
     target = raw_dir / CALLS_TABLE_FILE
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, target)
+    with Staging() as staging:
+        pq.write_table(table, staging.path(target), compression="zstd")
+        staging.commit()
     return target
 
 
@@ -295,7 +280,7 @@ def read_calls_table(raw_dir: Path, schema: pa.Schema,
         if source.is_file() and stamp.get(SOURCE_BYTES_KEY) == str(
                 source.stat().st_size).encode():
             matches = pool.submit(
-                lambda: _sha256(source).encode() == stamp.get(SOURCE_SHA256_KEY))
+                lambda: sha256_file(source).encode() == stamp.get(SOURCE_SHA256_KEY))
             table = pq.read_table(copy, columns=schema.names,
                                   read_dictionary=_labels(schema.names))
             return _conform(table, schema), copy, matches
@@ -323,12 +308,3 @@ def _labels(columns: Sequence[str]) -> list[str]:
     """String columns with few distinct values, read as dictionaries (pandas categories)."""
     return [c for c in columns if c in LABEL_FIELDS]
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    buffer = bytearray(1 << 22)
-    view = memoryview(buffer)
-    with path.open("rb", buffering=0) as fh:
-        while size := fh.readinto(buffer):
-            digest.update(view[:size])
-    return digest.hexdigest()

@@ -23,18 +23,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mdutils.mdutils import MdUtils
 
-from ollabench.records import ARMS, ENV_FILE
-from ollabench.stats import (
-    COMPARISONS_FILE,
-    HEADLINE_METRICS,
-    METRIC_BY_NAME,
-    PER_RUN_FILE,
-    QUALITY_FILE,
-    STAGES,
-    SUMMARY_FILE,
-    WORKFLOW_STAGE,
-    write_all_atomic,
-)
+from ollabench.errors import ReportError
+from ollabench.files import Staging
+from ollabench.paths import COMPARISONS_FILE, ENV_FILE, PER_RUN_FILE, QUALITY_FILE, SUMMARY_FILE
+from ollabench.records import ARMS
+from ollabench.stats import HEADLINE_METRICS, METRIC_BY_NAME, STAGES, WORKFLOW_STAGE
 
 UNKNOWN = "n/a"
 NOT_RECORDED = "not recorded"
@@ -62,9 +55,6 @@ CHECK_WORDS = {
     "measured_calls": "the number of measured calls differs",
 }
 
-
-class ReportError(ValueError):
-    """The report cannot be written: the message names the missing input."""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -686,27 +676,19 @@ def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
     """Write report_path (Markdown) and its PNG figures into figures_dir. The figures are
     drawn into a temporary folder and moved into place together with the report."""
     inputs = Inputs(raw_dir, processed_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    staging = figures_dir / f".staging-{os.getpid()}"
-    staging.mkdir(exist_ok=True)
-    try:
+    with Staging() as staging:
         links: dict[str, str] = {}
         for stage in STAGES:
             name = f"{stage}_by_arm.png"
-            if _by_arm_figure(inputs.per_run, stage, inputs.profiles, staging / name):
+            if _by_arm_figure(inputs.per_run, stage, inputs.profiles,
+                              staging.path(figures_dir / name)):
                 links[stage] = name
-        _per_run_figure(inputs.per_run, staging / "per_run.png")
+        _per_run_figure(inputs.per_run, staging.path(figures_dir / "per_run.png"))
         links["per_run"] = "per_run.png"
         relative = os.path.relpath(figures_dir, report_path.parent)
         links = {key: Path(relative, name).as_posix() for key, name in links.items()}
-        text = _markdown(inputs, links)
-        for drawn in staging.iterdir():
-            os.replace(drawn, figures_dir / drawn.name)
-    finally:
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
-    write_all_atomic({report_path: text})
+        staging.write(report_path, _markdown(inputs, links))
+        staging.commit()
 
 
 def _markdown(inputs: Inputs, figures: dict[str, str]) -> str:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -28,13 +25,22 @@ import pyarrow as pa
 from pyarrow import csv as pa_csv
 from scipy import stats as sps
 
+from ollabench.errors import AggregateError, RecordError
+from ollabench.files import Staging
+from ollabench.loads import LOAD_EXCESS_MS, LOAD_FACTOR, is_model_load
+from ollabench.paths import (
+    CALLS_FILE,
+    COMPARISONS_FILE,
+    PER_RUN_FILE,
+    PER_RUN_WIDE_FILE,
+    QUALITY_FILE,
+    SUMMARY_FILE,
+)
 from ollabench.records import (
     ARMS,
-    CALLS_FILE,
     MEASURED_STAGES,
     SCHEMA_VERSION,
     CallRecord,
-    RecordError,
     parse_calls,
     read_calls_table,
 )
@@ -88,18 +94,11 @@ BOOTSTRAP_SEED = 0
 # from sorted arrays: the same p-values, without scipy's stable argsort (10x slower).
 SCIPY_RANK_TEST_MAX = 5_000
 UNEQUAL_TOKENS_PCT = 20.0
-LOAD_FACTOR = 3.0  # a load at least this many times the warm level ...
-LOAD_EXCESS_MS = 100.0  # ... and this much above it is a model load
 CAUSE_CODES = ("reloaded", "model_load", "truncated", "output_length")
 CAUSE_FIGURES = ("load_ms", "warm_load_ms", "output_tokens", "median_output_tokens")
 
-SUMMARY_FILE = "summary.csv"
-COMPARISONS_FILE = "comparisons.csv"
-QUALITY_FILE = "quality.json"
-PER_RUN_FILE = "per_run.csv"
-# The same values one row per run, a column per stage x arm x metric: the shape DVC plots
-# draw as one series per column (`dvc plots show`, `dvc plots diff`).
-PER_RUN_WIDE_FILE = "per_run_wide.csv"
+# PER_RUN_WIDE_FILE holds the per-run values one row per run, a column per stage x arm x
+# metric: the shape DVC plots draw as one series per column (`dvc plots show`/`plots diff`).
 PLOTTED_METRICS = ("ttft_ms", "eval_tok_s", "e2e_ms")
 PER_RUN_COLUMNS = ("run", "arm", "stage", "ttft_ms", "eval_tok_s", "e2e_ms", "output_tokens")
 SUMMARY_COLUMNS = ("arm", "profile", "stage", "metric", "n", "mean", "sd", "cv_pct", "median",
@@ -130,9 +129,6 @@ CALLS_SCHEMA = pa.schema(
 StageFrames = dict[str, pd.DataFrame]  # stage -> per-run values indexed by run
 T = TypeVar("T")
 
-
-class AggregateError(ValueError):
-    """Raw data that cannot be aggregated: the message names the file and the problem."""
 
 
 # --------------------------------------------------------------------------- frames
@@ -753,11 +749,6 @@ def _call_list(calls: pd.DataFrame, extra: list[str]) -> list[dict[str, Any]]:
     return ordered.astype("object").to_dict("records")
 
 
-def _is_load(load_ms: Any, warm_ms: Any) -> Any:
-    """A load time far above the warm level means the call paid a model load."""
-    return (load_ms >= LOAD_FACTOR * warm_ms) & (load_ms - warm_ms >= LOAD_EXCESS_MS)
-
-
 def _load_spikes(stages: StageFrames, arm: str) -> list[dict[str, Any]]:
     """Measured runs that paid a model load without the reload flag saying so."""
     spikes = []
@@ -807,7 +798,7 @@ def _cause_table(stage_runs: pd.DataFrame) -> pd.DataFrame:
         off_length = (tokens - median_tokens).abs() / median_tokens * 100 > UNEQUAL_TOKENS_PCT
     return pd.DataFrame({
         "reloaded": stage_runs.get("reloaded", unknown) == 1,
-        "model_load": _is_load(load_ms, warm_ms),
+        "model_load": is_model_load(load_ms, warm_ms),
         "truncated": stage_runs.get("truncated", unknown) == 1,
         "output_length": off_length & (median_tokens > 0),
         "load_ms": load_ms, "warm_load_ms": warm_ms,
@@ -952,44 +943,3 @@ def _jsonable(data: Any) -> Any:
     if data is pd.NA or (isinstance(data, float) and not math.isfinite(data)):
         return None
     return data
-
-
-class Staging:
-    """Output files written into temporary folders beside their targets, then moved into
-    place together by commit(): an error before that leaves the previous outputs untouched
-    instead of half a new set. Leaving the `with` block removes whatever was not moved."""
-
-    def __init__(self) -> None:
-        self._folders: dict[Path, Path] = {}
-        self._targets: dict[Path, Path] = {}
-
-    def __enter__(self) -> Staging:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for folder in self._folders.values():
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def path(self, target: Path) -> Path:
-        """Where to write `target` until commit()."""
-        if target.parent not in self._folders:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._folders[target.parent] = Path(
-                tempfile.mkdtemp(prefix=".ollabench-", dir=target.parent))
-        self._targets[target] = self._folders[target.parent] / target.name
-        return self._targets[target]
-
-    def write(self, target: Path, text: str) -> None:
-        self.path(target).write_text(text, encoding="utf-8")
-
-    def commit(self) -> None:
-        for target, staged in self._targets.items():
-            os.replace(staged, target)
-
-
-def write_all_atomic(files: dict[Path, str]) -> None:
-    """Write every file, all or none (see Staging)."""
-    with Staging() as staging:
-        for target, text in files.items():
-            staging.write(target, text)
-        staging.commit()

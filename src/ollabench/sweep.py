@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ollabench.compare import CompareError
-from ollabench.config import ConfigError, validate_config
-from ollabench.records import write_json_atomic
+from ollabench.config import validate_config
+from ollabench.errors import ConfigError, JobFailed, SweepError
+from ollabench.files import write_json_atomic
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -39,9 +39,6 @@ SWEEP_GROUPS = frozenset({"sweep"})
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 EXIT_JOBS_FAILED = 1
 
-
-class JobFailed(RuntimeError):
-    """A step of a sweep job failed; the message ends with the step's last output line."""
 
 
 def bench_overrides(task_overrides: Iterable[str]) -> list[str]:
@@ -121,24 +118,24 @@ def _last_line(path: Path) -> str:
 def _git(root: Path, *args: str) -> str:
     done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
     if done.returncode:
-        raise CompareError(f"git {' '.join(args)}: {done.stderr.strip() or 'failed'}")
+        raise SweepError(f"git {' '.join(args)}: {done.stderr.strip() or 'failed'}")
     return done.stdout.strip()
 
 
 def prepare(root: Path, git_remote: str, dvc_remote: str | None, name: str) -> SweepJob:
     """Check what the jobs will need from the nodes, then describe their task."""
     if not EXPERIMENT_NAME.fullmatch(name):
-        raise CompareError(f"--name: {name!r} is no valid experiment name (letters, digits, "
+        raise SweepError(f"--name: {name!r} is no valid experiment name (letters, digits, "
                            "'.', '_', '-')")
     commit = _git(root, "rev-parse", "HEAD")
     try:
         url = _git(root, "remote", "get-url", git_remote)
-    except CompareError:
-        raise CompareError(f"no git remote '{git_remote}': the jobs clone it and push their "
+    except SweepError:
+        raise SweepError(f"no git remote '{git_remote}': the jobs clone it and push their "
                            f"experiments there (git remote add {git_remote} URL)") from None
     on_remote = _git(root, "branch", "--remotes", "--contains", commit).split()
     if not any(ref.startswith(f"{git_remote}/") for ref in on_remote):
-        raise CompareError(f"commit {commit[:10]} is not on '{git_remote}', which the jobs "
+        raise SweepError(f"commit {commit[:10]} is not on '{git_remote}', which the jobs "
                            f"clone: push it first (git push {git_remote} HEAD)")
     _check_dvc_remote(root, dvc_remote)
     if _git(root, "status", "--porcelain", "--untracked-files=no"):
@@ -162,10 +159,10 @@ def _check_dvc_remote(root: Path, name: str | None) -> None:
             default = config.get("core", {}).get("remote", default)
     wanted = name or default
     if wanted is None:
-        raise CompareError("no default DVC remote for the jobs' data: add one with "
+        raise SweepError("no default DVC remote for the jobs' data: add one with "
                            "`dvc remote add -d NAME URL` and commit .dvc/config")
     if wanted not in remotes:
-        raise CompareError(f"DVC remote '{wanted}' is not in the committed .dvc/config (a clone "
+        raise SweepError(f"DVC remote '{wanted}' is not in the committed .dvc/config (a clone "
                            f"does not see .dvc/config.local): `dvc remote add {wanted} URL`")
 
 
@@ -183,7 +180,7 @@ def run_sweep(job: SweepJob, conf_dir: Path, sweep_dir: Path, hydra_args: list[s
         main()
     except SystemExit as exc:  # Hydra reports its own errors, then exits
         if exc.code:
-            raise CompareError("the Hydra sweep failed (its message is above)") from None
+            raise SweepError("the Hydra sweep failed (its message is above)") from None
     finally:
         sys.argv = saved
     results = [json.loads(p.read_text(encoding="utf-8"))
@@ -199,7 +196,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     job = prepare(root, args.git_remote, args.dvc_remote, name)
     sweep_dir = (args.workdir / name).resolve()
     if sweep_dir.exists():
-        raise CompareError(f"{sweep_dir} exists: a sweep named '{name}' ran before; its "
+        raise SweepError(f"{sweep_dir} exists: a sweep named '{name}' ran before; its "
                            "experiments keep that name, so choose another --name")
     results = run_sweep(job, root / "conf", sweep_dir, args.overrides, args.multirun)
     for r in results:

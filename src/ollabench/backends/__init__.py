@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ollabench.backends.base import Backend, BackendUnavailable
+from ollabench.backends.base import Backend
 from ollabench.config import ModelConfig, RunConfig
+from ollabench.errors import BackendUnavailable
 
 __all__ = ["Backend", "BackendUnavailable", "make_backend"]
 

@@ -31,9 +31,6 @@ def record_token_gaps(measurement: CallMeasurement, token_times_ns: list[int]) -
     measurement.itl_max_ms = float(gaps_ms.max())
 
 
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run at all (server down, model missing): one line for the user."""
-
 
 class Backend(ABC):
     """A local inference engine seen through the calls an agent makes."""

@@ -7,15 +7,14 @@ defaults, a reload (new `Llama`) when a load-time option changes, the load time 
 
 from __future__ import annotations
 
-import hashlib
 import time
-from functools import cache
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from ollabench.backends.base import Backend, BackendUnavailable, Message, record_token_gaps
-from ollabench.config import ConfigError, ModelConfig, RunConfig
+from ollabench.backends.base import Backend, Message, record_token_gaps
+from ollabench.config import ModelConfig, RunConfig
+from ollabench.errors import BackendUnavailable, ConfigError
+from ollabench.files import sha256_file
 from ollabench.provenance import physical_cores
 from ollabench.records import CallMeasurement
 
@@ -59,15 +58,6 @@ def ollama_defaults() -> dict[str, Any]:
         "repeat_penalty": 1.1, "presence_penalty": 0.0, "frequency_penalty": 0.0,
         "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "tfs_z": 1.0,
     }
-
-
-@cache
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def _as_list(stop: str | list[str] | None) -> list[str]:
@@ -201,7 +191,7 @@ class LlamaCppBackend(Backend):
             "engine": "llama.cpp (llama-cpp-python)",
             "engine_version": metadata.version("llama-cpp-python"),
             "model_file": str(self.model_path),
-            "model_sha256": file_sha256(self.model_path),
+            "model_sha256": sha256_file(self.model_path),
             "model_bytes": self.model_path.stat().st_size,
             "defaults": ollama_defaults(),
         }

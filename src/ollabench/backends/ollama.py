@@ -26,8 +26,10 @@ import httpx
 import ollama
 from pydantic import ConfigDict
 
-from ollabench.backends.base import Backend, BackendUnavailable, Message, record_token_gaps
+from ollabench.backends.base import Backend, Message, record_token_gaps
 from ollabench.config import ModelConfig, RunConfig
+from ollabench.errors import BackendUnavailable
+from ollabench.loads import is_model_load
 from ollabench.records import CallMeasurement
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -36,10 +38,8 @@ DEFAULT_THINK = False
 DEFAULT_KEEP_ALIVE = "5m"
 NS_PER_MS = 1_000_000
 
-# A call paid a model load when its load_ms exceeds max(RELOAD_FACTOR x warm, warm +
-# RELOAD_MARGIN_MS), warm being the median load_ms of the last WARM_WINDOW calls that did not.
-RELOAD_FACTOR = 10.0
-RELOAD_MARGIN_MS = 500.0
+# The warm level of load_ms (see ollabench.loads) is the median of the last WARM_WINDOW calls
+# that paid no load.
 WARM_WINDOW = 50
 # /api/ps fields that change only when the server (re)loads the model.
 LOAD_IDENTITY_FIELDS = ("digest", "size", "size_vram", "context_length")
@@ -217,7 +217,7 @@ class OllamaBackend(Backend):
         by_load = None
         if load_ms is not None:
             warm_ms = statistics.median(self._warm_loads_ms) if self._warm_loads_ms else 0.0
-            by_load = load_ms > max(RELOAD_FACTOR * warm_ms, warm_ms + RELOAD_MARGIN_MS)
+            by_load = bool(is_model_load(load_ms, warm_ms))
         if by_ps is None and by_load is None:
             return None
         reloaded = bool(by_ps or by_load)

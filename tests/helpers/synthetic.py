@@ -14,13 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ollabench.records import (
-    CALLS_FILE,
-    ENV_FILE,
-    CallRecord,
-    write_calls_table,
-    write_records_atomic,
-)
+from ollabench.paths import CALLS_FILE, ENV_FILE
+from ollabench.records import CallRecord, write_calls_table, write_records_atomic
 
 PROMPT_TOKENS = {"analysis": 400, "report": 600}
 OUTPUT_TOKENS = {"analysis": 160, "report": 192}

@@ -6,9 +6,10 @@ the stream breaks. This server goes through real sockets and HTTP/1.1 chunked ND
 `ollama serve` does), so the official client, httpx and the backend run unmodified.
 
 Use it in-process (`with FakeOllama() as server: ...`, or the `fake_ollama` pytest fixture:
-`from tests.fake_ollama import fake_ollama_fixture`), or from another process:
+registered in tests/conftest.py), or from another process:
 
-    python -m tests.fake_ollama --port 0 --script '{"ttft_ms": 50, "tokens": 500, "token_ms": 1}'
+    python -m tests.helpers.fake_ollama --port 0 \
+        --script '{"ttft_ms": 50, "tokens": 500, "token_ms": 1}'
 
 which prints `FAKE_OLLAMA_URL=http://127.0.0.1:PORT` once it listens and serves until killed.
 `GET /_fake/exchanges` returns what it received and when it sent each token, so a test in

@@ -1,0 +1,41 @@
+"""Where the pipeline keeps its files: the defaults of dvc.yaml's stage commands.
+
+Paths are not parameters (they do not change what is measured), so they live here, not in
+conf/. The CLI's defaults, `compare` (which reads them at any git revision) and the stages'
+file names all come from this one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+PARAMS_YAML = Path("params.yaml")
+CONF_DIR = Path("conf")
+RAW_DIR = Path("data/raw")
+PROCESSED_DIR = Path("data/processed")
+METRICS_JSON = Path("reports/metrics.json")
+REPORT_MD = Path("reports/report.md")
+FIGURES_DIR = Path("reports/figures")
+JOURNAL_ROOT = Path(".ollabench/journal")
+SWEEP_ROOT = Path(".ollabench/sweep")
+COMPARE_OUT = Path("reports/compare")
+LEADERBOARD_OUT = Path("reports/leaderboard")
+
+# bench -> RAW_DIR
+CALLS_FILE = "calls.jsonl"
+# A columnar copy of calls.jsonl (every field but the output text and options) that reads in
+# a fraction of the JSON parse; used only while it matches calls.jsonl byte for byte.
+CALLS_TABLE_FILE = "calls.parquet"
+ENV_FILE = "env.json"
+
+# aggregate -> PROCESSED_DIR
+SUMMARY_FILE = "summary.csv"
+COMPARISONS_FILE = "comparisons.csv"
+QUALITY_FILE = "quality.json"
+PER_RUN_FILE = "per_run.csv"
+PER_RUN_WIDE_FILE = "per_run_wide.csv"
+
+
+def in_repo(path: Path) -> PurePosixPath:
+    """A pipeline path as git and DVC name it inside a revision (always with '/')."""
+    return PurePosixPath(path.as_posix())
