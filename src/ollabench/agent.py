@@ -49,13 +49,31 @@ def load_workload(folder: Path) -> Workload:
     digest = hashlib.sha256()
     sections = []
     for path in paths:
+        raw = _read_text_bytes(path)
         try:
-            raw = path.read_bytes()
             sections.append(_summarise(path, raw.decode("utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise WorkloadError(f"workload_dir: cannot read {path}: {exc}") from exc
+        except ValueError as exc:  # a CSV or JSON parser's complaint
+            raise WorkloadError(f"workload_dir: cannot parse {path}: {exc}") from None
         digest.update(path.name.encode() + b"\0" + raw)
     return Workload("\n".join(sections), tuple(p.name for p in paths), digest.hexdigest())
+
+
+def _read_text_bytes(path: Path) -> bytes:
+    """The file's bytes, refused with the reason when they are no non-empty UTF-8 text: an
+    empty or undecodable file would silently shrink the prompt both arms are measured on."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise WorkloadError(f"workload_dir: cannot read {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WorkloadError(
+            f"workload_dir: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8") from None
+    if not text.strip():
+        raise WorkloadError(f"workload_dir: {path} is empty; remove it or give it content")
+    return raw
 
 
 def _summarise(path: Path, text: str) -> str:

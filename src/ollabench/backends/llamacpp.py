@@ -50,7 +50,10 @@ SUPPORTED_OPTIONS = frozenset(LOAD_OPTIONS) | frozenset(SAMPLING_OPTIONS) | {"nu
 
 
 def ollama_defaults() -> dict[str, Any]:
-    """What an Ollama server (CPU or < 24 GiB VRAM) uses when a request sends no options."""
+    """The values this backend fills in for options a profile leaves out, so that `baseline`
+    means what it means on Ollama. They are ollabench's assumption of an Ollama server's
+    defaults (CPU or < 24 GiB of VRAM), not read from any server: env.json records them as
+    `assumed_ollama_defaults`, and the Ollama backend records what its server reports."""
     return {
         "num_ctx": 4096, "num_batch": 512, "num_gpu": -1, "num_thread": physical_cores(),
         "num_keep": 4, "use_mmap": True, "use_mlock": False, "repeat_last_n": 64,
@@ -193,7 +196,7 @@ class LlamaCppBackend(Backend):
             "model_file": str(self.model_path),
             "model_sha256": sha256_file(self.model_path),
             "model_bytes": self.model_path.stat().st_size,
-            "defaults": ollama_defaults(),
+            "assumed_ollama_defaults": ollama_defaults(),
         }
 
     def snapshot(self) -> dict[str, Any]:
