@@ -120,9 +120,14 @@ def fmt_cell(value: Any) -> str:
     return str(value)
 
 
+def one_line(text: str) -> str:
+    """Text without the line breaks that would end a Markdown table row or list item."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def md_escape(text: str) -> str:
-    """Text without the pipes and line breaks that would break a Markdown table or list."""
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """One line with its pipes escaped, for Markdown written outside a table."""
+    return one_line(text).replace("|", "\\|")
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,9 @@ class Table:
         return [list(self.header), *([fmt_cell(v) for v in row] for row in self.rows)]
 
     def markdown(self) -> str:
-        """mdutils' table, left-aligned: starts and ends with a line break."""
-        text = [md_escape(c) for row in self.cells() for c in row]
+        """mdutils' table, left-aligned (mdutils escapes the pipes); starts and ends with a
+        line break."""
+        text = [one_line(c) for row in self.cells() for c in row]
         return MdTable().create_table(columns=len(self.header), rows=len(self.rows) + 1,
                                       text=text, text_align="left")
 
