@@ -32,6 +32,7 @@ from ollabench.report.markdown import table, tidy
 from ollabench.report.quality import data_quality
 from ollabench.report.words import (
     ORDER_WORDS,
+    clocks_sentence,
     metric_label,
     quality_line,
     summary_sentence,
@@ -187,9 +188,7 @@ def _methodology(md: MdUtils, inputs: Inputs) -> None:
         "); each run makes one call per stage.",
         f"Warm-up: {fmt_int(run.get('warmup'))} call(s) after every switch of arm absorb a "
         "model (re)load; they are recorded as `warmup` and never measured.",
-        "Clocks: TTFT and end-to-end time are measured by the client on a monotonic clock "
-        "(TTFT at the first non-empty streamed text); load, prompt-eval and eval times come "
-        "from the engine; rates are tokens over engine time.",
+        clocks_sentence((inputs.config.get("model") or {}).get("backend")),
         "Statistics: only measured calls without an error and without a model reload "
         "count; the unit is one value per run, arm and stage.",
         "Verdict test: Welch's t-test on the logarithm of the values (the metrics are ratios "

@@ -26,6 +26,17 @@ CAUSE_WORDS = {
     "truncated": "the prompt was truncated",
     "output_length": "a different output length",
 }
+# Who times what, per backend (backends/): the report must not credit the engine with a clock
+# that ollabench itself reads.
+CLOCK_WORDS = {
+    "llamacpp": "TTFT, end-to-end and load times are measured by ollabench on a monotonic "
+                "clock (TTFT at the first non-empty streamed text; the load time around the "
+                "in-process model (re)load); prompt-eval and eval times come from llama.cpp's "
+                "performance counters",
+    "ollama": "TTFT and end-to-end time are measured by the client on a monotonic clock (TTFT "
+              "at the first non-empty streamed text); load, prompt-eval and eval times come "
+              "from the Ollama server (its final streamed chunk)",
+}
 CHECK_WORDS = {
     "output_tokens": "mean output tokens differ by more than {limit}%",
     "length_stops": "the number of calls stopped by the output cap differs",
@@ -37,6 +48,14 @@ CHECK_WORDS = {
 
 def metric_label(metric: str) -> str:
     return METRIC_BY_NAME[metric].label
+
+
+def clocks_sentence(backend: str | None) -> str:
+    """Which clock each time comes from, for the backend that ran."""
+    words = CLOCK_WORDS.get(str(backend), "TTFT and end-to-end time are measured by the client "
+                            "on a monotonic clock; load, prompt-eval and eval times come from "
+                            f"the backend ({backend or 'not recorded'})")
+    return f"Clocks: {words}; rates are tokens over engine time."
 
 
 def verdict_words(row: pd.Series) -> str:
