@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from omegaconf import DictConfig
 
 from ollabench.config import compose
 from tests.helpers.fake_ollama import fake_ollama_fixture
@@ -42,3 +43,13 @@ def raw_config(composed: dict[str, Any], tiny_workload: Path) -> dict[str, Any]:
     return raw
 
 
+@pytest.fixture
+def chimera_sweep_config() -> DictConfig:
+    """conf/ composed with +sweep=chimera_sweep and its Hydra section (the sweeper's grid);
+    Hydra's global state is cleared before the test runs (it may compose again)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return hydra_compose("config", overrides=["+sweep=chimera_sweep"],
+                            return_hydra_config=True)

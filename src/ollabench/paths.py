@@ -35,6 +35,9 @@ QUALITY_FILE = "quality.json"
 PER_RUN_FILE = "per_run.csv"
 PER_RUN_WIDE_FILE = "per_run_wide.csv"
 
+# compare -> COMPARE_OUT/<A>_vs_<B>, beside its COMPARISONS_FILE
+COMPARISON_MD = "comparison.md"
+
 
 def in_repo(path: Path) -> PurePosixPath:
     """A pipeline path as git and DVC name it inside a revision (always with '/')."""

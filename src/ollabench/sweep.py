@@ -10,7 +10,6 @@ and DVC remotes. `dvc exp pull` then brings every result home for `leaderboard` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -26,19 +25,17 @@ from typing import TYPE_CHECKING, Any
 from ollabench.config import validate_config
 from ollabench.errors import ConfigError, JobFailed, SweepError
 from ollabench.files import write_json_atomic
+from ollabench.paths import CONF_DIR
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-SWEEP_ROOT = Path(".ollabench/sweep")
 JOB_RESULT = "ollabench-job.json"
 JOB_LOG = "job.log"
 CLONE_DIR = "repo"
 # Config groups that steer the sweep itself and are no benchmark parameter.
 SWEEP_GROUPS = frozenset({"sweep"})
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-EXIT_JOBS_FAILED = 1
-
 
 
 def bench_overrides(task_overrides: Iterable[str]) -> list[str]:
@@ -126,17 +123,17 @@ def prepare(root: Path, git_remote: str, dvc_remote: str | None, name: str) -> S
     """Check what the jobs will need from the nodes, then describe their task."""
     if not EXPERIMENT_NAME.fullmatch(name):
         raise SweepError(f"--name: {name!r} is no valid experiment name (letters, digits, "
-                           "'.', '_', '-')")
+                         "'.', '_', '-')")
     commit = _git(root, "rev-parse", "HEAD")
     try:
         url = _git(root, "remote", "get-url", git_remote)
     except SweepError:
         raise SweepError(f"no git remote '{git_remote}': the jobs clone it and push their "
-                           f"experiments there (git remote add {git_remote} URL)") from None
+                         f"experiments there (git remote add {git_remote} URL)") from None
     on_remote = _git(root, "branch", "--remotes", "--contains", commit).split()
     if not any(ref.startswith(f"{git_remote}/") for ref in on_remote):
         raise SweepError(f"commit {commit[:10]} is not on '{git_remote}', which the jobs "
-                           f"clone: push it first (git push {git_remote} HEAD)")
+                         f"clone: push it first (git push {git_remote} HEAD)")
     _check_dvc_remote(root, dvc_remote)
     if _git(root, "status", "--porcelain", "--untracked-files=no"):
         print(f"ollabench: warning: uncommitted changes are not part of the sweep; the jobs "
@@ -160,10 +157,10 @@ def _check_dvc_remote(root: Path, name: str | None) -> None:
     wanted = name or default
     if wanted is None:
         raise SweepError("no default DVC remote for the jobs' data: add one with "
-                           "`dvc remote add -d NAME URL` and commit .dvc/config")
+                         "`dvc remote add -d NAME URL` and commit .dvc/config")
     if wanted not in remotes:
         raise SweepError(f"DVC remote '{wanted}' is not in the committed .dvc/config (a clone "
-                           f"does not see .dvc/config.local): `dvc remote add {wanted} URL`")
+                         f"does not see .dvc/config.local): `dvc remote add {wanted} URL`")
 
 
 def run_sweep(job: SweepJob, conf_dir: Path, sweep_dir: Path, hydra_args: list[str],
@@ -188,48 +185,15 @@ def run_sweep(job: SweepJob, conf_dir: Path, sweep_dir: Path, hydra_args: list[s
     return sorted(results, key=lambda r: r["job"])
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ollabench.compare import repo_root
-
-    root = repo_root()
-    name = args.name or datetime.now().strftime("sweep-%Y%m%d-%H%M%S")
-    job = prepare(root, args.git_remote, args.dvc_remote, name)
-    sweep_dir = (args.workdir / name).resolve()
+def sweep_experiments(root: Path, overrides: list[str], multirun: bool, name: str | None,
+                      git_remote: str, dvc_remote: str | None,
+                      workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Check the remotes, run every job, and return the sweep's folder and its job results.
+    A name that ran before is refused: its experiments would collide."""
+    name = name or datetime.now().strftime("sweep-%Y%m%d-%H%M%S")
+    job = prepare(root, git_remote, dvc_remote, name)
+    sweep_dir = (workdir / name).resolve()
     if sweep_dir.exists():
         raise SweepError(f"{sweep_dir} exists: a sweep named '{name}' ran before; its "
-                           "experiments keep that name, so choose another --name")
-    results = run_sweep(job, root / "conf", sweep_dir, args.overrides, args.multirun)
-    for r in results:
-        status = r["status"] if r["status"] == "pushed" else f"FAILED: {r.get('error')}"
-        print(f"#{r['job']} {r['experiment']} on {r['node']} "
-              f"[{' '.join(r['overrides']) or 'defaults'}]: {status}")
-    failed = sum(r["status"] != "pushed" for r in results)
-    print(f"{len(results) - failed} of {len(results)} experiments pushed to "
-          f"'{args.git_remote}' (jobs in {sweep_dir}); fetch them with "
-          f"`dvc exp pull {args.git_remote}`, then `ollabench leaderboard`")
-    return EXIT_JOBS_FAILED if failed or not results else 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sweep", help="run a sweep as a Hydra multirun, one clone and experiment per job",
-        description="Expand Hydra overrides into jobs (-m) and run them with a Hydra launcher, "
-                    "e.g. hydra/launcher=submitit_slurm. Each job clones this repository at "
-                    "HEAD (which must be on the git remote), runs `dvc exp run -S <its "
-                    "overrides>` and pushes the experiment and its data (`dvc exp push`). "
-                    "+sweep=chimera_sweep selects a grid from conf/sweep/.")
-    p.add_argument("overrides", nargs="*",
-                   help="Hydra overrides: benchmark parameters (profile.options.num_ctx=256,512)"
-                        ", hydra/launcher=..., hydra.launcher.*=..., +sweep=NAME")
-    p.add_argument("-m", "--multirun", action="store_true",
-                   help="expand sweeps into one job each (without it: one job, here)")
-    p.add_argument("--name", default=None,
-                   help="experiment name prefix; job N is <name>-N (sweep-<date>-<time>)")
-    p.add_argument("--git-remote", default="origin",
-                   help="git remote the jobs clone and push to (origin)")
-    p.add_argument("--dvc-remote", default=None,
-                   help="DVC remote for the jobs' data (the default remote)")
-    p.add_argument("--workdir", type=Path, default=SWEEP_ROOT,
-                   help=f"jobs' folders: clones, logs, Hydra files; on a cluster a shared "
-                        f"file system ({SWEEP_ROOT})")
-    p.set_defaults(func=_cmd_sweep)
+                         "experiments keep that name, so choose another --name")
+    return sweep_dir, run_sweep(job, root / CONF_DIR, sweep_dir, overrides, multirun)

@@ -4,7 +4,6 @@ that are the CSVs' numbers."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -177,42 +176,3 @@ def test_every_number_matches_the_csvs(improvement: dict[str, object]) -> None:
             row["p_holm"]))}
         assert set(NUMBER.findall(line)) <= allowed, line
         assert row["verdict"] in line or report.verdict_words(pd.Series(row)) in line
-
-
-@pytest.mark.parametrize(("value", "text"), [
-    (1352.85, "1353"), (119.15, "119.2"), (5.0624, "5.062"), (160.0, "160"), (0.01234, "0.0123"),
-    (float("nan"), "n/a"), (None, "n/a")])
-def test_fmt_num(value: float | None, text: str) -> None:
-    assert report.fmt_num(value) == text
-
-
-def test_fmt_pct_and_p() -> None:
-    assert report.fmt_pct(-50.0) == "-50.0%" and report.fmt_pct(3.04) == "+3.0%"
-    assert report.fmt_p(0.0004) == "< 0.001" and report.fmt_p(0.004) == "0.004"
-    assert report.fmt_p(0.62) == "0.62" and report.fmt_p_clause(0.0001) == "p < 0.001"
-    assert report.fmt_p_clause(0.01) == "p = 0.01"
-
-
-def test_missing_aggregate_outputs_are_named_and_nothing_is_written(tmp_path: Path) -> None:
-    path, figures = tmp_path / "reports" / "report.md", tmp_path / "reports" / "figures"
-    with pytest.raises(report.ReportError, match=r"summary\.csv.*run the aggregate stage"):
-        report.run_report(tmp_path / "raw", tmp_path / "processed", path, figures)
-    assert not path.exists() and not figures.exists()
-
-
-def test_report_without_env_json_says_not_recorded(tmp_path: Path) -> None:
-    scenario = replace(Scenario(runs=3))
-    raw = write_raw(tmp_path / "raw", make_records(scenario), scenario)
-    (raw / "env.json").unlink()
-    processed = tmp_path / "processed"
-    stats.run_aggregate(raw, processed, tmp_path / "metrics.json", 5.0)
-    report.run_report(raw, processed, tmp_path / "report.md", tmp_path / "figures")
-    text = (tmp_path / "report.md").read_text()
-    assert "Date: not recorded" in text and "Not recorded (no env.json)." in text
-
-
-def test_detectable_change_is_capped_for_display() -> None:
-    from ollabench.report import fmt_mde
-
-    assert fmt_mde(12.34) == "12.3%"
-    assert fmt_mde(6.4e9) == "over 1000%"

@@ -1,0 +1,130 @@
+"""Commands across experiments: `compare` two revisions, rank them (`leaderboard`), and run a
+grid of them on a cluster (`sweep`). Each needs the DVC repository it runs in."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from ollabench.errors import EXIT_INCOMPLETE, OllabenchError
+from ollabench.paths import (
+    COMPARE_OUT,
+    COMPARISON_MD,
+    COMPARISONS_FILE,
+    LEADERBOARD_OUT,
+    METRICS_JSON,
+    SWEEP_ROOT,
+)
+
+
+def repo_root() -> Path:
+    """The DVC repository around the working directory."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Path(Repo.find_root())
+    except NotDvcRepoError:
+        raise OllabenchError("not inside a DVC repository (run it in the project folder)"
+                             ) from None
+
+
+def _slug(rev: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", rev)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ollabench.compare import compare, headline_label, write_comparison
+    from ollabench.report.format import fmt_cell
+
+    result = compare(repo_root(), args.a, args.b, args.arm, args.threshold_pct)
+    out = args.out or COMPARE_OUT / f"{_slug(args.a)}_vs_{_slug(args.b)}"
+    report = write_comparison(result, out)
+    print(headline_label(result.differences))
+    for d in result.differences:
+        print(f"  {d.category}.{d.name}: {fmt_cell(d.a)} -> {fmt_cell(d.b)}")
+    print(f"wrote {report} and {out / COMPARISONS_FILE}")
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ollabench.compare import leaderboard, leaderboard_table, write_leaderboard
+
+    frame = leaderboard(repo_root(), args.metric, args.stage)
+    print(leaderboard_table(frame).text(), end="")
+    report = write_leaderboard(frame, args.metric, args.stage, args.out)
+    print(f"wrote {report} and {report.with_suffix('.csv')}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ollabench.sweep import sweep_experiments
+
+    sweep_dir, results = sweep_experiments(repo_root(), args.overrides, args.multirun,
+                                           args.name, args.git_remote, args.dvc_remote,
+                                           args.workdir)
+    for r in results:
+        status = r["status"] if r["status"] == "pushed" else f"FAILED: {r.get('error')}"
+        print(f"#{r['job']} {r['experiment']} on {r['node']} "
+              f"[{' '.join(r['overrides']) or 'defaults'}]: {status}")
+    failed = sum(r["status"] != "pushed" for r in results)
+    print(f"{len(results) - failed} of {len(results)} experiments pushed to "
+          f"'{args.git_remote}' (jobs in {sweep_dir}); fetch them with "
+          f"`dvc exp pull {args.git_remote}`, then `ollabench leaderboard`")
+    return EXIT_INCOMPLETE if failed or not results else 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `compare`, `leaderboard` and `sweep`."""
+    p = sub.add_parser(
+        "compare", help="compare one arm across two revisions or DVC experiments",
+        description="Read the raw records of A and B through DVC (local cache or DVC remote, "
+                    "no checkout) and compare A's arm (control) with B's arm (treatment) with "
+                    "the statistics of `aggregate`. Provenance differences (machine, model "
+                    "weights, engine, options, prompt size) head the report.")
+    p.add_argument("a", metavar="A", help="git revision, branch, tag or DVC experiment name")
+    p.add_argument("b", metavar="B", help="git revision, branch, tag or DVC experiment name")
+    p.add_argument("--arm", default="treatment",
+                   help="the arm compared on both sides: control or treatment (treatment)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"folder for {COMPARISON_MD} and {COMPARISONS_FILE} "
+                        f"({COMPARE_OUT}/A_vs_B)")
+    p.add_argument("--threshold-pct", type=float, default=None,
+                   help="practical threshold in %% (the larger of the two recorded ones)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "leaderboard", help="rank every DVC experiment by a metric's treatment median",
+        description="Rank all DVC experiments of the repository by the treatment median of "
+                    "one metric and stage, with its bootstrap CI and its verdict against its "
+                    "own control arm. Prints a table and writes Markdown and CSV.")
+    p.add_argument("--metric", default="eval_tok_s",
+                   help=f"a headline metric of {METRICS_JSON} (eval_tok_s)")
+    p.add_argument("--stage", default="report", help="analysis, report or workflow (report)")
+    p.add_argument("--out", type=Path, default=LEADERBOARD_OUT,
+                   help=f"folder for <stage>_<metric>.md and .csv ({LEADERBOARD_OUT})")
+    p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser(
+        "sweep", help="run a sweep as a Hydra multirun, one clone and experiment per job",
+        description="Expand Hydra overrides into jobs (-m) and run them with a Hydra launcher, "
+                    "e.g. hydra/launcher=submitit_slurm. Each job clones this repository at "
+                    "HEAD (which must be on the git remote), runs `dvc exp run -S <its "
+                    "overrides>` and pushes the experiment and its data (`dvc exp push`). "
+                    "+sweep=chimera_sweep selects a grid from conf/sweep/.")
+    p.add_argument("overrides", nargs="*",
+                   help="Hydra overrides: benchmark parameters (profile.options.num_ctx=256,512)"
+                        ", hydra/launcher=..., hydra.launcher.*=..., +sweep=NAME")
+    p.add_argument("-m", "--multirun", action="store_true",
+                   help="expand sweeps into one job each (without it: one job, here)")
+    p.add_argument("--name", default=None,
+                   help="experiment name prefix; job N is <name>-N (sweep-<date>-<time>)")
+    p.add_argument("--git-remote", default="origin",
+                   help="git remote the jobs clone and push to (origin)")
+    p.add_argument("--dvc-remote", default=None,
+                   help="DVC remote for the jobs' data (the default remote)")
+    p.add_argument("--workdir", type=Path, default=SWEEP_ROOT,
+                   help=f"jobs' folders: clones, logs, Hydra files; on a cluster a shared "
+                        f"file system ({SWEEP_ROOT})")
+    p.set_defaults(func=_cmd_sweep)

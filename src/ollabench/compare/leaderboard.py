@@ -1,0 +1,194 @@
+"""Every DVC experiment of the repository, ranked by the treatment median of one metric.
+
+Each row comes from the files its experiment committed (metrics.json, per_run.csv,
+params.yaml); a file that cannot be read becomes a note on its row, not an error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ollabench.compare.revisions import Revision
+from ollabench.errors import CompareError
+from ollabench.files import write_all_atomic
+from ollabench.paths import METRICS_JSON, PARAMS_YAML, PER_RUN_FILE, PROCESSED_DIR, in_repo
+from ollabench.report.format import Table, fmt_num, fmt_p, fmt_pct
+from ollabench.stats import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    HEADLINE_METRICS,
+    METRIC_BY_NAME,
+    STAGES,
+    bootstrap_medians,
+)
+
+T = TypeVar("T")
+
+LEADERBOARD_COLUMNS = ("rank", "experiment", "rev", "baseline", "changes", "runs",
+                       "treatment_median", "ci_low", "ci_high", "control_median",
+                       "median_diff_pct", "p_holm", "verdict", "note")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    sha: str
+    baseline: str
+
+
+def list_experiments(root: Path) -> list[Experiment]:
+    """Every DVC experiment of the repository, on any baseline commit."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        found = repo.experiments.ls(all_commits=True)
+    return [Experiment(name, sha, baseline)
+            for baseline, experiments in found.items() for name, sha in experiments if sha]
+
+
+def leaderboard(root: Path, metric: str, stage: str) -> pd.DataFrame:
+    """Experiments ranked by the treatment median of one metric and stage (best first)."""
+    if metric not in HEADLINE_METRICS:
+        raise CompareError(f"--metric: must be one of {', '.join(HEADLINE_METRICS)} "
+                           f"(the metrics in {in_repo(METRICS_JSON)}), got {metric!r}")
+    if stage not in STAGES:
+        raise CompareError(f"--stage: must be one of {', '.join(STAGES)}, got {stage!r}")
+    experiments = list_experiments(root)
+    if not experiments:
+        raise CompareError("this repository has no DVC experiments: run some with `dvc exp run`,"
+                           " or fetch shared ones with `dvc exp pull -A origin`")
+    baselines: dict[str, dict[str, Any]] = {}
+    rows = [_leaderboard_row(root, exp, metric, stage, baselines) for exp in experiments]
+    frame = pd.DataFrame(rows, columns=[c for c in LEADERBOARD_COLUMNS if c != "rank"])
+    lower = METRIC_BY_NAME[metric].direction == "lower"
+    frame = frame.sort_values(["treatment_median", "experiment"], ascending=[lower, True],
+                              na_position="last", kind="stable", ignore_index=True)
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame
+
+
+def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
+                     baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    revision = Revision(root, exp.sha)
+    if exp.baseline not in baselines:
+        baselines[exp.baseline] = _params(Revision(root, exp.baseline))
+    notes: list[str] = []
+    published = _optional(
+        lambda: json.loads(revision.read_text(str(in_repo(METRICS_JSON))))
+        .get(stage, {}).get(metric, {}), {}, notes)
+    values = _optional(lambda: _per_run_values(revision, metric, stage), None, notes)
+    low, high = median_ci(values) if values is not None else (math.nan, math.nan)
+    return {
+        "experiment": exp.name, "rev": exp.sha[:7], "baseline": exp.baseline[:7],
+        "changes": param_changes(baselines[exp.baseline], _params(revision)),
+        "runs": None if values is None else len(values),
+        "treatment_median": _number(published.get("treatment_median")),
+        "ci_low": low, "ci_high": high,
+        "control_median": _number(published.get("control_median")),
+        "median_diff_pct": _number(published.get("median_diff_pct")),
+        "p_holm": _number(published.get("p_holm")),
+        "verdict": published.get("verdict"), "note": "; ".join(notes),
+    }
+
+
+def _optional(read: Callable[[], T], default: T, notes: list[str]) -> T:
+    """A leaderboard row shows what it can: a file that cannot be read becomes a note."""
+    try:
+        return read()
+    except CompareError as exc:
+        notes.append(str(exc))
+        return default
+
+
+def _params(revision: Revision) -> dict[str, Any]:
+    return _optional(lambda: yaml.safe_load(revision.read_text(str(in_repo(PARAMS_YAML))))
+                     or {}, {}, [])
+
+
+def _per_run_values(revision: Revision, metric: str, stage: str) -> np.ndarray:
+    runs = pd.read_csv(io.StringIO(revision.read_text(str(in_repo(PROCESSED_DIR
+                                                                  / PER_RUN_FILE)))))
+    chosen = runs.loc[(runs["arm"] == "treatment") & (runs["stage"] == stage), metric]
+    return chosen.dropna().to_numpy(dtype=float)
+
+
+def median_ci(values: np.ndarray) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of the median, as aggregate computes its CIs."""
+    if len(values) == 0:
+        return math.nan, math.nan
+    medians = bootstrap_medians(values, BOOTSTRAP_RESAMPLES,
+                                np.random.default_rng(BOOTSTRAP_SEED))
+    low, high = np.percentile(medians, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return float(low), float(high)
+
+
+def param_changes(base: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """The parameters an experiment changed against its baseline, as Hydra overrides."""
+    old, new = _by_dotted_key(base), _by_dotted_key(params)
+    changed = [f"{key}={_override_value(value)}" for key, value in new.items()
+               if old.get(key) != value]
+    removed = [f"~{key}" for key in old if key not in new]
+    return " ".join(changed + removed) or "(none)"
+
+
+def _by_dotted_key(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level keyed by Hydra's dotted paths: {"run.seed": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_by_dotted_key(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _override_value(value: Any) -> str:
+    """A value as Hydra's override grammar reads it back: text as is, the rest as JSON
+    (null, true, 0.6, [1, 2])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def leaderboard_table(frame: pd.DataFrame) -> Table:
+    """The ranking as a table, for the terminal (.text()) and the Markdown file."""
+    return Table(
+        ["#", "experiment", "rev", "changes", "runs", "treatment median", "95% CI",
+         "control median", "difference", "p (Holm)", "verdict"],
+        [[r.rank, r.experiment, r.rev, r.changes, r.runs, r.treatment_median,
+          f"{fmt_num(r.ci_low)} to {fmt_num(r.ci_high)}", r.control_median,
+          fmt_pct(r.median_diff_pct), fmt_p(r.p_holm), r.verdict] for r in frame.itertuples()])
+
+
+def write_leaderboard(frame: pd.DataFrame, metric: str, stage: str, out_dir: Path) -> Path:
+    """<stage>_<metric>.csv and .md in out_dir, together; returns the Markdown path."""
+    stem = out_dir / f"{stage}_{metric}"
+    direction = METRIC_BY_NAME[metric].direction
+    notes = [f"- {r.experiment}: {r.note}" for r in frame.itertuples() if r.note]
+    blocks = [
+        f"# Leaderboard: {metric}, {stage} stage",
+        f"Every DVC experiment of the repository, ranked by the median of its treatment arm "
+        f"({direction} is better). CI: 95% percentile bootstrap of that median over runs "
+        f"(from {in_repo(PROCESSED_DIR / PER_RUN_FILE)}). Difference, p and verdict: against "
+        f"the experiment's own control arm, as `aggregate` published them "
+        f"({in_repo(METRICS_JSON)}).",
+        leaderboard_table(frame).markdown(),
+        *(["## Notes", "\n".join(notes)] if notes else []),
+    ]
+    markdown = stem.with_suffix(".md")
+    write_all_atomic({stem.with_suffix(".csv"): frame.to_csv(index=False),
+                      markdown: "\n\n".join(b.strip("\n") for b in blocks) + "\n"})
+    return markdown

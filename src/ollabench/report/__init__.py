@@ -1,0 +1,64 @@
+"""The Markdown report (mdutils) and its figures (matplotlib's Agg canvas), from the
+aggregate's outputs.
+
+The report reads data/processed (summary.csv, comparisons.csv, per_run.csv, quality.json) and
+raw/env.json and recomputes nothing: every number is formatted by report.format, the only
+place where numbers become text, and every verdict is worded by report.words.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ollabench.files import Staging
+from ollabench.report.figures import draw_figures
+from ollabench.report.format import (
+    Table,
+    fmt_cell,
+    fmt_effect,
+    fmt_int,
+    fmt_mde,
+    fmt_num,
+    fmt_p,
+    fmt_p_clause,
+    fmt_pct,
+    fmt_plain_pct,
+    fmt_setting,
+    fmt_value,
+)
+from ollabench.report.inputs import Inputs
+from ollabench.report.sections import render
+from ollabench.report.words import metric_label, verdict_words
+
+__all__ = [
+    "Inputs",
+    "Table",
+    "fmt_cell",
+    "fmt_effect",
+    "fmt_int",
+    "fmt_mde",
+    "fmt_num",
+    "fmt_p",
+    "fmt_p_clause",
+    "fmt_pct",
+    "fmt_plain_pct",
+    "fmt_setting",
+    "fmt_value",
+    "metric_label",
+    "run_report",
+    "verdict_words",
+]
+
+
+def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
+               figures_dir: Path) -> None:
+    """Write report_path (Markdown) and its PNG figures into figures_dir. The figures are
+    drawn into a temporary folder and moved into place together with the report."""
+    inputs = Inputs(raw_dir, processed_dir)
+    with Staging() as staging:
+        names = draw_figures(inputs.per_run, inputs.profiles, staging, figures_dir)
+        relative = os.path.relpath(figures_dir, report_path.parent)
+        links = {key: Path(relative, name).as_posix() for key, name in names.items()}
+        staging.write(report_path, render(inputs, links))
+        staging.commit()

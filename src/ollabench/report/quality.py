@@ -1,0 +1,100 @@
+"""The report's data-quality section: failed calls, outliers and their likely causes,
+reloads, truncations and unequal work, as quality.json records them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mdutils.mdutils import MdUtils
+
+from ollabench.paths import QUALITY_FILE
+from ollabench.report.format import fmt_int, fmt_num, fmt_setting, fmt_value
+from ollabench.report.inputs import Inputs
+from ollabench.report.markdown import list_or_none, table
+from ollabench.report.words import cause_text, metric_label, unequal_text
+
+MAX_LISTED = 50  # outliers listed in the report; quality.json has them all
+
+
+def data_quality(md: MdUtils, inputs: Inputs) -> None:
+    quality = inputs.quality
+    md.new_header(2, "Data quality", add_table_of_contents="n")
+    rows = [[arm, f"`{a['profile']}`", a["calls"], a["measured"], a["warmups"], a["errors"],
+             a["retries"], a["reloaded"], a["runs"],
+             f"{fmt_value(a['warmup_load_ms_median'], 'load_ms')} / "
+             f"{fmt_value(a['warmup_load_ms_mean'], 'load_ms')}"]
+            for arm, a in quality["arms"].items()]
+    table(md, ["Arm", "Profile", "Calls", "Measured", "Warm-ups", "Failed", "Retries",
+                "Reloaded (left out)", "Runs", "Warm-up load (median / mean)"], rows)
+    for title, section in (("Outliers", _outliers_section),
+                           ("Reloads and model loads", _reloads_section),
+                           ("Truncations and length stops", _truncations_section),
+                           ("Failed calls", _failures_section),
+                           ("Unequal work", _unequal_section)):
+        md.new_header(3, title, add_table_of_contents="n")
+        section(md, quality)
+
+
+def _outliers_section(md: MdUtils, quality: dict[str, Any]) -> None:
+    outliers = quality["outliers"]
+    if not outliers:
+        md.new_paragraph("No outliers.")
+        return
+    md.new_paragraph("Per arm, stage and metric, values with a robust z above "
+                     f"{fmt_setting(quality['settings']['outlier_z'])}. Those also that far "
+                     "from the other arm are left out of the verdict test; the others stay in "
+                     "(they are within what the other arm shows).")
+    table(md, ["Arm", "Stage", "Metric", "Run", "Value", "Median", "Robust z",
+                "Left out of the test", "Likely cause"],
+           [[o["arm"], o["stage"], metric_label(o["metric"]), o["run"],
+             fmt_value(o["value"], o["metric"]), fmt_value(o["median"], o["metric"]),
+             fmt_num(o["robust_z"]), "yes" if o["left_out"] else "no", cause_text(o)]
+            for o in outliers[:MAX_LISTED]])
+    if len(outliers) > MAX_LISTED:
+        md.new_paragraph(f"{len(outliers) - MAX_LISTED} more in data/processed/{QUALITY_FILE}.")
+
+
+def _reloads_section(md: MdUtils, quality: dict[str, Any]) -> None:
+    items = [f"{c['arm']} run {c['run']} {c['stage']}: flagged as a reload (left out of the "
+             f"statistics), load {fmt_value(c.get('load_ms'), 'load_ms')}"
+             for c in quality["reloaded_calls"]]
+    items += [f"{s['arm']} run {s['run']} {s['stage']}: load "
+              f"{fmt_value(s['load_ms'], 'load_ms')} against a warm level of "
+              f"{fmt_value(s['warm_load_ms'], 'load_ms')}" for s in quality["load_spikes"]]
+    list_or_none(md, items, "No measured call was flagged as a reload or paid a model load "
+                  "(warm-ups absorb them).")
+
+
+def _truncations_section(md: MdUtils, quality: dict[str, Any]) -> None:
+    list_or_none(md, [f"{c['arm']} run {c['run']} {c['stage']} ({c['phase']}): prompt "
+                       f"truncated (num_ctx {fmt_int(c.get('num_ctx'))})"
+                       for c in quality["truncated_calls"]], "No prompt was truncated.")
+    stops = [f"{arm}: " + ", ".join(f"{stage} {n}" for stage, n in counts["length_stops"].items())
+             for arm, counts in quality["arms"].items() if counts["length_stops"]]
+    if stops:
+        md.new_paragraph("Measured calls stopped by the output cap (`done_reason: length`): "
+                         + "; ".join(stops) + ".")
+
+
+def _failures_section(md: MdUtils, quality: dict[str, Any]) -> None:
+    if not quality["errors"]:
+        md.new_paragraph("No call failed.")
+        return
+    table(md, ["Seq", "Run", "Arm", "Stage", "Phase", "Attempt", "Error"],
+           [[e["seq"], e["run"], e["arm"], e["stage"], e["phase"], e["attempt"], e["error"]]
+            for e in quality["errors"]])
+
+
+def _unequal_section(md: MdUtils, quality: dict[str, Any]) -> None:
+    limit = fmt_setting(quality["settings"]["unequal_tokens_pct"])
+    list_or_none(md, [unequal_text(u, limit) for u in quality["unequal_work"]],
+                  f"The arms did the same work: output lengths within {limit}%, the same "
+                  "number of length stops and failed calls, no truncation.")
+    unknown = [f"{arm}: " + ", ".join(f"{metric_label(m)} in {n} call(s)"
+                                      for m, n in counts.items())
+               for arm, counts in quality["unknown_values"].items() if counts]
+    if unknown:
+        md.new_paragraph("Unknown values (left out, never counted as 0): "
+                         + "; ".join(unknown) + ".")
+    if quality["duplicate_keys"]:
+        md.new_paragraph(f"{quality['duplicate_keys']} record(s) repeat a (seq, attempt) key.")

@@ -1,0 +1,131 @@
+"""The report's wording: verdicts that follow each metric's direction (a higher TTFT is slower
+and worse), likely causes of outliers, findings of unequal work.
+
+A difference is called significant only where the verdict test says so; these functions turn
+the aggregate's verdicts and flags into words and never judge the numbers themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ollabench.report.format import fmt_mde, fmt_num, fmt_p_clause, fmt_pct, fmt_value
+from ollabench.stats import METRIC_BY_NAME
+
+ORDER_WORDS = {
+    "abba": "the arm that goes first alternates, so a slow drift hits both arms alike",
+    "random": "a seeded random arm order per run",
+    "sequential": "all control runs, then all treatment runs: a drift over time looks like "
+                  "an effect",
+}
+CAUSE_WORDS = {
+    "reloaded": "the model was reloaded (record flag)",
+    "model_load": "a model load (load time far above the warm level)",
+    "truncated": "the prompt was truncated",
+    "output_length": "a different output length",
+}
+# Who times what, per backend (backends/): the report must not credit the engine with a clock
+# that ollabench itself reads.
+CLOCK_WORDS = {
+    "llamacpp": "TTFT, end-to-end and load times are measured by ollabench on a monotonic "
+                "clock (TTFT at the first non-empty streamed text; the load time around the "
+                "in-process model (re)load); prompt-eval and eval times come from llama.cpp's "
+                "performance counters",
+    "ollama": "TTFT and end-to-end time are measured by the client on a monotonic clock (TTFT "
+              "at the first non-empty streamed text); load, prompt-eval and eval times come "
+              "from the Ollama server (its final streamed chunk)",
+}
+CHECK_WORDS = {
+    "output_tokens": "mean output tokens differ by more than {limit}%",
+    "length_stops": "the number of calls stopped by the output cap differs",
+    "truncated": "prompts were truncated",
+    "errors": "the number of failed calls differs",
+    "measured_calls": "the number of measured calls differs",
+}
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_BY_NAME[metric].label
+
+
+def clocks_sentence(backend: str | None) -> str:
+    """Which clock each time comes from, for the backend that ran."""
+    words = CLOCK_WORDS.get(str(backend), "TTFT and end-to-end time are measured by the client "
+                            "on a monotonic clock; load, prompt-eval and eval times come from "
+                            f"the backend ({backend or 'not recorded'})")
+    return f"Clocks: {words}; rates are tokens over engine time."
+
+
+def verdict_words(row: pd.Series) -> str:
+    """The verdict in words that follow the metric's direction."""
+    verdict = row["verdict"]
+    if verdict == "better":
+        return "faster, better"
+    if verdict == "worse":
+        return "slower, worse"
+    if verdict == "different":
+        return "more output" if row["median_diff_pct"] > 0 else "less output"
+    return str(verdict)
+
+
+def summary_sentence(row: pd.Series, noise_floor: bool) -> str:
+    """One sentence per stage and metric, e.g. `report stage: median TTFT 820 -> 410 ms
+    (-50.0%, faster, better, p = 0.004); mean 830 -> 412 ms (-50.4%).`"""
+    metric = row["metric"]
+    unit = METRIC_BY_NAME[metric].unit
+    words = verdict_words(row)
+    if row["verdict"] == "inconclusive":
+        words += f": these runs detect only changes above {fmt_mde(row['mde_pct'])}"
+    text = (f"{row['stage']} stage: median {metric_label(metric)} "
+            f"{fmt_num(row['control_median'])} -> {fmt_num(row['treatment_median'])} {unit} "
+            f"({fmt_pct(row['median_diff_pct'])}, {words}, {fmt_p_clause(row['p_holm'])}); "
+            f"mean {fmt_num(row['control_mean'])} -> {fmt_num(row['treatment_mean'])} {unit} "
+            f"({fmt_pct(row['mean_diff_pct'])}).")
+    if noise_floor and row["verdict"] in ("better", "worse", "different"):
+        text += (" Both arms ran the same profile, so this is noise or drift, not an effect "
+                 "(see the per-run plot).")
+    return text
+
+
+def quality_line(quality: dict[str, Any]) -> str:
+    """The data-quality findings in one sentence, for the executive summary."""
+    left_out = sum(1 for o in quality["outliers"] if o["left_out"])
+    parts = [
+        f"{len(quality['errors'])} failed call(s)",
+        f"{len(quality['outliers'])} outlier(s), {left_out} left out of the verdict test",
+        f"{len(quality['reloaded_calls'])} measured call(s) flagged as reloads",
+        f"{len(quality['load_spikes'])} measured call(s) with a model load",
+        f"{len(quality['truncated_calls'])} truncated prompt(s)",
+    ]
+    unequal = quality["unequal_work"]
+    parts.append("the arms did the same work" if not unequal
+                 else f"the arms did not do the same work ({len(unequal)} finding(s))")
+    return "; ".join(parts)
+
+
+def cause_text(outlier: dict[str, Any]) -> str:
+    """What the record shows about an outlier, with the numbers behind each cause."""
+    words = []
+    for cause in outlier["causes"]:
+        text = CAUSE_WORDS[cause]
+        if cause == "model_load":
+            text += (f": {fmt_value(outlier['load_ms'], 'load_ms')} against "
+                     f"{fmt_value(outlier['warm_load_ms'], 'load_ms')}")
+        if cause == "output_length":
+            text += (f": {fmt_num(outlier['output_tokens'])} tokens against a median of "
+                     f"{fmt_num(outlier['median_output_tokens'])}")
+        words.append(text)
+    return "; ".join(words) or "not shown by the record"
+
+
+def unequal_text(finding: dict[str, Any], limit: str) -> str:
+    """One unequal-work finding with both arms' numbers."""
+    where = f"{finding['stage']} stage: " if finding.get("stage") else ""
+    text = CHECK_WORDS[finding["check"]].format(limit=limit)
+    numbers = (f"control {fmt_num(finding['control'])}, "
+               f"treatment {fmt_num(finding['treatment'])}")
+    if "diff_pct" in finding:
+        numbers += f" ({fmt_pct(finding['diff_pct'])})"
+    return f"{where}{text}: {numbers}"
