@@ -45,13 +45,13 @@ STAGES = ("warmup", "analysis", "report")
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from ollabench import stats
+from ollabench.stats import read_calls, run_aggregate  # imports load before the clock
 raw, out, step = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 start, cpu = time.perf_counter(), time.process_time()
 if step == "read":
-    stats.read_calls(raw)
+    read_calls(raw)
 else:
-    stats.run_aggregate(raw, out, out / "metrics.json", 5.0)
+    run_aggregate(raw, out, out / "metrics.json", 5.0)
 seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
 status = Path("/proc/self/status").read_text().splitlines()
 peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))

@@ -2,17 +2,23 @@
 
 Every figure in a report is recomputed from these records, so they are never thrown away,
 and an unknown value is `None` (JSON null), never 0. docs/metrics.md defines each field.
+
+`CallRecord` is the one declaration of the record schema: its type hints give each field's
+type, whether it may be null, and (not null) that it must be present. The line validator
+(`read_records`) and the columnar readers (`write_calls_table`, `read_calls_table`) apply
+those rules; the columnar readers hand any line they refuse to the line validator, so both
+name the same file, line and field.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import types
 import typing
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,17 +29,18 @@ from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pydantic import BaseModel
 
 SCHEMA_VERSION = 1
-TABLE_LEFT_OUT = ("output", "options")
+TABLE_LEFT_OUT = ("output", "options")  # long texts and free-form maps: not in calls.parquet
 SOURCE_SHA256_KEY = b"ollabench.source_sha256"
 SOURCE_BYTES_KEY = b"ollabench.source_bytes"
+# String fields with few distinct values: Arrow dictionaries, pandas categories.
 LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend"})
 
 ARMS = ("control", "treatment")
 MEASURED_STAGES = ("analysis", "report")
 WARMUP_STAGE = "warmup"
-
 
 
 @dataclass
@@ -92,25 +99,35 @@ class CallRecord(CallMeasurement):
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
-        known = {f.name for f in fields(cls)}
-        missing = sorted(REQUIRED_FIELDS - data.keys())
-        if missing:
-            raise RecordError(f"record is missing fields: {', '.join(missing)}")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise RecordError(
-                f"record format version {version!r} is not supported "
-                f"(this ollabench reads version {SCHEMA_VERSION}); re-run the bench stage"
-            )
-        return cls(**{k: v for k, v in data.items() if k in known})
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of the record as the files hold it: JSON type, and whether it may be null.
+    A field that may not be null must be present; one that may be null may be left out."""
+
+    name: str
+    kind: type  # int, float, str, bool or dict
+    nullable: bool
+    hint: Any  # the annotation, for the validator
 
 
-REQUIRED_FIELDS = frozenset(
-    {"seq", "run", "arm", "profile", "stage", "phase", "ttft_ms", "e2e_ms", "eval_ms",
-     "output_tokens", "error", "schema_version"}
-)
+def _field_specs() -> tuple[FieldSpec, ...]:
+    hints = typing.get_type_hints(CallRecord)
+    specs = []
+    for f in fields(CallRecord):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        nullable = isinstance(hint, types.UnionType) and type(None) in args
+        kind = next(a for a in args if a is not type(None)) if nullable else hint
+        specs.append(FieldSpec(f.name, typing.get_origin(kind) or kind, nullable, hint))
+    return tuple(specs)
+
+
+FIELDS = _field_specs()
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
+REQUIRED_FIELDS = frozenset(f.name for f in FIELDS if not f.nullable)
+_EXPECTED = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "an object"}
 
 
 def rate_per_s(count: int | None, duration_ms: float | None) -> float | None:
@@ -128,128 +145,115 @@ def append_record(path: Path, record: CallRecord) -> None:
         os.fsync(fh.fileno())
 
 
-def read_records(path: Path) -> list[CallRecord]:
-    """Read a calls.jsonl file; a torn last line (a crash mid-write) is skipped."""
-    return list(_iter_records(path))
-
-
-def _iter_records(path: Path) -> Iterator[CallRecord]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):
-                return  # torn tail of an interrupted append
-            raise RecordError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        try:
-            yield CallRecord.from_dict(data)
-        except RecordError as exc:
-            raise RecordError(f"{path}:{number}: {exc}") from exc
-
-
 def write_records_atomic(path: Path, records: Iterable[CallRecord]) -> None:
     """Write a complete calls.jsonl through a temporary file so readers never see half of it."""
     write_text_atomic(path, "".join(r.to_json() + "\n" for r in records))
+
+
+# --------------------------------------------------------------------------- the line validator
+
+
+def read_records(path: Path) -> list[CallRecord]:
+    """Read a calls.jsonl file, every line checked (RecordError names file, line and field).
+    A torn last line is skipped: in the resume journal it is the expected trace of a crash
+    mid-append."""
+    return list(_checked_records(path, skip_torn_tail=True))
+
+
+def _checked_records(path: Path, skip_torn_tail: bool) -> Iterator[CallRecord]:
+    lines = path.read_bytes().split(b"\n")  # not splitlines: text may hold U+2028 and the like
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for index, line in enumerate(lines[:last + 1]):
+        if not line.strip():
+            continue
+        try:
+            yield _parse_record(line)
+        except _NotJson as exc:
+            if index == last and skip_torn_tail:
+                return
+            cut = "; the last line is cut short" if index == last else ""
+            raise RecordError(f"{path}:{index + 1}: not valid JSON ({exc}){cut}") from None
+        except RecordError as exc:
+            raise RecordError(f"{path}:{index + 1}: {exc}") from None
+
+
+class _NotJson(RecordError):
+    """A line that is not JSON at all (a torn line, or not a record file)."""
+
+
+def _parse_record(line: bytes | str) -> CallRecord:
+    """One line of calls.jsonl as a CallRecord, checked against the schema: strict types (a
+    number in quotes is refused, never converted), null only where the field allows it."""
+    from pydantic import ValidationError
+
+    try:
+        data = _validator().model_validate_json(line)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False)
+        if problems[0]["type"] == "json_invalid":
+            raise _NotJson(problems[0]["ctx"]["error"]) from None
+        _check_version(json.loads(line).get("schema_version") if problems[0]["loc"] else None)
+        raise RecordError(_described(problems)) from None
+    _check_version(data.schema_version)
+    return CallRecord(**dict(data))
+
+
+def _check_version(version: Any) -> None:
+    if version is not None and version != SCHEMA_VERSION:
+        raise RecordError(f"record format version {version!r} is not supported (this "
+                          f"ollabench reads version {SCHEMA_VERSION}); re-run the bench stage")
+
+
+def _described(problems: list[Any]) -> str:
+    """pydantic's errors as one line: `ttft_ms: must be a number, got 'fast'`."""
+    missing = [str(p["loc"][0]) for p in problems if p["type"] == "missing"]
+    parts = [f"missing fields: {', '.join(missing)}"] if missing else []
+    for problem in problems:
+        if not problem["loc"]:
+            return "not a JSON object"
+        if problem["type"] != "missing":
+            spec = FIELD_BY_NAME[str(problem["loc"][0])]
+            value = problem["input"]
+            shown = "null" if value is None else repr(value)
+            parts.append(f"{spec.name}: must be {_EXPECTED[spec.kind]}, got {shown}")
+    return "; ".join(parts)
+
+
+@functools.cache
+def _validator() -> type[BaseModel]:
+    """A strict pydantic model of the record, built from FIELDS (pydantic loads on first use:
+    the report stage imports this module for its constants only)."""
+    from pydantic import ConfigDict, create_model
+
+    definitions: dict[str, Any] = {
+        f.name: (f.hint, None if f.nullable else ...) for f in FIELDS}
+    return create_model("CallRecordLine", __config__=ConfigDict(strict=True, extra="ignore"),
+                        **definitions)
 
 
 # --------------------------------------------------------------------------- columnar access
 
 
 def table_schema() -> pa.Schema:
-    """Arrow types of the record fields but TABLE_LEFT_OUT, from the CallRecord type hints,
-    so that the contract is written down once."""
+    """Arrow types of every field but TABLE_LEFT_OUT: calls.parquet's columns."""
     import pyarrow as pa
 
     arrow = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
-    hints = typing.get_type_hints(CallRecord)
-    schema = []
-    for name in (f.name for f in fields(CallRecord) if f.name not in TABLE_LEFT_OUT):
-        hint = hints[name]
-        if isinstance(hint, types.UnionType):  # `float | None` and the like
-            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
-        schema.append((name, arrow[hint]))
-    return pa.schema(schema)
-
-
-def parse_calls(path: Path, schema: pa.Schema) -> pa.Table:
-    """calls.jsonl as an Arrow table of the schema's columns (Arrow's multi-threaded JSON
-    reader; a field missing from a record is null), labels dictionary-encoded. As in
-    read_records, a torn last line (a crash mid-append) is skipped."""
-    import pyarrow as pa
-
-    if not path.is_file():
-        raise RecordError(f"{path}: not found; run the bench stage first")
-    _check_first_record(path)
-    source: Path | pa.BufferReader = path
-    if (complete := _without_torn_tail(path)) is not None:
-        source = pa.BufferReader(complete)
-    return _conform(_parse_json(path, source, schema), schema)
-
-
-def _parse_json(path: Path, source: Path | pa.BufferReader, schema: pa.Schema) -> pa.Table:
-    import pyarrow as pa
-    from pyarrow import json as pa_json
-
-    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    try:
-        table = pa_json.read_json(source, parse_options=options)
-    except pa.ArrowInvalid as exc:
-        raise RecordError(f"{path}: not valid records ({exc})") from exc
-    if table.num_rows == 0:
-        raise RecordError(f"{path}: no records")
-    return table
-
-
-def _check_first_record(path: Path) -> None:
-    """Name the missing columns from the first record: a file of another format fails here
-    with a message that says what is missing, not a parser error."""
-    with path.open("rb") as fh:
-        first = next((line for line in fh if line.strip()), b"")
-    try:
-        keys = set(json.loads(first)) if first else set()
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path}:1: not valid JSON ({exc.msg})") from exc
-    if not keys:
-        raise RecordError(f"{path}: no records")
-    if missing := sorted(REQUIRED_FIELDS - keys):
-        raise RecordError(f"{path}: missing columns: {', '.join(missing)}")
-
-
-def _without_torn_tail(path: Path) -> bytes | None:
-    """The file's bytes up to its last complete line when the last line is torn, else None
-    (the common case: the file is then read straight from disk)."""
-    size = path.stat().st_size
-    window = 1 << 16
-    with path.open("rb") as fh:
-        while True:
-            start = max(0, size - window)
-            fh.seek(start)
-            body = fh.read().rstrip(b"\r\n")
-            if b"\n" in body or start == 0:
-                break
-            window *= 4
-    cut = body.rfind(b"\n") + 1
-    try:
-        json.loads(body[cut:])
-    except json.JSONDecodeError:
-        return path.read_bytes()[:start + cut]
-    return None
+    return pa.schema([(f.name, arrow[f.kind]) for f in FIELDS if f.name not in TABLE_LEFT_OUT])
 
 
 def write_calls_table(raw_dir: Path) -> Path:
-    """Write raw_dir/calls.parquet from raw_dir/calls.jsonl, stamped with the size and
-    SHA-256 of the exact bytes it was parsed from (see read_calls_table)."""
+    """Write raw_dir/calls.parquet from raw_dir/calls.jsonl, checked as the JSON path of
+    read_calls_table checks it, and stamped with the size and SHA-256 of the exact bytes it
+    was parsed from."""
+    import hashlib
+
     import pyarrow as pa
     from pyarrow import parquet as pq
 
     source = raw_dir / CALLS_FILE
-    _check_first_record(source)
     data = source.read_bytes()
-    table = _parse_json(source, pa.BufferReader(data), table_schema())
-    table = table.replace_schema_metadata({
+    table = _checked_table(source, pa.BufferReader(data)).replace_schema_metadata({
         SOURCE_SHA256_KEY: hashlib.sha256(data).hexdigest().encode(),
         SOURCE_BYTES_KEY: str(len(data)).encode(),
     })
@@ -260,40 +264,79 @@ def write_calls_table(raw_dir: Path) -> Path:
     return target
 
 
-def read_calls_table(raw_dir: Path, schema: pa.Schema,
-                     pool: Executor) -> tuple[pa.Table, Path, Future[bool]]:
-    """The schema's columns of raw_dir's calls, cast to its types, the file they were read
-    from, and a future that says whether they are calls.jsonl's content as it is now.
-
-    calls.parquet is read when its stamp has calls.jsonl's size; the SHA-256 of calls.jsonl
-    is then computed in `pool` (hashlib releases the GIL) while the caller goes on, and the
-    future holds whether it matches the stamp. Otherwise (no copy, another size, a copy that
-    cannot be read) calls.jsonl, the source of truth, is parsed and the future is true."""
+def read_calls_table(raw_dir: Path, schema: pa.Schema) -> tuple[pa.Table, Path]:
+    """The schema's columns of raw_dir's calls, cast to its types, and the file they came
+    from. calls.parquet when its stamp holds calls.jsonl's current size and SHA-256 (the
+    hash is computed on a worker thread while the copy is read: hashlib and Arrow release
+    the GIL); otherwise calls.jsonl, the source of truth, parsed and checked."""
     import pyarrow as pa
     from pyarrow import parquet as pq
 
     source, copy = raw_dir / CALLS_FILE, raw_dir / CALLS_TABLE_FILE
-    parsed: Future[bool] = Future()
-    parsed.set_result(True)
+    if not source.is_file():
+        raise RecordError(f"{source}: not found; run the bench stage first")
     try:
         stamp = (pq.read_schema(copy).metadata or {}) if copy.is_file() else {}
-        if source.is_file() and stamp.get(SOURCE_BYTES_KEY) == str(
-                source.stat().st_size).encode():
-            matches = pool.submit(
-                lambda: sha256_file(source).encode() == stamp.get(SOURCE_SHA256_KEY))
-            table = pq.read_table(copy, columns=schema.names,
-                                  read_dictionary=_labels(schema.names))
-            return _conform(table, schema), copy, matches
+        if stamp.get(SOURCE_BYTES_KEY) == str(source.stat().st_size).encode():
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                digest = pool.submit(sha256_file, source)
+                table = pq.read_table(copy, columns=schema.names,
+                                      read_dictionary=_labels(schema.names))
+                if digest.result().encode() == stamp.get(SOURCE_SHA256_KEY):
+                    return _conform(table, schema), copy
     except (pa.ArrowException, OSError):
         pass  # a damaged copy, or one of another format: the copy is only a cache
-    return parse_calls(source, schema), source, parsed
+    return _conform(_checked_table(source, source), schema), source
+
+
+def records_table(records: list[CallRecord], schema: pa.Schema) -> pa.Table:
+    """In-memory records as read_calls_table gives the files: the same columns and types."""
+    import pyarrow as pa
+
+    return _conform(pa.table({target.name: pa.array([getattr(r, target.name) for r in records],
+                                                    type=target.type) for target in schema}),
+                    schema)
+
+
+def _checked_table(path: Path, data: Path | pa.BufferReader) -> pa.Table:
+    """Every field but TABLE_LEFT_OUT as parsed by Arrow's multi-threaded JSON reader with
+    the record's own types (it refuses a string in a number field, a float in an integer
+    field, ...), then the rules Arrow cannot apply: no null where the field allows none,
+    the supported format version. A refused file is read again by the line validator to
+    name the first bad line and field; a torn last line is refused too (calls.jsonl is
+    written whole, so it means damage)."""
+    import pyarrow as pa
+    from pyarrow import compute as pc
+    from pyarrow import json as pa_json
+
+    schema = table_schema()
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        table = pa_json.read_json(data, parse_options=options)
+    except pa.ArrowInvalid as exc:
+        _name_the_bad_line(path, str(exc))
+    if table.num_rows == 0:
+        raise RecordError(f"{path}: no records (empty file); run the bench stage")
+    nulls = any(table.column(f).null_count for f in REQUIRED_FIELDS if f in schema.names)
+    if nulls or not pc.all(pc.equal(table.column("schema_version"), SCHEMA_VERSION)).as_py():
+        _name_the_bad_line(path, "a field is null or missing")
+    return table
+
+
+def _name_the_bad_line(path: Path, fallback: str) -> typing.NoReturn:
+    if path.stat().st_size == 0:
+        raise RecordError(f"{path}: no records (empty file); run the bench stage")
+    for _ in _checked_records(path, skip_torn_tail=False):
+        pass
+    raise RecordError(f"{path}: not valid records ({fallback})")
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Columns cast to the schema's types, and labels (LABEL_FIELDS) dictionary-encoded,
+    """The schema's columns cast to its types, labels (LABEL_FIELDS) dictionary-encoded,
     which pandas turns into categories: the same table from either file."""
     import pyarrow as pa
 
+    table = table.select(schema.names)
     for index, target in enumerate(schema):
         column = table.column(index)
         if target.name in LABEL_FIELDS:
@@ -304,7 +347,6 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table
 
 
-def _labels(columns: Sequence[str]) -> list[str]:
-    """String columns with few distinct values, read as dictionaries (pandas categories)."""
+def _labels(columns: list[str]) -> list[str]:
+    """The label columns among `columns`, read from Parquet as dictionaries."""
     return [c for c in columns if c in LABEL_FIELDS]
-

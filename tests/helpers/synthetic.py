@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from ollabench.paths import CALLS_FILE, ENV_FILE
-from ollabench.records import CallRecord, write_calls_table, write_records_atomic
+from ollabench.records import (
+    SCHEMA_VERSION,
+    CallRecord,
+    write_calls_table,
+    write_records_atomic,
+)
 
 PROMPT_TOKENS = {"analysis": 400, "report": 600}
 OUTPUT_TOKENS = {"analysis": 160, "report": 192}
@@ -142,9 +147,11 @@ def env_for(scenario: Scenario) -> dict[str, Any]:
 
 
 def write_raw(raw_dir: Path, records: list[CallRecord], scenario: Scenario) -> Path:
-    """calls.jsonl, its columnar copy and env.json in raw_dir, as the bench stage leaves them."""
+    """calls.jsonl, its columnar copy and env.json in raw_dir, as the bench stage leaves them
+    (records of another format version get no copy: this ollabench refuses to write one)."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     write_records_atomic(raw_dir / CALLS_FILE, records)
-    write_calls_table(raw_dir)
+    if all(r.schema_version == SCHEMA_VERSION for r in records):
+        write_calls_table(raw_dir)
     (raw_dir / ENV_FILE).write_text(json.dumps(env_for(scenario), indent=2), encoding="utf-8")
     return raw_dir

@@ -1,0 +1,144 @@
+"""The aggregate stage: raw calls in, every processed file out, all or none.
+
+Reads raw_dir's calls (frames), groups them into per-run values (grouping), and writes
+summary.csv, comparisons.csv (tables), per_run.csv, per_run_wide.csv, quality.json
+(quality) and the headline metrics.json, staged and moved into place together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyarrow import csv as pa_csv
+
+from ollabench.errors import AggregateError
+from ollabench.files import Staging
+from ollabench.paths import (
+    CALLS_FILE,
+    COMPARISONS_FILE,
+    PER_RUN_FILE,
+    PER_RUN_WIDE_FILE,
+    QUALITY_FILE,
+    SUMMARY_FILE,
+)
+from ollabench.records import ARMS
+from ollabench.stats.frames import read_calls
+from ollabench.stats.grouping import (
+    StageFrames,
+    is_flagged,
+    measured_calls,
+    per_run_values,
+    split_stages,
+)
+from ollabench.stats.metrics import CONTROL, PER_RUN_COLUMNS, PLOTTED_METRICS, TREATMENT
+from ollabench.stats.quality import data_quality
+from ollabench.stats.tables import comparisons_with_outliers, headline, summary_table
+
+
+def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
+                  threshold_pct: float) -> Path:
+    """Aggregate raw_dir's calls into summary.csv, comparisons.csv, per_run.csv,
+    per_run_wide.csv and quality.json in out_dir, and the headline in metrics_path.
+    Everything is checked, computed and staged before the first output is moved into place.
+    The long CSVs, the summary and the data-quality facts run on worker threads beside the
+    comparisons (numpy and Arrow release the GIL). Returns the file the numbers were read
+    from: calls.parquet, or calls.jsonl when no copy matched it."""
+    calls, source = read_calls(raw_dir)
+    with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
+        _aggregate(calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool,
+                   staging)
+        staging.commit()
+    return source
+
+
+def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_path: Path,
+               threshold_pct: float, pool: Executor, staging: Staging) -> None:
+    """Stage every output file; returns once all of them are written."""
+    by_arm = _by_arm(calls)
+    if unknown := sorted(set(by_arm) - set(ARMS)):
+        raise AggregateError(f"{calls_path}: unknown arm(s) {unknown}; expected {list(ARMS)}")
+    if len(by_arm) < len(ARMS):
+        raise AggregateError(f"{calls_path}: only one arm ({', '.join(by_arm)}); "
+                             "a comparison needs both control and treatment")
+    runs: dict[str, StageFrames] = {}
+    measured: dict[str, pd.DataFrame] = {}
+    per_run_parts = []
+    for arm in ARMS:
+        measured[arm] = measured_calls(by_arm[arm])
+        if measured[arm].empty:
+            mine = by_arm[arm]
+            raise AggregateError(
+                f"{calls_path}: no measured calls in arm {arm} ({len(mine)} calls: "
+                f"{int((mine['phase'] != 'measured').sum())} warm-ups, "
+                f"{int(mine['error'].notna().sum())} failed, "
+                f"{int(is_flagged(mine, 'reloaded').sum())} reloaded)")
+        values = per_run_values(measured[arm])
+        runs[arm] = split_stages(values)
+        per_run_parts.append(values.assign(arm=arm))
+    per_run = pd.concat(per_run_parts, ignore_index=True).reindex(columns=list(PER_RUN_COLUMNS))
+    background = [
+        pool.submit(_write_csv, per_run, staging.path(out_dir / PER_RUN_FILE)),
+        pool.submit(lambda path: _write_csv(per_run_wide(per_run), path),
+                    staging.path(out_dir / PER_RUN_WIDE_FILE)),
+        pool.submit(lambda path: path.write_text(summary_table(runs, by_arm).to_csv(index=False),
+                                                 encoding="utf-8"),
+                    staging.path(out_dir / SUMMARY_FILE)),
+    ]
+    quality = pool.submit(data_quality, by_arm, measured, runs, threshold_pct)
+    try:
+        comparisons, outliers = comparisons_with_outliers(runs[CONTROL], runs[TREATMENT],
+                                                          threshold_pct)
+        staging.write(out_dir / COMPARISONS_FILE, comparisons.to_csv(index=False))
+        staging.write(out_dir / QUALITY_FILE,
+                      json_text(quality.result() | {"outliers": outliers}, indent=None))
+        staging.write(metrics_path, json_text(headline(comparisons)))
+    finally:  # never leave a worker writing into the staging area
+        for done in (*background, quality):
+            done.result()
+
+
+def _by_arm(calls: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    arms = calls["arm"]
+    return {str(arm): calls.loc[arms == arm] for arm in arms.unique() if not pd.isna(arm)}
+
+
+def per_run_wide(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Columns named `<stage>_<arm>_<metric>`, e.g. report_treatment_ttft_ms."""
+    wide = (per_run.set_index(["run", "stage", "arm"])[list(PLOTTED_METRICS)]
+            .unstack(["stage", "arm"]).sort_index(axis=1))
+    wide.columns = [f"{stage}_{arm}_{metric}" for metric, stage, arm in wide.columns]
+    return wide.reset_index()
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """CSV through Arrow's writer, streamed to the file: it formats floats in C++ without
+    the GIL (pandas formats each float in Python). Floats keep their shortest exact form."""
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    with pa.OSFile(str(path), "wb") as sink:
+        sink.write((",".join(frame.columns) + "\n").encode())
+        pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), sink, options)
+
+
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """JSON with NaN as null. indent=None keeps Python's fast C encoder for long lists."""
+    return json.dumps(_jsonable(data), indent=indent, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _jsonable(data: Any) -> Any:
+    """Plain JSON types: NaN and pandas' missing values become null, numpy scalars Python."""
+    if isinstance(data, dict):
+        return {str(k): _jsonable(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_jsonable(v) for v in data]
+    if isinstance(data, np.generic):
+        data = data.item()
+    if data is pd.NA or (isinstance(data, float) and not math.isfinite(data)):
+        return None
+    return data

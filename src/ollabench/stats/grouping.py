@@ -1,0 +1,105 @@
+"""Calls grouped into the unit of analysis: one value per run, arm and stage.
+
+Only measured calls without an error that did not pay a model reload enter the statistics;
+a run's stages combine into its `workflow` value by each metric's rule (docs/statistics.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ollabench.records import MEASURED_STAGES
+from ollabench.stats.core import quiet
+from ollabench.stats.frames import FLAG_COLUMNS
+from ollabench.stats.metrics import METRIC_BY_NAME, METRICS, WORKFLOW_STAGE
+
+StageFrames = dict[str, pd.DataFrame]  # stage -> per-run values indexed by run
+
+
+def measured_calls(calls: pd.DataFrame) -> pd.DataFrame:
+    """Calls that enter the statistics: phase `measured` (when known), no error, and not
+    flagged as having paid a model reload."""
+    keep = pd.Series(True, index=calls.index)
+    if "phase" in calls:
+        keep &= calls["phase"] == "measured"
+    if "error" in calls:
+        keep &= calls["error"].isna()
+    if "reloaded" in calls:
+        keep &= ~is_flagged(calls, "reloaded")
+    return calls.loc[keep]
+
+
+def is_flagged(calls: pd.DataFrame, flag: str) -> pd.Series:
+    """A flag column as plain booleans: unknown is not flagged."""
+    if flag not in calls:
+        return pd.Series(False, index=calls.index)
+    return calls[flag].astype("boolean").fillna(False).astype(bool)
+
+
+def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and stage (the mean of its calls, normally exactly one), plus the
+    `workflow` stage: the run's stages combined by each metric's rule, unknown when a stage
+    is missing or unknown. Columns: run, stage, the metrics present, prompt_tokens, and the
+    flags as 1.0 / 0.0 / NaN (unknown)."""
+    value_cols = [c for c in (*METRIC_BY_NAME, "prompt_tokens") if c in calls]
+    flags = [c for c in FLAG_COLUMNS if c in calls]
+    stage = calls["stage"].astype("category").cat.remove_unused_categories()
+    numeric = pd.DataFrame({"run": calls["run"].astype("int64"), "stage": stage})
+    for col in value_cols:
+        numeric[col] = calls[col].astype("float64")
+    for flag in flags:
+        numeric[flag] = calls[flag].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    keys = ["run", "stage"]
+    if numeric.duplicated(keys).any():
+        grouped = numeric.groupby(keys, sort=True, observed=True)
+        per_stage = grouped[value_cols].mean()
+        if flags:  # a run counts as flagged if any of its calls is
+            per_stage[flags] = grouped[flags].max()
+    else:  # the normal case, one call per run and stage: nothing to combine
+        per_stage = numeric.set_index(keys).sort_index()
+    wide = per_stage.unstack("stage")
+
+    def by_stage(col: str) -> np.ndarray:
+        """A run's values of one column, one column per measured stage (NaN if missing)."""
+        return wide[col].reindex(columns=list(MEASURED_STAGES)).to_numpy(dtype=float)
+
+    workflow = pd.DataFrame(index=wide.index)
+    with quiet():  # numpy's row sums and maxima propagate NaN: a missing stage is unknown
+        for metric in METRICS:
+            if metric.name not in per_stage or metric.workflow is None:
+                continue
+            if metric.workflow == "sum":
+                workflow[metric.name] = by_stage(metric.name).sum(axis=1)
+            elif metric.workflow == "max":
+                workflow[metric.name] = by_stage(metric.name).max(axis=1)
+            elif metric.rate_of and all(c in per_stage for c in metric.rate_of):
+                count, duration_ms = (by_stage(c).sum(axis=1) for c in metric.rate_of)
+                workflow[metric.name] = count / np.where(duration_ms > 0, duration_ms,
+                                                         np.nan) * 1000.0
+        if "prompt_tokens" in per_stage:
+            workflow["prompt_tokens"] = by_stage("prompt_tokens").sum(axis=1)
+        for flag in flags:  # flagged if any stage is; unknown only if every stage is
+            workflow[flag] = np.fmax.reduce(by_stage(flag), axis=1)
+    workflow["stage"] = WORKFLOW_STAGE
+    return pd.concat([per_stage.reset_index(), workflow.reset_index()], ignore_index=True)
+
+
+def split_stages(runs: pd.DataFrame) -> StageFrames:
+    """Per-run values by stage, each indexed by run (sorted): split once, looked up often."""
+    return {str(stage): group.drop(columns="stage").set_index("run").sort_index()
+            for stage, group in runs.groupby("stage", sort=False)}
+
+
+def stage_values(stages: StageFrames, stage: str, metric: str) -> pd.Series:
+    """Known per-run values of one stage and metric, indexed by run."""
+    frame = stages.get(stage)
+    if frame is None or metric not in frame:
+        return pd.Series(dtype=float)
+    return frame[metric].dropna()
+
+
+def profile_names(calls: pd.DataFrame) -> str:
+    """The arm's profile name(s), as recorded."""
+    names = calls["profile"].dropna().unique().tolist()
+    return ", ".join(sorted(str(n) for n in names))
