@@ -80,6 +80,9 @@ def closure(start: Iterable[str]) -> set[str]:
             continue
         seen.add(module)
         todo.extend(imports_of(module, at_import_time=module.startswith(CLI_PACKAGE)))
+        parent = module.rpartition(".")[0]  # importing a.b.c runs a/__init__ and a/b/__init__
+        if parent:
+            todo.append(parent)
     return seen
 
 
@@ -91,7 +94,7 @@ def test_no_import_cycle() -> None:
         state[module] = "open"
         for target in sorted(graph[module]):
             if state.get(target) == "open":
-                cycle = path[path.index(target):] + [target] if target in path else [target]
+                cycle = [*path[path.index(target):], target] if target in path else [target]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target, [*path, target])

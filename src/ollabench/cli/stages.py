@@ -59,7 +59,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_aggregate(args: argparse.Namespace) -> int:
-    from ollabench.stats import run_aggregate
+    from ollabench.stats.aggregate import run_aggregate
 
     threshold = args.threshold_pct
     if threshold is None:
