@@ -24,15 +24,36 @@ from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacks the fields version 2 added (all of them nullable): its records are read as
+# version 2 with those fields null. Its prompt_tok_s, computed over the whole prompt, is kept
+# as recorded (see CallRecord.from_dict).
+UPGRADED_VERSIONS = frozenset({1})
 TABLE_LEFT_OUT = ("output", "options")
 SOURCE_SHA256_KEY = b"ollabench.source_sha256"
 SOURCE_BYTES_KEY = b"ollabench.source_bytes"
-LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend"})
+LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend",
+                          "outcome", "cache_state", "num_batch_basis", "engine_version"})
 
 ARMS = ("control", "treatment")
 MEASURED_STAGES = ("analysis", "report")
 WARMUP_STAGE = "warmup"
+PRIME_PHASE = "prime"  # a primer call before a measured one (run.prompt_cache: true)
+
+# How a call ended (CallMeasurement.outcome), so retries never parse error texts.
+OK = "ok"
+HTTP_ERROR = "http_error"  # the server answered an HTTP error status before the first chunk
+STREAM_ERROR = "stream_error"  # an {"error"} line inside a started stream
+NO_FINAL_CHUNK = "no_final_chunk"  # the body ended cleanly without a done chunk or an error
+FIRST_TOKEN_TIMEOUT = "first_token_timeout"  # nothing arrived within run.first_token_timeout_s
+STALLED = "stalled"  # a started stream went silent for run.read_timeout_s
+DISCONNECTED = "disconnected"  # the connection closed mid-stream
+MALFORMED = "malformed"  # a stream line that is not a JSON object
+UNREACHABLE = "unreachable"  # no connection to the server
+ENGINE_ERROR = "engine_error"  # the embedded engine raised
+SKIPPED = "skipped"  # not run: the call it depends on never succeeded
+OUTCOMES = (OK, HTTP_ERROR, STREAM_ERROR, NO_FINAL_CHUNK, FIRST_TOKEN_TIMEOUT, STALLED,
+            DISCONNECTED, MALFORMED, UNREACHABLE, ENGINE_ERROR, SKIPPED)
 
 
 
@@ -47,17 +68,28 @@ class CallMeasurement:
     eval_ms: float | None = None
     total_ms: float | None = None
     prompt_tokens: int | None = None
+    prompt_eval_tokens: int | None = None
     prompt_cached_tokens: int | None = None
     output_tokens: int | None = None
     done_reason: str | None = None
     truncated: bool | None = None
+    context_shift: bool | None = None
     reloaded: bool | None = None
+    reload_expected: bool | None = None
+    cache_state: str | None = None
+    cache_controlled: bool | None = None
+    nonce: str | None = None
     first_token_thinking: bool | None = None
     itl_p50_ms: float | None = None
     itl_p95_ms: float | None = None
     itl_max_ms: float | None = None
     num_ctx: int | None = None
+    num_batch: int | None = None
+    num_batch_basis: str | None = None
+    engine_version: str | None = None
     output: str = ""
+    outcome: str | None = None
+    http_status: int | None = None
     error: str | None = None
 
 
@@ -82,7 +114,7 @@ class CallRecord(CallMeasurement):
 
     def __post_init__(self) -> None:
         self.eval_tok_s = rate_per_s(self.output_tokens, self.eval_ms)
-        self.prompt_tok_s = rate_per_s(self.prompt_tokens, self.prompt_eval_ms)
+        self.prompt_tok_s = rate_per_s(self.prompt_eval_tokens, self.prompt_eval_ms)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -99,18 +131,26 @@ class CallRecord(CallMeasurement):
         if missing:
             raise RecordError(f"record is missing fields: {', '.join(missing)}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        upgraded = version in UPGRADED_VERSIONS
+        if version != SCHEMA_VERSION and not upgraded:
             raise RecordError(
                 f"record format version {version!r} is not supported "
-                f"(this ollabench reads version {SCHEMA_VERSION}); re-run the bench stage"
+                f"(this ollabench reads versions {_readable()}); re-run the bench stage"
             )
-        return cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in known and k != "schema_version"})
+        if upgraded:  # the rate as that version computed it, as the columnar path reads it
+            record.prompt_tok_s = data.get("prompt_tok_s")
+        return record
 
 
 REQUIRED_FIELDS = frozenset(
     {"seq", "run", "arm", "profile", "stage", "phase", "ttft_ms", "e2e_ms", "eval_ms",
      "output_tokens", "error", "schema_version"}
 )
+
+
+def _readable() -> str:
+    return ", ".join(map(str, sorted({*UPGRADED_VERSIONS, SCHEMA_VERSION})))
 
 
 def rate_per_s(count: int | None, duration_ms: float | None) -> float | None:
@@ -290,12 +330,18 @@ def read_calls_table(raw_dir: Path, schema: pa.Schema,
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Columns cast to the schema's types, and labels (LABEL_FIELDS) dictionary-encoded,
-    which pandas turns into categories: the same table from either file."""
+    """Columns cast to the schema's types, labels (LABEL_FIELDS) dictionary-encoded, which
+    pandas turns into categories, and upgraded versions read as the current one (see
+    UPGRADED_VERSIONS): the same table from either file."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     for index, target in enumerate(schema):
         column = table.column(index)
+        if target.name == "schema_version":
+            upgraded = pc.is_in(column, pa.array(sorted(UPGRADED_VERSIONS), column.type))
+            column = pc.if_else(upgraded, pa.scalar(SCHEMA_VERSION, column.type), column)
+            table = table.set_column(index, target.name, column)
         if target.name in LABEL_FIELDS:
             if not pa.types.is_dictionary(column.type):
                 table = table.set_column(index, target.name, column.dictionary_encode())
