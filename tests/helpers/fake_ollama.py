@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import socket
 import threading
@@ -32,16 +31,15 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from tests.helpers.fake_ollama_model import MODELS, Plan, Refusal, Server
+from tests.helpers.fake_ollama_model import MODELS, Plan, Refusal, Server, ps, show, tags
 
 DEFAULT_VERSION = "0.12.6"
-MODEL_SIZE_BYTES = 4_683_087_332
 STALL_LIMIT_S = 60.0  # a stalled stream is released after this even if the client never gives up
 URL_PREFIX = "FAKE_OLLAMA_URL="
 SHUTDOWN_POLL_S = 0.02  # how often the serving loop checks for stop(): fast test teardown
@@ -221,8 +219,9 @@ class _Handler(BaseHTTPRequestHandler):
         routes = {
             ("GET", "/api/version"): lambda: self._send_json(
                 200, {"version": self.fake.state.version_text}),
-            ("GET", "/api/tags"): lambda: self._send_json(200, {"models": self._tags()}),
-            ("GET", "/api/ps"): lambda: self._send_json(200, {"models": self._ps()}),
+            ("GET", "/api/tags"): lambda: self._send_json(
+                200, {"models": tags(self.fake.models)}),
+            ("GET", "/api/ps"): self._ps,
             ("POST", "/api/show"): lambda: self._show(body),
             ("POST", "/api/chat"): lambda: self._chat(exchange),
             ("GET", "/_fake/exchanges"): self._dump_exchanges,
@@ -244,41 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- model metadata -----------------------------------------------------------------
 
-    def _tags(self) -> list[dict[str, Any]]:
-        """server/routes.go:ListHandler."""
-        return [{"name": name, "model": name, "modified_at": "2025-01-01T00:00:00Z",
-                 "size": MODEL_SIZE_BYTES, "digest": _digest(name), "details": _details(name)}
-                for name in self.fake.models]
-
-    def _ps(self) -> list[dict[str, Any]]:
-        """server/routes.go:PsHandler; context_length as the generation reports it."""
-        expires = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+    def _ps(self) -> None:
         with self.fake.lock:
-            loaded = {name: r.ps_ctx for name, r in self.fake.state.runners.items()}
-        return [{"name": name, "model": name, "size": MODEL_SIZE_BYTES, "digest": _digest(name),
-                 "details": _details(name), "expires_at": expires,
-                 "size_vram": MODEL_SIZE_BYTES, "context_length": context}
-                for name, context in loaded.items()]
+            self._send_json(200, {"models": ps(self.fake.state)})
 
     def _show(self, body: dict[str, Any]) -> None:
-        """server/routes.go:GetModelInfo: model_info is the GGUF KV (architecture, context)."""
-        name = self._known_model(body)
-        spec = MODELS[name]
-        shown = {
-            "modelfile": f"FROM {name}\n",
-            "parameters": 'stop                           "<|im_start|>"\n'
-                          'stop                           "<|im_end|>"\n'
-                          'temperature                    0.7',
-            "template": "{{ .Prompt }}",
-            "details": _details(name),
-            "model_info": {"general.architecture": spec.arch,
-                           f"{spec.arch}.context_length": spec.train_ctx,
-                           "general.parameter_count": 7_615_616_512},
-            "capabilities": list(spec.capabilities),
-        }
-        if spec.projector:
-            shown["projector_info"] = {"clip.has_vision_encoder": True}
-        self._send_json(200, shown)
+        self._send_json(200, show(self._known_model(body)))
 
     def _known_model(self, body: dict[str, Any]) -> str:
         """The requested model; 404 as routes.go:ChatHandler answers otherwise."""
@@ -439,16 +409,6 @@ def _sleep_until(deadline_ns: int) -> None:
 def _tagged(name: str) -> str:
     """Ollama's name for a model: a bare name means the `latest` tag."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def _details(name: str) -> dict[str, Any]:
-    family = MODELS[name].arch
-    return {"parent_model": "", "format": "gguf", "family": family, "families": [family],
-            "parameter_size": "7.6B", "quantization_level": "Q4_K_M"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,13 +9,16 @@ backend's rules are checked against an independent reading of the source.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 Version = tuple[int, int, int]
 
 LLAMA_SERVER = (0, 30, 0)
+MODEL_SIZE_BYTES = 4_683_087_332
 DEFAULT_NUM_KEEP = 4  # api/types.go:DefaultOptions
 DEFAULT_RUNNER = {"num_batch": 512, "num_gpu": -1, "main_gpu": 0, "use_mmap": None,
                   "num_thread": 0}  # api/types.go:DefaultOptions (Runner part)
@@ -327,3 +330,51 @@ def keep_alive_seconds(value: Any) -> float | None:
                       re.findall(r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)", value))
         return None if value.startswith("-") else seconds
     raise Refusal(400, f"Unsupported type: '{type(value).__name__}'")
+
+
+# --- metadata endpoints ------------------------------------------------------------------------
+
+
+def tags(models: tuple[str, ...]) -> list[dict[str, Any]]:
+    """server/routes.go:ListHandler."""
+    return [{"name": name, "model": name, "modified_at": "2025-01-01T00:00:00Z",
+             "size": MODEL_SIZE_BYTES, "digest": digest(name), "details": details(name)}
+            for name in models]
+
+
+def ps(server: Server) -> list[dict[str, Any]]:
+    """server/routes.go:PsHandler; context_length as the generation reports it."""
+    expires = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+    return [{"name": name, "model": name, "size": MODEL_SIZE_BYTES, "digest": digest(name),
+             "details": details(name), "expires_at": expires, "size_vram": MODEL_SIZE_BYTES,
+             "context_length": runner.ps_ctx} for name, runner in server.runners.items()]
+
+
+def show(name: str) -> dict[str, Any]:
+    """server/routes.go:GetModelInfo: model_info is the GGUF KV (architecture, context)."""
+    spec = MODELS[name]
+    shown = {
+        "modelfile": f"FROM {name}\n",
+        "parameters": 'stop                           "<|im_start|>"\n'
+                      'stop                           "<|im_end|>"\n'
+                      'temperature                    0.7',
+        "template": "{{ .Prompt }}",
+        "details": details(name),
+        "model_info": {"general.architecture": spec.arch,
+                       f"{spec.arch}.context_length": spec.train_ctx,
+                       "general.parameter_count": 7_615_616_512},
+        "capabilities": list(spec.capabilities),
+    }
+    if spec.projector:
+        shown["projector_info"] = {"clip.has_vision_encoder": True}
+    return shown
+
+
+def digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def details(name: str) -> dict[str, Any]:
+    family = MODELS[name].arch
+    return {"parent_model": "", "format": "gguf", "family": family, "families": [family],
+            "parameter_size": "7.6B", "quantization_level": "Q4_K_M"}
