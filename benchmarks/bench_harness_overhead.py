@@ -1,10 +1,11 @@
 """How much the Ollama backend's own streaming loop distorts what it measures.
 
-A fake Ollama server in another process (tests/fake_ollama.py) streams a scripted reply:
+A fake Ollama server in another process (tests/helpers/fake_ollama.py, serving Ollama 0.24.0
+behaviour) streams a scripted reply:
 first token 50 ms after the request arrives, then 500 tokens 1 ms apart, each sent at an
 absolute deadline, with the monotonic time it was really written recorded. The backend and
 a bare httpx loop (the floor: read lines, parse JSON, timestamp text) each stream it
-alternately, and for each call this prints:
+alternately (interleaved, so drift hits both alike), and for each call this prints:
 
 - TTFT error: measured TTFT minus the scripted 50 ms. It includes the request's trip to the
   server and the server's own lateness (its sleep overshoot, "server late"), so it is also
@@ -12,7 +13,8 @@ alternately, and for each call this prints:
 - rate error: the client-derived decode rate, (tokens - 1) / (e2e - TTFT), against the rate
   the server really sent at, (tokens - 1) / (last token written - first token written);
 - CPU per token: time.process_time() around the call (the server runs in another process),
-  divided by the tokens streamed. The backend's call includes its /api/ps query.
+  divided by the tokens streamed. The backend's call includes its /api/ps query and the
+  derivation of what ran (context, batch, truncation, reload).
 
 Run from the repository root: python benchmarks/bench_harness_overhead.py [--reps 10]
 """
@@ -43,6 +45,7 @@ TOKEN_MS = 1.0
 TOKENS = 500
 SCRIPT = {"ttft_ms": TTFT_MS, "token_ms": TOKEN_MS, "tokens": TOKENS}
 MODEL = "qwen2.5:7b"
+SERVER_VERSION = "0.24.0"
 MESSAGES = [{"role": "user", "content": "Stream 500 tokens."}]
 WARMUP_CALLS = 2
 TARGET_TTFT_ERROR_MS = 1.0
@@ -81,8 +84,8 @@ class Sample:
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.fake_ollama", "--port", "0",
-         "--script", json.dumps(SCRIPT), "--model", MODEL],
+        [sys.executable, "-m", "tests.helpers.fake_ollama", "--port", "0", "--version",
+         SERVER_VERSION, "--script", json.dumps(SCRIPT), "--model", MODEL],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     line = server.stdout.readline().strip()
@@ -104,7 +107,7 @@ def backend_call(backend: OllamaBackend) -> Sample:
 def bare_call(client: httpx.Client) -> Sample:
     """The floor: what any streaming client must do (read lines, parse, timestamp)."""
     body = {"model": MODEL, "messages": MESSAGES, "stream": True, "think": False,
-            "keep_alive": "5m", "options": {"num_predict": TOKENS, "seed": 0}}
+            "keep_alive": "5m", "truncate": False, "options": {"num_predict": TOKENS, "seed": 0}}
     token_ns: list[int] = []
     cpu_start = time.process_time()
     started_ns = time.perf_counter_ns()
@@ -138,13 +141,15 @@ def run_config() -> RunConfig:
     return RunConfig(runs=1, warmup=0, order="sequential", order_seed=0,
                      num_predict={"analysis": TOKENS, "report": TOKENS}, seed=0,
                      prompt_cache=False, cold_start=False, connect_timeout_s=5.0,
-                     read_timeout_s=30.0, max_retries=0, retry_backoff_s=0.0,
+                     first_token_timeout_s=30.0, read_timeout_s=30.0, max_retries=0,
+                     retry_backoff_s=0.0,
                      practical_threshold_pct=5.0)
 
 
 def measure(reps: int) -> dict[str, list[Sample]]:
     server, url = start_server()
     backend = OllamaBackend(ModelConfig(name=MODEL, backend="ollama", host=url), run_config())
+    backend.preflight()
     bare = httpx.Client(base_url=url, timeout=30.0)
     loops: dict[str, Callable[[], Sample]] = {
         "ollabench OllamaBackend.chat": lambda: backend_call(backend),

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from omegaconf import DictConfig
 
-from ollabench.config import compose
-from tests.helpers.fake_ollama import fake_ollama_fixture
-from tests.helpers.project import ROOT
+from ollabench.backends.ollama import OllamaBackend
+from ollabench.config import ModelConfig, compose
+from tests.helpers.fake_ollama import FakeOllama, fake_ollama_fixture
+from tests.helpers.project import OLLAMA_MODEL, ROOT, BackendFactory, default_run_config
 
 __all__ = ["fake_ollama_fixture"]  # registers the `fake_ollama` fixture
 
@@ -53,3 +56,35 @@ def chimera_sweep_config() -> DictConfig:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         return hydra_compose("config", overrides=["+sweep=chimera_sweep"],
                             return_hydra_config=True)
+
+
+@pytest.fixture
+def make_backend(fake_ollama: FakeOllama) -> Iterator[BackendFactory]:
+    """Ollama backends pointed at the fake server (model.host), pre-flighted unless told
+    not to, closed after the test."""
+    made: list[OllamaBackend] = []
+
+    def make(name: str = OLLAMA_MODEL, read_timeout_s: float = 5.0,
+             first_token_timeout_s: float = 5.0, host: str | None = None,
+             preflight: bool = True, **model_fields: object) -> OllamaBackend:
+        model = ModelConfig(name=name, backend="ollama", host=host or fake_ollama.url,
+                            **model_fields)
+        backend = OllamaBackend(model, default_run_config(
+            read_timeout_s=read_timeout_s, first_token_timeout_s=first_token_timeout_s,
+            connect_timeout_s=1.0))
+        made.append(backend)
+        if preflight:
+            backend.preflight()
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections: bound, never listening, for the whole test."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

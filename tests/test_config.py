@@ -62,8 +62,15 @@ def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("run.num_predict.analysis", 0, r"run\.num_predict\.analysis: input should be greater"),
         ("model.backend", "vllm", r"model\.backend: must be one of 'llamacpp' or 'ollama'"),
         ("model.gguf", "/nonexistent/model.gguf", r"model\.gguf: file not found"),
-        ("model.think", "max", r"model\.think: must be true, false, null or one of 'low', "
-                               r"'medium', 'high' .*got 'max'"),
+        ("model.think", "ultra", r"model\.think: must be true, false, null or one of 'low', "
+                                 r"'medium', 'high', 'max' .*got 'ultra'"),
+        ("model.keep_alive", "300", r"model\.keep_alive: '300' has no unit, which Ollama "
+                                    r"refuses; write '300s' or the number 300"),
+        ("model.keep_alive", "5 minutes", r"model\.keep_alive: must be a number of seconds or "
+                                          r"a duration such as '5m'"),
+        ("model.keep_alive", True, r"model\.keep_alive: must be a number of seconds"),
+        ("run.first_token_timeout_s", 10, r"run\.first_token_timeout_s: must be at least "
+                                          r"run\.read_timeout_s \(120\), got 10"),
         ("model.think", 1, r"model\.think: must be true, false, null or one of"),
         ("model.think", True, r"model\.think: only for backend ollama; this model runs on "
                               r"llamacpp"),
@@ -77,6 +84,16 @@ def test_bad_input_names_the_key(raw_config: dict[str, Any], path: str, value: A
     with pytest.raises(ConfigError, match=expected) as info:
         validate_config(_bad(raw_config, path, value))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("keep_alive", ["5m", "1h30m", "-1s", "0", "1.5h", 300, -1, 0])
+def test_keep_alive_takes_what_ollama_takes(raw_config: dict[str, Any], keep_alive: Any) -> None:
+    raw_config["model"] = {"name": "qwen3:4b", "backend": "ollama", "gguf": None,
+                           "host": None, "think": "max", "keep_alive": keep_alive}
+
+    model = validate_config(raw_config).model
+
+    assert (model.keep_alive, model.think) == (keep_alive, "max")
 
 
 def test_missing_key_is_named(raw_config: dict[str, Any]) -> None:

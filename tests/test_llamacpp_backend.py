@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ollabench.agent import analysis_messages, load_workload
+from ollabench.backends.base import WARM, CachePlan
 from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults
 from ollabench.errors import ConfigError
 from ollabench.provenance import physical_cores
@@ -44,6 +45,10 @@ def test_load_time_options_reload_and_others_do_not(backend) -> None:
     assert same.reloaded is False
     assert same.load_ms < first.load_ms
     assert backend.snapshot()["load_options"]["num_ctx"] == 640
+    assert (first.reload_expected, same.reload_expected, other.reload_expected) == (
+        True, False, True)
+    assert backend.expects_reload({"num_ctx": 768}, {"num_ctx": 640, "temperature": 0.1})
+    assert not backend.expects_reload({"num_ctx": 768}, {"num_ctx": 768, "top_k": 5})
 
 
 def test_same_seed_same_text(backend) -> None:
@@ -56,6 +61,25 @@ def test_prompt_cache_off_evaluates_whole_prompt_every_call(backend) -> None:
     backend.chat(MESSAGES, options)
     again = backend.chat(MESSAGES, options)
     assert again.prompt_cached_tokens == 0
+    assert again.prompt_eval_tokens == again.prompt_tokens
+    assert (again.cache_state, again.cache_controlled) == ("cold", True)
+
+
+def test_a_primed_call_is_warm_with_exact_counts(composed) -> None:
+    raw = dict(composed, workload_dir=str(ROOT / "data" / "workload"))
+    config = tiny_config(raw, prompt_cache=True)
+    engine = LlamaCppBackend(config.model, config.run)
+    options = {"num_predict": 2, "num_ctx": 512}
+    try:
+        engine.chat(MESSAGES, {**options, "num_predict": 1})  # the primer
+        warm = engine.chat(MESSAGES, options, CachePlan(WARM))
+    finally:
+        engine.close()
+    assert (warm.cache_state, warm.cache_controlled) == ("warm", True)
+    # A full prefix match re-evaluates at most the last token (llama.cpp's counters file a
+    # one-token batch under decoding).
+    assert warm.prompt_eval_tokens <= 1
+    assert warm.prompt_cached_tokens == warm.prompt_tokens - warm.prompt_eval_tokens
 
 
 def test_overlong_prompt_is_truncated_not_crashed(backend) -> None:

@@ -15,6 +15,7 @@ from ollabench.errors import RecordError
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 from ollabench.records import (
     REQUIRED_FIELDS,
+    SCHEMA_VERSION,
     SOURCE_BYTES_KEY,
     CallRecord,
     read_calls_table,
@@ -214,3 +215,32 @@ def test_the_copy_holds_what_the_records_hold(tmp_path: Path) -> None:
     expected = [{k: v for k, v in json.loads(r.to_json()).items() if k in SCHEMA.names}
                 for r in records]
     assert rows == expected
+
+
+# --------------------------------------------------------------------------- format versions
+
+GOLDEN_RAW = Path(__file__).resolve().parent / "golden" / "raw"
+
+
+def test_a_version_1_record_reads_as_version_2_with_the_new_fields_unknown() -> None:
+    stored = json.loads((GOLDEN_RAW / CALLS_FILE).read_text().splitlines()[1])
+    assert stored["schema_version"] == 1
+
+    record = read_records(GOLDEN_RAW / CALLS_FILE)[1]
+
+    assert record.schema_version == SCHEMA_VERSION == 2
+    assert (record.prompt_eval_tokens, record.cache_state, record.outcome,
+            record.reload_expected, record.num_batch) == (None, None, None, None, None)
+    assert record.prompt_tok_s == stored["prompt_tok_s"]  # as version 1 computed it
+
+
+def test_the_columnar_path_upgrades_version_1_alike(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / CALLS_FILE).write_bytes((GOLDEN_RAW / CALLS_FILE).read_bytes())
+
+    table, _ = _read_table(raw)
+
+    assert set(table.column("schema_version").to_pylist()) == {SCHEMA_VERSION}
+    assert set(table.column("outcome").to_pylist()) == {None}
+    assert table.column("prompt_tok_s").null_count == 0

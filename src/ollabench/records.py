@@ -31,16 +31,38 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pydantic import BaseModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacks the fields version 2 added (all of them nullable): its records are read as
+# version 2 with those fields null. Its prompt_tok_s, computed over the whole prompt, is kept
+# as recorded (see _parse_record).
+UPGRADED_VERSIONS = frozenset({1})
+READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 TABLE_LEFT_OUT = ("output", "options")  # long texts and free-form maps: not in calls.parquet
 SOURCE_SHA256_KEY = b"ollabench.source_sha256"
 SOURCE_BYTES_KEY = b"ollabench.source_bytes"
 # String fields with few distinct values: Arrow dictionaries, pandas categories.
-LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend"})
+LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend",
+                          "outcome", "cache_state", "num_batch_basis", "engine_version"})
 
 ARMS = ("control", "treatment")
 MEASURED_STAGES = ("analysis", "report")
 WARMUP_STAGE = "warmup"
+PRIME_PHASE = "prime"  # a primer call before a measured one (run.prompt_cache: true)
+
+# How a call ended (CallMeasurement.outcome), so retries never parse error texts.
+OK = "ok"
+HTTP_ERROR = "http_error"  # the server answered an HTTP error status before the first chunk
+STREAM_ERROR = "stream_error"  # an {"error"} line inside a started stream
+NO_FINAL_CHUNK = "no_final_chunk"  # the body ended cleanly without a done chunk or an error
+FIRST_TOKEN_TIMEOUT = "first_token_timeout"  # nothing arrived within run.first_token_timeout_s
+STALLED = "stalled"  # a started stream went silent for run.read_timeout_s
+DISCONNECTED = "disconnected"  # the connection closed mid-stream
+MALFORMED = "malformed"  # a stream line that is not a JSON object
+UNREACHABLE = "unreachable"  # no connection to the server
+ENGINE_ERROR = "engine_error"  # the embedded engine raised
+SKIPPED = "skipped"  # not run: the call it depends on never succeeded
+OUTCOMES = (OK, HTTP_ERROR, STREAM_ERROR, NO_FINAL_CHUNK, FIRST_TOKEN_TIMEOUT, STALLED,
+            DISCONNECTED, MALFORMED, UNREACHABLE, ENGINE_ERROR, SKIPPED)
 
 
 @dataclass
@@ -54,17 +76,28 @@ class CallMeasurement:
     eval_ms: float | None = None
     total_ms: float | None = None
     prompt_tokens: int | None = None
+    prompt_eval_tokens: int | None = None
     prompt_cached_tokens: int | None = None
     output_tokens: int | None = None
     done_reason: str | None = None
     truncated: bool | None = None
+    context_shift: bool | None = None
     reloaded: bool | None = None
+    reload_expected: bool | None = None
+    cache_state: str | None = None
+    cache_controlled: bool | None = None
+    nonce: str | None = None
     first_token_thinking: bool | None = None
     itl_p50_ms: float | None = None
     itl_p95_ms: float | None = None
     itl_max_ms: float | None = None
     num_ctx: int | None = None
+    num_batch: int | None = None
+    num_batch_basis: str | None = None
+    engine_version: str | None = None
     output: str = ""
+    outcome: str | None = None
+    http_status: int | None = None
     error: str | None = None
 
 
@@ -89,7 +122,7 @@ class CallRecord(CallMeasurement):
 
     def __post_init__(self) -> None:
         self.eval_tok_s = rate_per_s(self.output_tokens, self.eval_ms)
-        self.prompt_tok_s = rate_per_s(self.prompt_tokens, self.prompt_eval_ms)
+        self.prompt_tok_s = rate_per_s(self.prompt_eval_tokens, self.prompt_eval_ms)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -195,13 +228,18 @@ def _parse_record(line: bytes | str) -> CallRecord:
         _check_version(json.loads(line).get("schema_version") if problems[0]["loc"] else None)
         raise RecordError(_described(problems)) from None
     _check_version(data.schema_version)
-    return CallRecord(**dict(data))
+    values = dict(data)
+    record = CallRecord(**{**values, "schema_version": SCHEMA_VERSION})
+    if data.schema_version in UPGRADED_VERSIONS:  # its rate as recorded, as the columnar path
+        record.prompt_tok_s = values["prompt_tok_s"]
+    return record
 
 
 def _check_version(version: Any) -> None:
-    if version is not None and version != SCHEMA_VERSION:
+    if version is not None and version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, sorted(READABLE_VERSIONS)))
         raise RecordError(f"record format version {version!r} is not supported (this "
-                          f"ollabench reads version {SCHEMA_VERSION}); re-run the bench stage")
+                          f"ollabench reads versions {readable}); re-run the bench stage")
 
 
 def _described(problems: list[Any]) -> str:
@@ -318,7 +356,8 @@ def _checked_table(path: Path, data: Path | pa.BufferReader) -> pa.Table:
     if table.num_rows == 0:
         raise RecordError(f"{path}: no records (empty file); run the bench stage")
     nulls = any(table.column(f).null_count for f in REQUIRED_FIELDS if f in schema.names)
-    if nulls or not pc.all(pc.equal(table.column("schema_version"), SCHEMA_VERSION)).as_py():
+    readable = pa.array(sorted(READABLE_VERSIONS), table.column("schema_version").type)
+    if nulls or not pc.all(pc.is_in(table.column("schema_version"), readable)).as_py():
         _name_the_bad_line(path, "a field is null or missing")
     return table
 
@@ -333,12 +372,18 @@ def _name_the_bad_line(path: Path, fallback: str) -> typing.NoReturn:
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """The schema's columns cast to its types, labels (LABEL_FIELDS) dictionary-encoded,
-    which pandas turns into categories: the same table from either file."""
+    which pandas turns into categories, and upgraded versions read as the current one (see
+    UPGRADED_VERSIONS): the same table from either file."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     table = table.select(schema.names)
     for index, target in enumerate(schema):
         column = table.column(index)
+        if target.name == "schema_version":
+            upgraded = pc.is_in(column, pa.array(sorted(UPGRADED_VERSIONS), column.type))
+            column = pc.if_else(upgraded, pa.scalar(SCHEMA_VERSION, column.type), column)
+            table = table.set_column(index, target.name, column)
         if target.name in LABEL_FIELDS:
             if not pa.types.is_dictionary(column.type):
                 table = table.set_column(index, target.name, column.dictionary_encode())

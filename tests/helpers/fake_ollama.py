@@ -1,26 +1,29 @@
-"""A real HTTP server that speaks Ollama's wire format, with scripted timing and faults.
+"""A real HTTP server that speaks Ollama's wire format for one server version, with scripted
+timing and faults.
 
 Tests and benchmarks of the Ollama backend need a server whose behaviour is known exactly:
-when the first token leaves, how far apart tokens are, what the final chunk reports, and how
-the stream breaks. This server goes through real sockets and HTTP/1.1 chunked NDJSON (as
-`ollama serve` does), so the official client, httpx and the backend run unmodified.
+when the first token leaves, what the final chunk reports, what the server did with the
+prompt and the options, and how the stream breaks. This server goes through real sockets and
+HTTP/1.1 chunked NDJSON as `ollama serve` does; what it does with a request (cache reuse,
+truncation, effective context and batch, reloads, refusals) follows the Ollama version it is
+given (fake_ollama_model.py, which cites the upstream source of every rule).
 
-Use it in-process (`with FakeOllama() as server: ...`, or the `fake_ollama` pytest fixture:
-registered in tests/conftest.py), or from another process:
+Use it in-process (`with FakeOllama(version="0.24.0") as server: ...`, or the `fake_ollama`
+pytest fixture, registered in tests/conftest.py), or from another process:
 
-    python -m tests.helpers.fake_ollama --port 0 \
+    python -m tests.helpers.fake_ollama --port 0 --version 0.24.0 \
         --script '{"ttft_ms": 50, "tokens": 500, "token_ms": 1}'
 
 which prints `FAKE_OLLAMA_URL=http://127.0.0.1:PORT` once it listens and serves until killed.
-`GET /_fake/exchanges` returns what it received and when it sent each token, so a test in
-another process can check what was sent and compare client timestamps with the server's.
+`GET /_fake/exchanges` returns each request, when each token left, and what the server did
+(`did`: reused and evaluated tokens, truncation, effective ctx/batch, reload, context shift),
+so a test in another process can compare records with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import socket
 import threading
@@ -28,38 +31,36 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-SERVER_VERSION = "0.12.6"
-DEFAULT_MODELS = ("qwen2.5:7b", "llama3.1:8b", "gemma3:4b", "smollm2:135m")
-DEFAULT_CONTEXT = 4096  # what Ollama picks below 24 GiB of VRAM when num_ctx is not sent
-MODEL_SIZE_BYTES = 4_683_087_332
+from tests.helpers.fake_ollama_model import MODELS, Plan, Refusal, Server, ps, show, tags
+
+DEFAULT_VERSION = "0.12.6"
 STALL_LIMIT_S = 60.0  # a stalled stream is released after this even if the client never gives up
 URL_PREFIX = "FAKE_OLLAMA_URL="
 SHUTDOWN_POLL_S = 0.02  # how often the serving loop checks for stop(): fast test teardown
+REPEAT_LIMIT = 30  # llm/server.go:Completion aborts when the repeat count goes above this
 
 
 @dataclass
 class Script:
-    """How the server answers one /api/chat or /api/generate request.
+    """Timing and faults of one /api/chat answer.
 
     Times are in ms after the request line arrived and are kept to absolute deadlines, so
-    sleep overshoot does not accumulate. The `*_after` faults count chunks already sent,
-    the empty first chunk included (0 = before any chunk).
+    sleep overshoot does not accumulate. The `*_after` faults count chunks already sent.
     """
 
-    ttft_ms: float = 0.0  # until the first non-empty (thinking or content) chunk
-    token_ms: float = 0.0  # between successive non-empty chunks
-    tokens: int = 3  # content chunks, one token each
-    thinking_tokens: int = 0  # thinking chunks sent before the content
-    load_ms: float = 1.0  # reported as load_duration (not slept: add it to ttft_ms for that)
-    prompt_tokens: int = 12  # reported as prompt_eval_count
-    cached_tokens: int | None = None  # prompt_eval_cached_count; None leaves the field out
-    done_reason: str = "stop"
+    ttft_ms: float = 0.0  # until the first (thinking or content) chunk
+    token_ms: float = 0.0  # between successive chunks
+    tokens: int = 3  # content tokens wanted (num_predict and the context may cut them)
+    thinking_tokens: int = 0  # thinking chunks sent first when the request thinks
+    load_ms: float = 1.0  # load_duration of a warm call (reported, not slept)
+    reload_ms: float = 400.0  # load_duration of a call that (re)loads the model
+    prompt_token_ms: float = 0.05  # prompt_eval_duration per evaluated token
     status: int | None = None  # answer with this HTTP status and {"error": error}
     error: str = "scripted failure"
     disconnect_after: int | None = None  # close the socket without ending the chunked body
@@ -67,6 +68,7 @@ class Script:
     garbage_after: int | None = None  # send garbage_line, then end the body
     garbage_line: str = '{"model": "broken", "do'  # not JSON; '[1, 2]' is JSON but no object
     error_line_after: int | None = None  # send {"error": error} as Ollama does mid-stream
+    repeat_abort: bool = False  # identical tokens until the repeat limit ends the body
 
 
 @dataclass
@@ -77,22 +79,26 @@ class Exchange:
     path: str
     body: Any
     arrived_ns: int  # when the request line was read
-    token_ns: list[int] = field(default_factory=list)  # when each non-empty chunk was written
-    final: dict[str, Any] | None = None  # the done chunk (or whole response) as sent
+    token_ns: list[int] = field(default_factory=list)  # when each text chunk was written
+    final: dict[str, Any] | None = None  # the done chunk as sent
+    status: int = 200
+    did: dict[str, Any] | None = None  # the Plan: what the server did with the request
 
 
 class FakeOllama:
-    """The server: models it holds, the scripts it follows, what it received and loaded."""
+    """The server: its version, the models it holds, the scripts it follows, what it did."""
 
-    def __init__(self, port: int = 0, models: tuple[str, ...] = DEFAULT_MODELS,
-                 script: Script | None = None) -> None:
+    def __init__(self, port: int = 0, version: str = DEFAULT_VERSION,
+                 models: tuple[str, ...] = tuple(MODELS), script: Script | None = None,
+                 default_ctx: int = 4096) -> None:
         self.models = tuple(_tagged(name) for name in models)
+        self.state = Server(version, default_ctx)
         self.script = script or Script()
         self.exchanges: list[Exchange] = []
-        self.loaded: dict[str, int] = {}  # model -> context length, as /api/ps reports it
         self._queue: deque[Script] = deque()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.stopping = threading.Event()
+        self.connections: set[socket.socket] = set()  # open ones, closed by stop()
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.fake = self
         self._thread: threading.Thread | None = None
@@ -103,7 +109,7 @@ class FakeOllama:
         return f"http://{host}:{port}"
 
     def queue(self, *scripts: Script) -> None:
-        """Scripts for the next chat/generate requests, one each; then `script` again."""
+        """Scripts for the next chat requests, one each; then `script` again."""
         with self.lock:
             self._queue.extend(scripts)
 
@@ -115,9 +121,10 @@ class FakeOllama:
         with self.lock:
             self.exchanges.append(exchange)
 
-    def requests_to(self, path: str) -> list[Exchange]:
+    def chats(self) -> list[Exchange]:
+        """The /api/chat exchanges that ran a prompt (not unloads)."""
         with self.lock:
-            return [e for e in self.exchanges if e.path == path]
+            return [e for e in self.exchanges if e.path == "/api/chat" and e.body.get("messages")]
 
     def start(self) -> FakeOllama:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
@@ -129,6 +136,10 @@ class FakeOllama:
         self.stopping.set()  # releases stalled streams
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self.lock:  # a server that goes down drops its keep-alive connections too
+            for connection in self.connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join()
 
@@ -143,9 +154,10 @@ class FakeOllama:
 
 
 @pytest.fixture(name="fake_ollama")
-def fake_ollama_fixture() -> Iterator[FakeOllama]:
-    """A fresh fake server per test (import this name into a test module to use it)."""
-    with FakeOllama() as server:
+def fake_ollama_fixture(request: pytest.FixtureRequest) -> Iterator[FakeOllama]:
+    """A fresh fake server per test; its version is the test's `param` if parametrized
+    indirectly, else DEFAULT_VERSION."""
+    with FakeOllama(version=getattr(request, "param", DEFAULT_VERSION)) as server:
         yield server
 
 
@@ -164,7 +176,6 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # every chunk leaves when written, not when a buffer fills
     timeout = 30  # an idle keep-alive connection is closed after this
     arrived_ns: int
-
     server: _Server
 
     @property
@@ -174,9 +185,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: tests read exchanges, not logs."""
 
+    def setup(self) -> None:
+        super().setup()
+        with self.fake.lock:
+            self.fake.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.fake.lock:
+            self.fake.connections.discard(self.connection)
+        super().finish()
+
     def parse_request(self) -> bool:
-        """Note when the request line arrived: scripted times count from there, so the
-        server's own header and body parsing happens inside them, not on top."""
+        """Scripted times count from the request line's arrival."""
         self.arrived_ns = time.perf_counter_ns()
         return super().parse_request()
 
@@ -188,8 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         try:
             body = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            self._send_json(400, {"error": "invalid JSON in request body"})
+        except json.JSONDecodeError as exc:  # routes.go: ShouldBindJSON -> 400
+            self._send_json(400, {"error": str(exc)})
             return
         self._serve(body)
 
@@ -197,20 +217,23 @@ class _Handler(BaseHTTPRequestHandler):
         exchange = Exchange(self.command, self.path, body, self.arrived_ns)
         self.fake.record(exchange)
         routes = {
-            ("GET", "/api/version"): lambda: self._send_json(200, {"version": SERVER_VERSION}),
-            ("GET", "/api/tags"): lambda: self._send_json(200, {"models": self._tags()}),
-            ("GET", "/api/ps"): lambda: self._send_json(200, {"models": self._ps()}),
+            ("GET", "/api/version"): lambda: self._send_json(
+                200, {"version": self.fake.state.version_text}),
+            ("GET", "/api/tags"): lambda: self._send_json(
+                200, {"models": tags(self.fake.models)}),
+            ("GET", "/api/ps"): self._ps,
             ("POST", "/api/show"): lambda: self._show(body),
-            ("POST", "/api/chat"): lambda: self._generate(exchange, chat=True),
-            ("POST", "/api/generate"): lambda: self._generate(exchange, chat=False),
+            ("POST", "/api/chat"): lambda: self._chat(exchange),
             ("GET", "/_fake/exchanges"): self._dump_exchanges,
         }
         route = routes.get((self.command, self.path))
-        if route is None:
-            self._send_json(404, {"error": f"{self.command} {self.path} not found"})
-            return
         try:
+            if route is None:
+                raise Refusal(404, "404 page not found")
             route()
+        except Refusal as refusal:  # routes.go:streamResponse: nothing written yet
+            exchange.status = refusal.status
+            self._send_json(refusal.status, {"error": refusal.message})
         except _Disconnect:
             self.close_connection = True
             with contextlib.suppress(OSError):  # the client may have closed it already
@@ -220,43 +243,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- model metadata -----------------------------------------------------------------
 
-    def _tags(self) -> list[dict[str, Any]]:
-        return [{"name": name, "model": name, "modified_at": "2025-01-01T00:00:00Z",
-                 "size": MODEL_SIZE_BYTES, "digest": _digest(name), "details": _details(name)}
-                for name in self.fake.models]
-
-    def _ps(self) -> list[dict[str, Any]]:
-        expires = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+    def _ps(self) -> None:
         with self.fake.lock:
-            loaded = dict(self.fake.loaded)
-        return [{"name": name, "model": name, "size": MODEL_SIZE_BYTES, "digest": _digest(name),
-                 "details": _details(name), "expires_at": expires,
-                 "size_vram": MODEL_SIZE_BYTES, "context_length": context}
-                for name, context in loaded.items()]
+            self._send_json(200, {"models": ps(self.fake.state)})
 
     def _show(self, body: dict[str, Any]) -> None:
-        name = self._known_model(body)
-        if name is None:
-            return
-        self._send_json(200, {
-            "modelfile": f"FROM {name}\n",
-            "parameters": 'num_ctx                        4096\n'
-                          'stop                           "<|im_start|>"\n'
-                          'stop                           "<|im_end|>"\n'
-                          'temperature                    0.7',
-            "template": "{{ .Prompt }}",
-            "details": _details(name),
-            "model_info": {"general.architecture": _details(name)["family"],
-                           "general.parameter_count": 7_615_616_512},
-            "capabilities": ["completion"],
-        })
+        self._send_json(200, show(self._known_model(body)))
 
-    def _known_model(self, body: dict[str, Any]) -> str | None:
-        """The requested model, or None after answering 404 as Ollama does."""
-        name = _tagged(str(body.get("model", "")))
+    def _known_model(self, body: dict[str, Any]) -> str:
+        """The requested model; 404 as routes.go:ChatHandler answers otherwise."""
+        if not body.get("model"):
+            raise Refusal(400, "model is required")
+        name = _tagged(str(body["model"]))
         if name not in self.fake.models:
-            self._send_json(404, {"error": f"model '{body.get('model')}' not found"})
-            return None
+            raise Refusal(404, f"model '{body['model']}' not found")
         return name
 
     def _dump_exchanges(self) -> None:
@@ -264,80 +264,103 @@ class _Handler(BaseHTTPRequestHandler):
             dumped = [asdict(e) for e in self.fake.exchanges]
         self._send_json(200, {"exchanges": dumped})
 
-    # --- chat and generate --------------------------------------------------------------
+    # --- chat -----------------------------------------------------------------------------
 
-    def _generate(self, exchange: Exchange, chat: bool) -> None:
+    def _chat(self, exchange: Exchange) -> None:
+        """server/routes.go:ChatHandler -> scheduleRunner -> Completion, per generation."""
         body = exchange.body
         name = self._known_model(body)
-        if name is None:
-            return
-        if body.get("keep_alive") == 0 and not body.get("messages" if chat else "prompt"):
-            self._unload(exchange, name, chat)
-            return
-        script = self.fake.next_script()
-        if script.status is not None:
-            self._send_json(script.status, {"error": script.error})
-            return
+        spec, state, plan = MODELS[name], self.fake.state, Plan()
         with self.fake.lock:
-            self.fake.loaded[name] = (body.get("options") or {}).get("num_ctx", DEFAULT_CONTEXT)
-        try:
-            if body.get("stream", True):
-                self._stream(exchange, script, chat, name)
-            else:
-                self._respond_once(exchange, script, chat, name)
-        finally:
+            plan.thinking = state.check_fields(name, spec, body)
+            if not body.get("messages") and body.get("keep_alive") == 0:
+                state.runners.pop(name, None)  # ChatHandler: done_reason "unload"
+                self._send_json(200, self._chunk(name, "", None, done_reason="unload"))
+                return
+            script = self.fake.next_script()
+            if script.status is not None:
+                raise Refusal(script.status, script.error)
+            runner = state.schedule(name, spec, body, plan)
+            exchange.did = asdict(plan)
+            tokens = state.prompt(body, runner, plan)
+            state.evaluate(runner, tokens, plan)
+            state.generate(runner, plan, script.tokens,
+                           (body.get("options") or {}).get("num_predict"))
+            state.options_effect(spec, body.get("options") or {}, plan)
+            runner.slot = [*tokens, *(f"w{i}" for i in range(plan.output_tokens))]
+            exchange.did = {k: v for k, v in asdict(plan).items() if k != "prompt"}
             if body.get("keep_alive") == 0:
-                with self.fake.lock:
-                    self.fake.loaded.pop(name, None)
+                state.runners.pop(name, None)
+        self._stream(exchange, script, plan, name)
 
-    def _unload(self, exchange: Exchange, name: str, chat: bool) -> None:
-        with self.fake.lock:
-            self.fake.loaded.pop(name, None)
-        final = {**_text_chunk(name, chat, "", None), "done": True, "done_reason": "unload"}
-        exchange.final = final
-        if exchange.body.get("stream", True):
-            self._start_stream()
-            self._write_chunk(json.dumps(final).encode() + b"\n")
-            self._end_stream()
-        else:
-            self._send_json(200, final)
-
-    def _stream(self, exchange: Exchange, script: Script, chat: bool, name: str) -> None:
-        self._start_stream()
+    def _stream(self, exchange: Exchange, script: Script, plan: Plan, name: str) -> None:
+        """No bytes before the first chunk (routes.go:streamResponse), no empty opening chunk
+        (llmServer.Completion forwards non-empty content only), then the done chunk."""
         faults = {script.disconnect_after: self._disconnect, script.stall_after: self._stall,
-                  script.garbage_after: lambda: self._end_with(
-                      script.garbage_line.encode() + b"\n"),
+                  script.garbage_after: lambda: self._end_with(script.garbage_line),
                   script.error_line_after: lambda: self._end_with(
-                      json.dumps({"error": script.error}).encode() + b"\n")}
+                      json.dumps({"error": script.error}))}
         faults.pop(None, None)
-        for sent, (deadline_ns, chunk) in enumerate(_plan(exchange, script, chat, name)):
+        texts = [(None, f"t{i} ") for i in range(script.thinking_tokens if plan.thinking else 0)]
+        word = (lambda i: "again ") if script.repeat_abort else (lambda i: f"w{i} ")
+        texts += [(word(i), None) for i in range(plan.output_tokens)]
+        # llm/server.go:Completion: the 32nd identical token in a row is not forwarded and
+        # the body ends with no done chunk and no error (HTTP 200).
+        aborted = script.repeat_abort and plan.output_tokens > REPEAT_LIMIT + 1
+        if aborted:
+            texts = texts[:REPEAT_LIMIT + 1]
+        started = False
+        for sent, (content, thinking) in enumerate(texts):
             if sent in faults:
+                if not started:
+                    self._start_stream()
                 faults[sent]()
                 return
-            _sleep_until(deadline_ns)
-            if chunk.get("done"):
-                chunk.update(_final_fields(exchange, script))
-                exchange.final = chunk
-            written_ns = self._write_chunk(json.dumps(chunk).encode() + b"\n")
-            if _has_text(chunk):
-                exchange.token_ns.append(written_ns)
+            _sleep_until(exchange.arrived_ns + round(
+                (script.ttft_ms + sent * script.token_ms) * 1e6))
+            if not started:
+                self._start_stream()
+                started = True
+            exchange.token_ns.append(self._write_line(self._chunk(name, content or "",
+                                                                  thinking)))
+        if not started:
+            self._start_stream()
+        if not aborted:
+            final = self._chunk(name, "", None, done_reason=plan.done_reason)
+            final.update(self._metrics(exchange, script, plan))
+            exchange.final = final
+            self._write_line(final)
         self._end_stream()
 
-    def _respond_once(self, exchange: Exchange, script: Script, chat: bool, name: str) -> None:
-        """stream: false: the same timeline, sent as one object when the last token is due."""
-        content, thinking = [], []
-        for deadline_ns, chunk in _plan(exchange, script, chat, name):
-            _sleep_until(deadline_ns)
-            if _has_text(chunk):
-                exchange.token_ns.append(time.perf_counter_ns())
-            text_field = chunk["message"] if chat else chunk
-            content.append(text_field.get("content" if chat else "response", ""))
-            thinking.append(text_field.get("thinking", ""))
-        final = {**_text_chunk(name, chat, "".join(content), "".join(thinking) or None),
-                 "done": True, "done_reason": script.done_reason,
-                 **_final_fields(exchange, script)}
-        exchange.final = final
-        self._send_json(200, final)
+    def _chunk(self, name: str, content: str, thinking: str | None,
+               done_reason: str | None = None) -> dict[str, Any]:
+        """api/types.go ChatResponse: created_at fresh per chunk; thinking omitted if empty."""
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if thinking:
+            message["thinking"] = thinking
+        chunk = {"model": name, "created_at": datetime.now(timezone.utc).isoformat(),
+                 "message": message, "done": done_reason is not None}
+        if done_reason is not None:
+            chunk["done_reason"] = done_reason
+        return chunk
+
+    @staticmethod
+    def _metrics(exchange: Exchange, script: Script, plan: Plan) -> dict[str, Any]:
+        """api/types.go:Metrics in integer ns, zero values omitted (omitempty)."""
+        now = time.perf_counter_ns()
+        first = exchange.token_ns[0] if exchange.token_ns else now
+        last = exchange.token_ns[-1] if exchange.token_ns else now
+        load_ns = round((script.reload_ms if plan.reloaded else script.load_ms) * 1e6)
+        prompt_ns = round(plan.evaluated_tokens * script.prompt_token_ms * 1e6)
+        metrics = {
+            "total_duration": load_ns + prompt_ns + now - exchange.arrived_ns,
+            "load_duration": load_ns,
+            "prompt_eval_count": plan.prompt_eval_count,
+            "prompt_eval_duration": prompt_ns,
+            "eval_count": len(exchange.token_ns),
+            "eval_duration": last - first,
+        }
+        return {k: v for k, v in metrics.items() if v}
 
     def _disconnect(self) -> None:
         raise _Disconnect
@@ -346,8 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.stopping.wait(STALL_LIMIT_S)
         raise _Disconnect
 
-    def _end_with(self, line: bytes) -> None:
-        self._write_chunk(line)
+    def _end_with(self, line: str) -> None:
+        self.wfile.write(b"%X\r\n%s\n\r\n" % (len(line) + 1, line.encode()))
         self._end_stream()
 
     # --- HTTP plumbing ------------------------------------------------------------------
@@ -366,70 +389,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
-    def _write_chunk(self, data: bytes) -> int:
-        """Write one HTTP chunk in a single send; return when it was handed to the socket."""
+    def _write_line(self, chunk: dict[str, Any]) -> int:
+        """Write one NDJSON line as one HTTP chunk in a single send; return when it was
+        handed to the socket."""
+        data = json.dumps(chunk).encode() + b"\n"
         self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
         return time.perf_counter_ns()
 
     def _end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
-
-
-def _plan(exchange: Exchange, script: Script,
-          chat: bool, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(deadline, chunk) pairs: an empty chunk now, thinking and content tokens, the done chunk."""
-    start = exchange.arrived_ns
-    yield start, _text_chunk(name, chat, "", None)
-    texts = [(None, f"t{i} ") for i in range(script.thinking_tokens)]
-    texts += [(f"w{i} ", None) for i in range(script.tokens)]
-    deadline = start
-    for index, (content, thinking) in enumerate(texts):
-        deadline = start + round((script.ttft_ms + index * script.token_ms) * 1e6)
-        yield deadline, _text_chunk(name, chat, content or "", thinking)
-    done = {**_text_chunk(name, chat, "", None), "done": True, "done_reason": script.done_reason}
-    yield deadline, done
-
-
-def _text_chunk(name: str, chat: bool, content: str, thinking: str | None) -> dict[str, Any]:
-    created = datetime.now(timezone.utc).isoformat()
-    if chat:
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if thinking is not None:
-            message["thinking"] = thinking
-        return {"model": name, "created_at": created, "message": message, "done": False}
-    chunk: dict[str, Any] = {"model": name, "created_at": created, "response": content,
-                             "done": False}
-    if thinking is not None:
-        chunk["thinking"] = thinking
-    return chunk
-
-
-def _final_fields(exchange: Exchange, script: Script) -> dict[str, Any]:
-    """Timing fields in integer ns, from the times this server really used.
-
-    prompt_eval_duration runs from arrival to the first token, eval_duration from the first
-    token to the last; load_duration is the scripted figure and is added to total_duration.
-    """
-    now = time.perf_counter_ns()
-    first = exchange.token_ns[0] if exchange.token_ns else now
-    last = exchange.token_ns[-1] if exchange.token_ns else now
-    load_ns = round(script.load_ms * 1e6)
-    fields = {
-        "total_duration": load_ns + now - exchange.arrived_ns,
-        "load_duration": load_ns,
-        "prompt_eval_count": script.prompt_tokens,
-        "prompt_eval_duration": first - exchange.arrived_ns,
-        "eval_count": script.thinking_tokens + script.tokens,
-        "eval_duration": last - first,
-    }
-    if script.cached_tokens is not None:
-        fields["prompt_eval_cached_count"] = script.cached_tokens
-    return fields
-
-
-def _has_text(chunk: dict[str, Any]) -> bool:
-    source = chunk.get("message", chunk)
-    return bool(source.get("content") or source.get("response") or source.get("thinking"))
 
 
 def _sleep_until(deadline_ns: int) -> None:
@@ -443,27 +411,19 @@ def _tagged(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def _details(name: str) -> dict[str, Any]:
-    family = name.split(":")[0].rstrip("0123456789.")
-    return {"parent_model": "", "format": "gguf", "family": family, "families": [family],
-            "parameter_size": "7.6B", "quantization_level": "Q4_K_M"}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--version", default=DEFAULT_VERSION,
+                        help="the Ollama version whose behaviour to serve, e.g. 0.24.0")
     parser.add_argument("--script", default="{}",
                         help="a Script as JSON (used for every request), or a list of them "
-                             "(one per chat/generate request, then the defaults)")
-    parser.add_argument("--model", action="append", dest="models",
-                        help="a model the server holds (repeatable)")
+                             "(one per chat request, then the defaults)")
+    parser.add_argument("--model", action="append", dest="models", choices=sorted(MODELS),
+                        help="a model the server holds (repeatable; default: all)")
     args = parser.parse_args(argv)
     scripted = json.loads(args.script)
-    server = FakeOllama(args.port, tuple(args.models or DEFAULT_MODELS))
+    server = FakeOllama(args.port, args.version, tuple(args.models or MODELS))
     if isinstance(scripted, list):
         server.queue(*(Script(**s) for s in scripted))
     else:

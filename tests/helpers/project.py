@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,21 @@ from typing import Any
 import pytest
 import yaml
 
+from ollabench.backends.ollama import OllamaBackend
 from ollabench.cli import main
-from ollabench.config import BenchConfig, validate_config
+from ollabench.config import BenchConfig, RunConfig, validate_config
 from ollabench.records import CallRecord, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
+OLLAMA_MODEL = "qwen2.5:7b"
+
+BackendFactory = Callable[..., OllamaBackend]
+
+
+def default_run_config(**overrides: float) -> RunConfig:
+    """The committed run defaults (conf/run/default.yaml) with some values replaced."""
+    raw = yaml.safe_load((ROOT / "conf" / "run" / "default.yaml").read_text(encoding="utf-8"))
+    return RunConfig.model_validate({**raw, **overrides})
 
 
 def tiny_config(raw: dict[str, Any], runs: int = 1, analysis: int = 6,

@@ -2,12 +2,14 @@
 
 A backend owns its clocks. It streams the reply, timestamps the first non-empty text on the
 client's monotonic clock, and copies the engine's own timings. It never raises for a failed
-call: it returns a measurement whose `error` says what went wrong, so the call is recorded.
+call: it returns a measurement whose `outcome` and `error` say what went wrong, so the call
+is recorded.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,29 @@ import numpy as np
 from ollabench.records import CallMeasurement
 
 Message = dict[str, str]
+COLD, WARM = "cold", "warm"
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """The prompt-cache state the bench arranged for a call: "cold" (with a nonce for an
+    engine whose cache it cannot clear), "warm" (a primer call just ran the same messages),
+    or None (not arranged)."""
+
+    state: str | None = None
+    nonce: str | None = None
+
+
+UNARRANGED = CachePlan()
+
+
+def with_nonce(messages: list[Message], nonce: str | None) -> list[Message]:
+    """The messages with the nonce opening the first one: no cached prefix can reach past
+    the chat template's first tokens."""
+    if nonce is None or not messages:
+        return messages
+    first = {**messages[0], "content": f"[{nonce}]\n{messages[0]['content']}"}
+    return [first, *messages[1:]]
 
 
 def record_token_gaps(measurement: CallMeasurement, token_times_ns: list[int]) -> None:
@@ -31,7 +56,6 @@ def record_token_gaps(measurement: CallMeasurement, token_times_ns: list[int]) -
     measurement.itl_max_ms = float(gaps_ms.max())
 
 
-
 class Backend(ABC):
     """A local inference engine seen through the calls an agent makes."""
 
@@ -40,15 +64,26 @@ class Backend(ABC):
     @abstractmethod
     def preflight(self) -> None:
         """Check before the first call that the engine and model are there; raise
-        BackendUnavailable with a one-line fix otherwise."""
+        BackendUnavailable with a one-line fix otherwise (ConfigError for a model setting
+        the engine refuses)."""
 
     @abstractmethod
-    def chat(self, messages: list[Message], options: dict[str, Any]) -> CallMeasurement:
+    def chat(self, messages: list[Message], options: dict[str, Any],
+             cache: CachePlan = UNARRANGED) -> CallMeasurement:
         """Run one streamed chat call with Ollama-named options (num_predict included)."""
 
     @abstractmethod
     def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The options the engine really uses: the profile's, filled with the defaults."""
+
+    def validate_options(self, options: dict[str, Any], where: str) -> None:
+        """Refuse (ConfigError), after preflight and before the first call, options the
+        engine would ignore."""
+        self.effective_options(options)
+
+    @abstractmethod
+    def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether switching from `old` to `new` options makes the engine reload the model."""
 
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Drop the loaded model so the next call pays a cold load (cold-start mode)."""

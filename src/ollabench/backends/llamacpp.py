@@ -2,7 +2,9 @@
 
 It behaves like an Ollama server where that matters to a benchmark: Ollama option names and
 defaults, a reload (new `Llama`) when a load-time option changes, the load time reported in
-`load_ms`, a too-long prompt truncated (head and tail kept) rather than a crash.
+`load_ms`, a too-long prompt truncated (head and tail kept) rather than a crash. Being in
+process, it knows exactly what ran: the cached and evaluated prompt tokens, the context and
+batch sizes, and when it reloaded.
 """
 
 from __future__ import annotations
@@ -11,12 +13,20 @@ import time
 from importlib import metadata
 from typing import Any
 
-from ollabench.backends.base import Backend, Message, record_token_gaps
+from ollabench.backends.base import (
+    COLD,
+    UNARRANGED,
+    WARM,
+    Backend,
+    CachePlan,
+    Message,
+    record_token_gaps,
+)
 from ollabench.config import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
 from ollabench.provenance import physical_cores
-from ollabench.records import CallMeasurement
+from ollabench.records import ENGINE_ERROR, OK, CallMeasurement
 
 # Options that need a new model instance, as in Ollama, with their llama.cpp names.
 LOAD_OPTIONS = {
@@ -75,6 +85,7 @@ class LlamaCppBackend(Backend):
     def __init__(self, model: ModelConfig, run: RunConfig) -> None:
         self.model_path = model.gguf_path()
         self.prompt_cache = run.prompt_cache
+        self.engine_version = metadata.version("llama-cpp-python")
         self._llm: Any = None
         self._load_key: tuple[Any, ...] | None = None
         self._chat_format: Any = None
@@ -96,11 +107,18 @@ class LlamaCppBackend(Backend):
                 f"supported: {', '.join(sorted(SUPPORTED_OPTIONS))}")
         return {**ollama_defaults(), **options}
 
-    def chat(self, messages: list[Message], options: dict[str, Any]) -> CallMeasurement:
+    def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        return self._load_options(old) != self._load_options(new)
+
+    def chat(self, messages: list[Message], options: dict[str, Any],
+             cache: CachePlan = UNARRANGED) -> CallMeasurement:
+        """One call. Without the prompt cache the engine's cache is cleared first, which
+        needs no nonce: the call is cold by construction."""
         import llama_cpp
 
         opts = self.effective_options(options)
         start_ns = time.perf_counter_ns()
+        reload_expected = self._load_options(opts) != self._load_key
         reloaded = self._ensure_loaded(opts)
         llm = self._llm
         load_ms = (time.perf_counter_ns() - start_ns) / 1e6
@@ -113,8 +131,12 @@ class LlamaCppBackend(Backend):
                     if k in SAMPLING_OPTIONS and k != "stop"}
         sampling["stop"] = [*_as_list(formatted.stop), *opts.get("stop", [])]
         llama_cpp.llama_perf_context_reset(llm.ctx)
-        measurement = CallMeasurement(load_ms=load_ms, reloaded=reloaded, truncated=truncated,
-                                      prompt_tokens=prompt_tokens, num_ctx=int(opts["num_ctx"]))
+        # The prompt is cut to leave room for the whole output cap: no context shift.
+        measurement = CallMeasurement(
+            load_ms=load_ms, reloaded=reloaded, reload_expected=reload_expected,
+            truncated=truncated, context_shift=False, prompt_tokens=prompt_tokens,
+            num_ctx=int(opts["num_ctx"]), num_batch=int(llm.n_batch), num_batch_basis="engine",
+            engine_version=self.engine_version, outcome=OK)
         pieces: list[str] = []
         token_times_ns: list[int] = []
         try:
@@ -126,7 +148,7 @@ class LlamaCppBackend(Backend):
                 if choice.get("finish_reason"):
                     measurement.done_reason = choice["finish_reason"]
         except (RuntimeError, ValueError) as exc:
-            measurement.error = f"llama.cpp: {exc}"
+            measurement.error, measurement.outcome = f"llama.cpp: {exc}", ENGINE_ERROR
         measurement.e2e_ms = (time.perf_counter_ns() - start_ns) / 1e6
         if token_times_ns:
             measurement.ttft_ms = (token_times_ns[0] - start_ns) / 1e6
@@ -135,11 +157,27 @@ class LlamaCppBackend(Backend):
         measurement.total_ms = measurement.e2e_ms
         measurement.output = "".join(pieces)
         self._copy_engine_timings(measurement, llama_cpp.llama_perf_context(llm.ctx))
+        self._set_cache_state(measurement, cache)
         return measurement
+
+    def _set_cache_state(self, measurement: CallMeasurement, cache: CachePlan) -> None:
+        """Cold when the cache was cleared; else as the bench arranged it; else as the exact
+        counts show it (observed, not controlled)."""
+        if not self.prompt_cache:
+            measurement.cache_state, measurement.cache_controlled = COLD, True
+        elif cache.state is not None:
+            measurement.cache_state, measurement.cache_controlled = cache.state, True
+        elif measurement.prompt_cached_tokens is not None:
+            measurement.cache_state = WARM if measurement.prompt_cached_tokens else COLD
+            measurement.cache_controlled = False
+
+    def _load_options(self, opts: dict[str, Any]) -> tuple[Any, ...]:
+        filled = {**ollama_defaults(), **opts}
+        return tuple(filled[k] for k in LOAD_OPTIONS)
 
     def _ensure_loaded(self, opts: dict[str, Any]) -> bool:
         """Load a new model instance when a load-time option changed; True if it did."""
-        key = tuple(opts[k] for k in LOAD_OPTIONS)
+        key = self._load_options(opts)
         if self._llm is not None and key == self._load_key:
             return False
         from llama_cpp import Llama
@@ -187,12 +225,14 @@ class LlamaCppBackend(Backend):
         measurement.eval_ms = float(perf.t_eval_ms)
         measurement.output_tokens = decoded + (1 if measurement.done_reason == "length" else 0)
         if measurement.prompt_tokens is not None:
-            measurement.prompt_cached_tokens = max(measurement.prompt_tokens - prompt_evaluated, 0)
+            measurement.prompt_eval_tokens = min(prompt_evaluated, measurement.prompt_tokens)
+            measurement.prompt_cached_tokens = measurement.prompt_tokens - \
+                measurement.prompt_eval_tokens
 
     def provenance(self) -> dict[str, Any]:
         return {
             "engine": "llama.cpp (llama-cpp-python)",
-            "engine_version": metadata.version("llama-cpp-python"),
+            "engine_version": self.engine_version,
             "model_file": str(self.model_path),
             "model_sha256": sha256_file(self.model_path),
             "model_bytes": self.model_path.stat().st_size,

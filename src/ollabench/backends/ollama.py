@@ -1,21 +1,23 @@
 """The Ollama backend: one streamed /api/chat request per call, timed on both sides.
 
 Ollama has no server-side time to first token, so TTFT and the gaps between tokens are taken
-here on the client's monotonic clock (`time.perf_counter_ns`); load, prompt and decode times
-come from the server's final chunk (integer nanoseconds). A failed call is returned as a
-measurement with `error` set, never raised, so the runner records it and retries.
+on the client's monotonic clock (ollama_stream); load, prompt and decode times come from the
+server's final chunk. Each record also says what ran: the effective context and batch, the
+cache state, truncation and context shift, and whether a reload was expected from the
+options sent (ollama_options) and observed. A failed call is returned, never raised.
 
 `think` and `keep_alive` are always sent, so a server-side default (a thinking model that
 thinks unless told otherwise, OLLAMA_KEEP_ALIVE) cannot change what is measured. When the
 model config leaves them null the backend sends think=false and keep_alive="5m" (Ollama's
-documented default, sent explicitly). docs/metrics.md defines every recorded field.
+default, sent explicitly). docs/metrics.md defines every recorded field.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import statistics
-import time
 from collections import deque
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,14 +25,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import ollama
-from pydantic import ConfigDict
 
-from ollabench.backends.base import Backend, Message, record_token_gaps
+import ollabench.backends.ollama_options as rules
+from ollabench.backends.base import COLD, UNARRANGED, Backend, CachePlan, Message, with_nonce
+from ollabench.backends.ollama_stream import Timeouts, one_line, server_message, stream_chat
 from ollabench.config import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable
 from ollabench.loads import is_model_load
-from ollabench.records import CallMeasurement
+from ollabench.records import HTTP_ERROR, UNREACHABLE, CallMeasurement
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -43,28 +45,19 @@ NS_PER_MS = 1_000_000
 WARM_WINDOW = 50
 # /api/ps fields that change only when the server (re)loads the model.
 LOAD_IDENTITY_FIELDS = ("digest", "size", "size_vram", "context_length")
-# What a failed call can raise through the client: HTTP errors and error lines (ResponseError),
-# transport failures (httpx), a refused connection (ConnectionError), a malformed line (not
-# JSON: json.JSONDecodeError, a ValueError; JSON but not an object: AttributeError or
-# TypeError inside the client; an object of the wrong shape: pydantic's ValidationError, a
-# ValueError).
-CALL_FAILURES = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError,
-                 AttributeError, TypeError)
-MALFORMED_LINE = (ValueError, AttributeError, TypeError)
-
-
-class _ChatChunk(ollama.ChatResponse):
-    """A streamed chat chunk that keeps fields the installed client does not declare.
-
-    The client's response models drop unknown keys, and prompt_eval_cached_count (sent by
-    newer servers) is one of them: losing it would turn "cached" into "unknown".
-    """
-
-    model_config = ConfigDict(extra="allow")
+# The 400 texts of a prompt longer than the context with truncate:false: the runner's
+# errorInputTooLong (0.12-0.29), llm/llama_server.go:completionPromptForRequest (0.30.9+),
+# and llama-server's own refusal, passed on as it is (0.30+).
+OVERSIZE_MARKERS = ("input length exceeds the context length",
+                    "prompt is longer than the context length",
+                    "exceeds the available context size")
+# The few tokens a nonce of fixed width may differ by between calls (tokenizers that merge
+# digits): below the longest count of a prompt by more than this, messages were dropped.
+NONCE_SLACK_TOKENS = 4
 
 
 class OllamaBackend(Backend):
-    """Streams chat calls to an Ollama server through the official `ollama` client."""
+    """Streams chat calls to an Ollama server with httpx (its public HTTP API only)."""
 
     name = "ollama"
 
@@ -74,18 +67,22 @@ class OllamaBackend(Backend):
         self.url = resolve_host(model.host)
         self.think = DEFAULT_THINK if model.think is None else model.think
         self.keep_alive = DEFAULT_KEEP_ALIVE if model.keep_alive is None else model.keep_alive
-        self.read_timeout_s = run.read_timeout_s
-        timeout = httpx.Timeout(run.read_timeout_s, connect=run.connect_timeout_s)
-        self._client = ollama.Client(host=self.url, timeout=timeout)
-        # Metadata endpoints are read as raw JSON so no field is dropped by a client model.
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.timeouts = Timeouts(run.connect_timeout_s, run.first_token_timeout_s,
+                                 run.read_timeout_s)
+        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(
+            run.read_timeout_s, connect=run.connect_timeout_s))
+        self.server: rules.ServerModel | None = None  # known after preflight()
+        self.option_notes: dict[str, str] = {}
         self._warm_loads_ms: deque[float] = deque(maxlen=WARM_WINDOW)
         self._last_ps_entry: dict[str, Any] | None = None  # the model's /api/ps entry ...
         self._last_ps_known = False  # ... and whether it reflects the server (after a call)
+        self._runner_options: dict[str, Any] | None = None  # the last call's that loaded
+        self._prompt_lengths: dict[str, int] = {}  # nonce-free prompt -> longest count seen
 
     # --- checks and metadata ---------------------------------------------------------------
 
     def preflight(self) -> None:
+        """Server, model, version and the model's facts (/api/show), then the think value."""
         try:
             tags = self._get_json("GET", "/api/tags")
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -100,12 +97,27 @@ class OllamaBackend(Backend):
             raise BackendUnavailable(
                 f"model '{self.model.name}' is not on the server at {self.url}: "
                 f"run `ollama pull {self.model.name}`")
+        version_text = self._json_or_error("GET", "/api/version").get("version")
+        version = rules.parse_version(version_text)
+        show = self._json_or_error("POST", "/api/show", {"model": self.model_name})
+        if version is None or "error" in show:
+            raise BackendUnavailable(
+                f"the Ollama server at {self.url} did not describe itself "
+                f"(/api/version: {version_text!r}; {show.get('error', '/api/show: ok')})")
+        self.server = rules.ServerModel.from_show(str(version_text), version, show)
+        rules.check_think(self.think, self.server, self.model_name)
+        self._last_ps_known, self._last_ps_entry = self._ps_entry()
 
     def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The options as sent. The server fills the rest from the model's Modelfile
-        (provenance()["server_parameters"]) and its built-in defaults, which it does not
-        report per call; the context it chose is recorded per call as num_ctx."""
+        """The options as sent. What the server made of them (context, batch) is recorded
+        per call; the Modelfile's are in provenance()["server_parameters"]."""
         return dict(options)
+
+    def validate_options(self, options: dict[str, Any], where: str) -> None:
+        self.option_notes.update(rules.check_options(options, self._server(), where))
+
+    def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        return rules.needs_reload(self._server(), old, new)
 
     def provenance(self) -> dict[str, Any]:
         version = self._json_or_error("GET", "/api/version")
@@ -113,11 +125,13 @@ class OllamaBackend(Backend):
         show = self._json_or_error("POST", "/api/show", {"model": self.model_name})
         listed = self._entry_for_model(tags) or {}
         details = show.get("details") or listed.get("details") or {}
+        server = self._server()
+        engine, engine_why = rules.go_engine(server)
         return {
             "backend": self.name,
             "host": self.url,
             "server_version": version.get("version"),
-            "client_versions": {pkg: _package_version(pkg) for pkg in ("ollama", "httpx")},
+            "client_versions": {"httpx": _package_version("httpx")},
             "model": {
                 "name": self.model_name,
                 "digest": listed.get("digest"),
@@ -126,9 +140,17 @@ class OllamaBackend(Backend):
                 "family": details.get("family"),
                 "parameter_size": details.get("parameter_size"),
                 "quantization_level": details.get("quantization_level"),
+                "architecture": server.architecture,
+                "training_context": server.train_ctx,
+                "capabilities": sorted(server.capabilities or ()),
+                "projector": server.has_projector,
             },
-            "server_parameters": parse_parameters(show.get("parameters") or ""),
-            "request_fields": {"think": self.think, "keep_alive": self.keep_alive},
+            "go_engine": engine,
+            "go_engine_reason": engine_why,
+            "server_parameters": server.parameters,
+            "request_fields": {"think": self.think, "keep_alive": self.keep_alive,
+                               "truncate": False if self._sends_truncate() else None},
+            "option_notes": dict(self.option_notes),
             "ps": self.ps_snapshot(),
             "errors": [e["error"] for e in (version, tags, show) if "error" in e],
         }
@@ -147,65 +169,118 @@ class OllamaBackend(Backend):
 
     # --- calls -----------------------------------------------------------------------------
 
-    def chat(self, messages: list[Message], options: dict[str, Any]) -> CallMeasurement:
-        stream = _StreamTimes()
-        body = {"model": self.model_name, "messages": messages, "stream": True,
-                "think": self.think, "keep_alive": self.keep_alive, "options": options}
-        # The client's public chat() parses chunks into a model that drops
-        # prompt_eval_cached_count, so its request helper is given _ChatChunk instead.
-        chunks = self._client._request(_ChatChunk, "POST", "/api/chat", json=body, stream=True)
-        stream.started_ns = time.perf_counter_ns()  # the request goes out on the first next()
-        error = None
-        while True:
-            try:  # only the client's work is guarded: a bug in this module still raises
-                chunk = next(chunks)
-            except StopIteration:
-                break
-            except CALL_FAILURES as exc:
-                error = self._describe_failure(exc, stream.chunks)
-                break
-            stream.add(chunk, time.perf_counter_ns())
-        if error is None and stream.final is None:
-            error = f"stream ended without a final chunk after {stream.chunks} chunks"
-        measurement = stream.measurement(error)
-        if stream.final is not None and error is None:
-            self._complete(measurement, stream.final, options)
+    def chat(self, messages: list[Message], options: dict[str, Any],
+             cache: CachePlan = UNARRANGED) -> CallMeasurement:
+        server = self._server()
+        body: dict[str, Any] = {
+            "model": self.model_name, "messages": with_nonce(messages, cache.nonce),
+            "stream": True, "think": self.think, "keep_alive": self.keep_alive,
+            "options": options}
+        if self._sends_truncate():
+            body["truncate"] = False  # an oversize prompt is refused (400), never cut
+        reload_expected = self._reload_expected(options)
+        measurement, final = stream_chat(self._http, body, self.timeouts)
+        measurement.nonce = cache.nonce
+        measurement.engine_version = server.version_text
+        measurement.reload_expected = reload_expected
+        measurement.cache_state = cache.state
+        measurement.cache_controlled = cache.state is not None
+        if measurement.outcome != UNREACHABLE:  # the scheduler saw these options
+            self._runner_options = options
+        if measurement.outcome == HTTP_ERROR and measurement.http_status == 400:
+            oversize = any(m in (measurement.error or "") for m in OVERSIZE_MARKERS)
+            measurement.truncated = True if oversize else None
+        if final is not None:
+            self._complete(measurement, final, options, _prompt_key(messages))
         return measurement
 
     def unload(self) -> None:
         """Unload the model (an empty chat with keep_alive 0) so the next call loads it cold."""
+        body = {"model": self.model_name, "messages": [], "keep_alive": 0, "stream": False}
         try:
-            self._client.chat(model=self.model_name, messages=[], keep_alive=0)
-        except CALL_FAILURES as exc:
+            response = self._http.post("/api/chat", json=body)
+        except httpx.HTTPError as exc:
             raise BackendUnavailable(
                 f"could not unload '{self.model_name}' from {self.url}: {one_line(exc)}"
             ) from None
+        if response.is_error:
+            raise BackendUnavailable(f"could not unload '{self.model_name}' from {self.url}: "
+                                     f"HTTP {response.status_code}: {server_message(response)}")
         self._last_ps_entry, self._last_ps_known = None, True
+        self._runner_options = None
 
     def close(self) -> None:
-        self._client.close()
         self._http.close()
 
     # --- internals -------------------------------------------------------------------------
 
-    def _complete(self, measurement: CallMeasurement, final: _ChatChunk,
-                  options: dict[str, Any]) -> None:
-        """Server figures of a finished call, its context, truncation and reload flags."""
-        measurement.load_ms = ns_to_ms(final.load_duration)
-        measurement.prompt_eval_ms = ns_to_ms(final.prompt_eval_duration)
-        measurement.eval_ms = ns_to_ms(final.eval_duration)
-        measurement.total_ms = ns_to_ms(final.total_duration)
-        measurement.prompt_tokens = final.prompt_eval_count
-        measurement.prompt_cached_tokens = getattr(final, "prompt_eval_cached_count", None)
-        measurement.output_tokens = final.eval_count
-        measurement.done_reason = final.done_reason
+    def _server(self) -> rules.ServerModel:
+        if self.server is None:
+            raise RuntimeError("OllamaBackend.preflight() must run first")
+        return self.server
+
+    def _sends_truncate(self) -> bool:
+        return self._server().version >= rules.TRUNCATE_FIELD
+
+    def _reload_expected(self, options: dict[str, Any]) -> bool | None:
+        """True when the server must load the model for this call: it is not loaded, or a
+        runner option changed (needsReload); None before the first call on a loaded model."""
+        if self._last_ps_known and self._last_ps_entry is None:
+            return True
+        if self._runner_options is None:
+            return None
+        return rules.needs_reload(self._server(), self._runner_options, options)
+
+    def _complete(self, measurement: CallMeasurement, final: dict[str, Any],
+                  options: dict[str, Any], prompt_key: str) -> None:
+        """Server figures of a finished call, what ran, truncation, shift and reload flags."""
+        server = self._server()
+        measurement.load_ms = ns_to_ms(final.get("load_duration"))
+        measurement.prompt_eval_ms = ns_to_ms(final.get("prompt_eval_duration"))
+        measurement.eval_ms = ns_to_ms(final.get("eval_duration"))
+        measurement.total_ms = ns_to_ms(final.get("total_duration"))
+        measurement.prompt_tokens = final.get("prompt_eval_count")
+        measurement.output_tokens = final.get("eval_count")
+        measurement.done_reason = final.get("done_reason")
+        if measurement.cache_state == COLD:
+            # The nonce leaves only the template's first tokens to the cache: all but those
+            # few are evaluated (0.12-0.29: the count is the whole prompt; 0.30.1+: cached +
+            # evaluated).
+            measurement.prompt_eval_tokens = measurement.prompt_tokens
 
         ps_known, ps_entry = self._ps_entry()
-        measurement.num_ctx = options.get("num_ctx") or (ps_entry or {}).get("context_length")
-        if measurement.num_ctx is not None and measurement.prompt_tokens is not None:
-            measurement.truncated = measurement.prompt_tokens >= measurement.num_ctx
+        measurement.num_ctx = rules.effective_num_ctx(
+            server, (ps_entry or {}).get("context_length"))
+        measurement.num_batch, measurement.num_batch_basis = rules.effective_num_batch(
+            server, options, measurement.num_ctx)
+        measurement.truncated = self._judge_truncation(measurement, prompt_key)
+        if None not in (measurement.num_ctx, measurement.prompt_tokens,
+                        measurement.output_tokens):
+            measurement.context_shift = (measurement.prompt_tokens + measurement.output_tokens
+                                         > measurement.num_ctx)
         measurement.reloaded = self._judge_reload(measurement.load_ms, ps_known, ps_entry)
         self._last_ps_known, self._last_ps_entry = ps_known, ps_entry
+
+    def _judge_truncation(self, measurement: CallMeasurement, prompt_key: str) -> bool | None:
+        """Whether the server cut the prompt of a call that succeeded.
+
+        With truncate:false (0.12.6+) it would have refused an oversize prompt: False.
+        Older servers (0.12.0-0.12.5) cut silently, to exactly num_ctx tokens, after dropping
+        whole old messages (server/prompt.go:chatPrompt): a count of num_ctx, or one below the
+        longest count seen for the same prompt (nonce aside), is a cut.
+        """
+        if self._sends_truncate():
+            return False
+        count, ctx = measurement.prompt_tokens, measurement.num_ctx
+        if count is None or ctx is None:
+            return None
+        longest = self._prompt_lengths.get(prompt_key, 0)
+        self._prompt_lengths[prompt_key] = max(longest, count)
+        if count >= ctx or count < longest - NONCE_SLACK_TOKENS:
+            return True
+        # Below num_ctx, only dropped messages can have shortened it, and a prompt whose
+        # earlier messages are all system messages has none to drop.
+        return False if prompt_key.startswith("1:") else None
 
     def _judge_reload(self, load_ms: float | None, ps_known: bool,
                       ps_entry: dict[str, Any] | None) -> bool | None:
@@ -237,23 +312,6 @@ class OllamaBackend(Backend):
                 return entry
         return None
 
-    def _describe_failure(self, exc: Exception, chunks: int) -> str:
-        """One line for calls.jsonl saying what broke and how far the stream got."""
-        if isinstance(exc, ollama.ResponseError):
-            if exc.status_code == -1:
-                return f"server error mid-stream after {chunks} chunks: {one_line(exc.error)}"
-            return f"HTTP {exc.status_code}: {one_line(exc.error)}"
-        if isinstance(exc, httpx.ReadTimeout):
-            return (f"stream stalled: no data for {self.read_timeout_s:.1f} s "
-                    f"after {chunks} chunks")
-        if isinstance(exc, httpx.RemoteProtocolError):
-            return f"connection dropped mid-stream after {chunks} chunks"
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionError)):
-            return f"cannot reach the Ollama server at {self.url}: {one_line(exc)}"
-        if isinstance(exc, MALFORMED_LINE):
-            return f"malformed stream line after {chunks} chunks: {one_line(exc)}"
-        return f"{type(exc).__name__} after {chunks} chunks: {one_line(exc)}"
-
     def _get_json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         response = self._http.request(method, path, json=body)
         response.raise_for_status()
@@ -272,49 +330,18 @@ class OllamaBackend(Backend):
         return data if isinstance(data, dict) else {"error": f"{path}: not a JSON object"}
 
 
-class _StreamTimes:
-    """Client timestamps of one stream and what its chunks carried."""
-
-    def __init__(self) -> None:
-        self.started_ns = 0
-        self.chunks = 0
-        self.token_ns: list[int] = []  # arrival of each chunk with non-empty text
-        self.first_token_thinking: bool | None = None
-        self.content: list[str] = []
-        self.final: _ChatChunk | None = None
-        self.final_ns: int | None = None
-
-    def add(self, chunk: _ChatChunk, now_ns: int) -> None:
-        self.chunks += 1
-        thinking = chunk.message.thinking or ""
-        content = chunk.message.content or ""
-        if thinking or content:
-            if not self.token_ns:
-                self.first_token_thinking = bool(thinking)
-            self.token_ns.append(now_ns)
-            self.content.append(content)
-        if chunk.done:
-            self.final, self.final_ns = chunk, now_ns
-
-    def measurement(self, error: str | None) -> CallMeasurement:
-        measurement = CallMeasurement(
-            ttft_ms=self._since_start_ms(self.token_ns[0] if self.token_ns else None),
-            e2e_ms=self._since_start_ms(self.final_ns) if error is None else None,
-            first_token_thinking=self.first_token_thinking,
-            output="".join(self.content),
-            error=error,
-        )
-        record_token_gaps(measurement, self.token_ns)
-        return measurement
-
-    def _since_start_ms(self, at_ns: int | None) -> float | None:
-        return None if at_ns is None else (at_ns - self.started_ns) / NS_PER_MS
+def _prompt_key(messages: list[Message]) -> str:
+    """Identifies a prompt without its nonce. It starts with "1:" when the server's message
+    dropping cannot apply (only system messages before the last one are kept anyway)."""
+    droppable = any(m.get("role") != "system" for m in messages[:-1])
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+    return f"{'n' if droppable else '1'}:{digest}"
 
 
 def resolve_host(configured: str | None) -> str:
     """The server URL: model.host, else OLLAMA_HOST, else Ollama's default; with scheme and port.
 
-    Follows the client's reading of OLLAMA_HOST: a bare host means http on port 11434.
+    Follows Ollama's reading of OLLAMA_HOST: a bare host means http on port 11434.
     """
     raw = (configured or os.environ.get("OLLAMA_HOST") or "").strip().rstrip("/")
     if not raw:
@@ -335,29 +362,6 @@ def tagged(name: str) -> str:
 
 def ns_to_ms(value_ns: int | None) -> float | None:
     return None if value_ns is None else value_ns / NS_PER_MS
-
-
-def one_line(value: object, limit: int = 200) -> str:
-    """An error text fit for one JSONL field: first line, trimmed."""
-    lines = str(value).strip().splitlines()
-    text = lines[0] if lines else type(value).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def parse_parameters(text: str) -> dict[str, Any]:
-    """/api/show `parameters` ("name value" lines; `stop` repeats) as a dict."""
-    parsed: dict[str, Any] = {}
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if not key:
-            continue
-        value = value.strip().strip('"')
-        if key in parsed:
-            previous = parsed[key]
-            parsed[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            parsed[key] = value
-    return parsed
 
 
 def _ps_row(entry: dict[str, Any]) -> dict[str, Any]:
