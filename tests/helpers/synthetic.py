@@ -65,8 +65,8 @@ def make_records(scenario: Scenario) -> list[CallRecord]:
                 if (arm, run, stage) in scenario.failures:
                     failed = _call(scenario, rng, sigma, arm, run, stage, len(records))
                     records.append(replace(failed, error="ReadTimeout: timed out",
-                                           ttft_ms=None, e2e_ms=None, eval_ms=None,
-                                           output_tokens=None))
+                                           outcome="stalled", ttft_ms=None, e2e_ms=None,
+                                           eval_ms=None, output_tokens=None))
                     records.append(replace(_call(scenario, rng, sigma, arm, run, stage,
                                                  failed.seq), attempt=2))
                 else:
@@ -101,9 +101,12 @@ def _call(s: Scenario, rng: np.random.Generator, sigma: float, arm: str, run: in
         profile=s.treatment_profile if treated else s.control_profile,
         phase="warmup" if stage == "warmup" else "measured",
         ttft_ms=ttft_ms, e2e_ms=e2e_ms, load_ms=load_ms, prompt_eval_ms=prompt_eval_ms,
-        eval_ms=eval_ms, total_ms=e2e_ms, prompt_tokens=prompt_tokens, output_tokens=tokens,
-        done_reason="length", truncated=(arm, run, stage) in s.truncated,
-        reloaded=(arm, run, stage) in s.loads, num_ctx=4096,
+        eval_ms=eval_ms, total_ms=e2e_ms, prompt_tokens=prompt_tokens,
+        prompt_eval_tokens=prompt_tokens, output_tokens=tokens, outcome="ok",
+        done_reason="length", truncated=(arm, run, stage) in s.truncated, context_shift=False,
+        reloaded=(arm, run, stage) in s.loads, reload_expected=False,
+        cache_state="cold", cache_controlled=True, num_ctx=4096, num_batch=512,
+        num_batch_basis="derived", engine_version="0.3.36",
         itl_p50_ms=eval_ms / tokens if s.itl else None,
         itl_p95_ms=1.5 * eval_ms / tokens if s.itl else None,
         itl_max_ms=3 * eval_ms / tokens if s.itl else None,

@@ -129,7 +129,7 @@ def test_what_could_not_be_concluded_is_said(tmp_path: Path) -> None:
 
 def test_data_quality_lists_failed_calls_and_outliers(improvement: dict[str, object]) -> None:
     quality = section(str(improvement["text"]), "Data quality")
-    assert "|treatment|report|measured|1|ReadTimeout: timed out|" in quality
+    assert "|treatment|report|measured|1|stalled|ReadTimeout: timed out|" in quality
     assert re.search(r"\|control\|analysis\|TTFT\|7\|\d+ ms\|\d+ ms\|[\d.]+\|yes\|", quality)
     assert "the number of failed calls differs: control 0, treatment 1" in quality
 

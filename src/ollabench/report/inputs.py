@@ -20,13 +20,16 @@ from ollabench.records import ARMS
 from ollabench.stats import HEADLINE_METRICS, STAGES
 
 QUALITY_KEYS = ("arms", "settings", "outliers", "errors", "reloaded_calls", "load_spikes",
-                "truncated_calls", "unequal_work", "unknown_values", "duplicate_keys")
+                "truncated_calls", "unequal_work", "unknown_values", "duplicate_keys",
+                "conditions", "reload_mismatches", "context_shift_calls")
 QUALITY_LISTS = ("outliers", "errors", "reloaded_calls", "load_spikes", "truncated_calls",
-                 "unequal_work")
+                 "unequal_work", "reload_mismatches", "context_shift_calls")
 SETTINGS_KEYS = ("threshold_pct", "alpha", "power", "seed", "bootstrap_resamples", "outlier_z",
                  "outlier_min_values", "unequal_tokens_pct", "load_factor", "load_excess_ms")
 ARM_KEYS = ("profile", "calls", "measured", "warmups", "errors", "retries", "reloaded", "runs",
             "warmup_load_ms_median", "warmup_load_ms_mean", "length_stops")
+CONDITION_KEYS = ("num_ctx", "num_batch", "num_batch_basis", "engine_version", "cache_state",
+                  "cache_controlled", "truncated", "context_shift", "outcomes", "primers")
 # Sections of env.json the report reads with .get(): each an object when present.
 ENV_OBJECTS = ("config", "host", "backend", "git", "packages")
 CONFIG_OBJECTS = ("model", "run", "reference", "profile")
@@ -81,8 +84,11 @@ def _read_quality(path: Path) -> dict[str, Any]:
     _require(_object(quality, "settings", path), SETTINGS_KEYS, path, "settings.")
     arms = _object(quality, "arms", path)
     _require(arms, ARMS, path, "arms.")
+    conditions = _object(quality, "conditions", path)
     for arm in ARMS:
         _require(_object(arms, arm, path, "arms."), ARM_KEYS, path, f"arms.{arm}.")
+        _require(_object(conditions, arm, path, "conditions."), CONDITION_KEYS, path,
+                 f"conditions.{arm}.")
     for key in QUALITY_LISTS:
         if not isinstance(quality[key], list):
             raise ReportError(f"{path}: {key} must be an array, got {_json_type(quality[key])}")

@@ -19,16 +19,20 @@ MAX_LISTED = 50  # outliers listed in the report; quality.json has them all
 def data_quality(md: MdUtils, inputs: Inputs) -> None:
     quality = inputs.quality
     md.new_header(2, "Data quality", add_table_of_contents="n")
-    rows = [[arm, f"`{a['profile']}`", a["calls"], a["measured"], a["warmups"], a["errors"],
+    conditions = quality["conditions"]
+    rows = [[arm, f"`{a['profile']}`", a["calls"], a["measured"], a["warmups"],
+             conditions[arm]["primers"], a["errors"],
              a["retries"], a["reloaded"], a["runs"],
              f"{fmt_value(a['warmup_load_ms_median'], 'load_ms')} / "
              f"{fmt_value(a['warmup_load_ms_mean'], 'load_ms')}"]
             for arm, a in quality["arms"].items()]
-    table(md, ["Arm", "Profile", "Calls", "Measured", "Warm-ups", "Failed", "Retries",
-                "Reloaded (left out)", "Runs", "Warm-up load (median / mean)"], rows)
+    table(md, ["Arm", "Profile", "Calls", "Measured", "Warm-ups", "Primers", "Failed",
+                "Retries", "Reloaded (left out)", "Runs", "Warm-up load (median / mean)"], rows)
     for title, section in (("Outliers", _outliers_section),
+                           ("Prompt cache", _cache_section),
                            ("Reloads and model loads", _reloads_section),
-                           ("Truncations and length stops", _truncations_section),
+                           ("Truncations, context shifts and length stops",
+                            _truncations_section),
                            ("Failed calls", _failures_section),
                            ("Unequal work", _unequal_section)):
         md.new_header(3, title, add_table_of_contents="n")
@@ -61,14 +65,40 @@ def _reloads_section(md: MdUtils, quality: dict[str, Any]) -> None:
     items += [f"{s['arm']} run {s['run']} {s['stage']}: load "
               f"{fmt_value(s['load_ms'], 'load_ms')} against a warm level of "
               f"{fmt_value(s['warm_load_ms'], 'load_ms')}" for s in quality["load_spikes"]]
+    items += [f"{c['arm']} run {c['run']} {c['stage']} ({c['phase']}): "
+              + ("a reload was due to the options sent but none was seen" if c["reload_expected"]
+                 else "reloaded though the options sent did not call for it (evicted, or "
+                 "another client?)") + f", load {fmt_value(c.get('load_ms'), 'load_ms')}"
+              for c in quality["reload_mismatches"]]
     list_or_none(md, items, "No measured call was flagged as a reload or paid a model load "
-                  "(warm-ups absorb them).")
+                  "(warm-ups absorb them), and every reload the options called for was seen.")
 
 
 def _truncations_section(md: MdUtils, quality: dict[str, Any]) -> None:
-    list_or_none(md, [f"{c['arm']} run {c['run']} {c['stage']} ({c['phase']}): prompt "
-                       f"truncated (num_ctx {fmt_int(c.get('num_ctx'))})"
-                       for c in quality["truncated_calls"]], "No prompt was truncated.")
+    truncated = [f"{c['arm']} run {c['run']} {c['stage']} ({c['phase']}): prompt "
+                 f"{_prompt_size(c)} truncated (num_ctx {fmt_int(c.get('num_ctx'))})"
+                 + (f", refused with HTTP {fmt_int(c['http_status'])}"
+                    if c.get("http_status") is not None else "")
+                 for c in quality["truncated_calls"]]
+    unknown = {arm: (c.get("truncated") or {}).get("unknown", 0)
+               for arm, c in quality["conditions"].items()}
+    unknown_text = ", ".join(f"{n} {arm} call(s)" for arm, n in unknown.items() if n)
+    none_text = "No prompt was truncated."
+    if unknown_text:
+        none_text = ("No prompt was truncated among the calls where it is known; for "
+                     f"{unknown_text} the server gives no way to tell (docs/metrics.md, "
+                     "`truncated`).")
+    list_or_none(md, truncated, none_text)
+    if truncated and unknown_text:
+        md.new_paragraph(f"Truncation is unknown for {unknown_text}.")
+    shifts = quality["context_shift_calls"]
+    if shifts:
+        md.new_paragraph("Context shifts (the prompt and the output went past the context, so "
+                         "the server discarded part of its cache while generating): "
+                         + "; ".join(f"{c['arm']} run {c['run']} {c['stage']} "
+                                     f"({fmt_int(c.get('prompt_tokens'))} + "
+                                     f"{fmt_int(c.get('output_tokens'))} tokens, num_ctx "
+                                     f"{fmt_int(c.get('num_ctx'))})" for c in shifts) + ".")
     stops = [f"{arm}: " + ", ".join(f"{stage} {n}" for stage, n in counts["length_stops"].items())
              for arm, counts in quality["arms"].items() if counts["length_stops"]]
     if stops:
@@ -76,13 +106,32 @@ def _truncations_section(md: MdUtils, quality: dict[str, Any]) -> None:
                          + "; ".join(stops) + ".")
 
 
+def _prompt_size(call: dict[str, Any]) -> str:
+    tokens = call.get("prompt_tokens")
+    return f"of {fmt_int(tokens)} tokens" if tokens is not None else ""
+
+
+def _cache_section(md: MdUtils, quality: dict[str, Any]) -> None:
+    conditions = quality["conditions"]
+    rows = [[arm, ", ".join(f"{state} {n}" for state, n in c["cache_state"].items()),
+             ", ".join(f"{key} {n}" for key, n in c["cache_controlled"].items() if n)]
+            for arm, c in conditions.items() if c.get("cache_state")]
+    if not rows:
+        md.new_paragraph("The records do not say which cache state the calls met.")
+        return
+    md.new_paragraph("Measured calls by the prompt-cache state they met (`cold`: the whole "
+                     "prompt evaluated; `warm`: a primer call had just run the same prompt), "
+                     "and whether ollabench arranged that state (controlled) or assumed it:")
+    table(md, ["Arm", "Cache state", "Controlled"], rows)
+
+
 def _failures_section(md: MdUtils, quality: dict[str, Any]) -> None:
     if not quality["errors"]:
         md.new_paragraph("No call failed.")
         return
-    table(md, ["Seq", "Run", "Arm", "Stage", "Phase", "Attempt", "Error"],
-           [[e["seq"], e["run"], e["arm"], e["stage"], e["phase"], e["attempt"], e["error"]]
-            for e in quality["errors"]])
+    table(md, ["Seq", "Run", "Arm", "Stage", "Phase", "Attempt", "Outcome", "Error"],
+           [[e["seq"], e["run"], e["arm"], e["stage"], e["phase"], e["attempt"],
+             e.get("outcome"), e["error"]] for e in quality["errors"]])
 
 
 def _unequal_section(md: MdUtils, quality: dict[str, Any]) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from mdutils.mdutils import MdUtils
 
 from ollabench.paths import PER_RUN_FILE
 from ollabench.records import ARMS
+from ollabench.report.configuration import configuration, option_notes
 from ollabench.report.format import (
     fmt_effect,
     fmt_int,
@@ -49,7 +49,7 @@ def render(inputs: Inputs, figures: dict[str, str]) -> str:
     _header(md, inputs)
     _executive_summary(md, inputs)
     _aggregate_table(md, inputs, figures)
-    _configuration(md, inputs)
+    configuration(md, inputs)
     _methodology(md, inputs)
     _statistical_analysis(md, inputs)
     data_quality(md, inputs)
@@ -127,6 +127,12 @@ def _executive_summary(md: MdUtils, inputs: Inputs) -> None:
             "runs or a quieter machine would be needed.")
     else:
         md.new_paragraph("Every headline comparison reached a verdict.")
+    notes = option_notes(inputs.env)
+    if notes:
+        md.new_paragraph(
+            "This server may ignore " + ", ".join(f"`{name}`" for name in sorted(notes))
+            + " (see Configuration): the differences above are not evidence of "
+            + ("its" if len(notes) == 1 else "their") + " effect.")
     md.new_paragraph(f"Data quality: {quality_line(inputs.quality)}.")
 
 
@@ -155,27 +161,6 @@ def _stage_metric_sorted(frame: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in order if k in frame]
     return frame.sort_values(keys, key=lambda col: col.map(
         {v: i for i, v in enumerate(order[col.name])}), kind="stable")
-
-
-def _configuration(md: MdUtils, inputs: Inputs) -> None:
-    md.new_header(2, "Configuration of both arms", add_table_of_contents="n")
-    config = inputs.config
-    arms = {"control": config.get("reference") or {}, "treatment": config.get("profile") or {}}
-    names = sorted(set().union(*((a.get("options") or {}) for a in arms.values())))
-    rows = [["profile", *(f"`{inputs.profiles[arm]}`" for arm in ARMS)]]
-    rows += [[f"`{name}`", *(_option(arms[arm], name) for arm in ARMS)] for name in names]
-    table(md, ["Setting", "Control (reference)", "Treatment (profile)"], rows)
-    run = config.get("run") or {}
-    if run:
-        md.new_paragraph("Run settings, the same for both arms:")
-        md.new_list([f"`{key}`: {json.dumps(value)}" for key, value in run.items()])
-    if not config:
-        md.new_paragraph("The configuration was not recorded (no env.json).")
-
-
-def _option(profile: dict[str, Any], name: str) -> str:
-    options = profile.get("options") or {}
-    return json.dumps(options[name]) if name in options else "backend default"
 
 
 def _methodology(md: MdUtils, inputs: Inputs) -> None:

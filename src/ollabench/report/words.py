@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ollabench.report.format import fmt_mde, fmt_num, fmt_p_clause, fmt_pct, fmt_value
+from ollabench.report.format import fmt_cell, fmt_mde, fmt_num, fmt_p_clause, fmt_pct, fmt_value
 from ollabench.stats import METRIC_BY_NAME
 
 ORDER_WORDS = {
@@ -43,6 +43,8 @@ CHECK_WORDS = {
     "truncated": "prompts were truncated",
     "errors": "the number of failed calls differs",
     "measured_calls": "the number of measured calls differs",
+    "cache_state": "the measured calls met different prompt-cache states",
+    "engine_version": "the arms ran on different engine versions",
 }
 
 
@@ -124,8 +126,8 @@ def unequal_text(finding: dict[str, Any], limit: str) -> str:
     """One unequal-work finding with both arms' numbers."""
     where = f"{finding['stage']} stage: " if finding.get("stage") else ""
     text = CHECK_WORDS[finding["check"]].format(limit=limit)
-    numbers = (f"control {fmt_num(finding['control'])}, "
-               f"treatment {fmt_num(finding['treatment'])}")
+    numbers = (f"control {fmt_cell(finding['control'])}, "
+               f"treatment {fmt_cell(finding['treatment'])}")
     if "diff_pct" in finding:
         numbers += f" ({fmt_pct(finding['diff_pct'])})"
     return f"{where}{text}: {numbers}"

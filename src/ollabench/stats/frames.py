@@ -18,8 +18,10 @@ from ollabench.stats.metrics import METRIC_BY_NAME
 
 FRAME_COLUMNS = ("seq", "run", "attempt", "schema_version",
                  "arm", "profile", "stage", "phase", "done_reason", "error",
-                 *METRIC_BY_NAME, "prompt_tokens", "prompt_cached_tokens", "total_ms", "num_ctx",
-                 "reloaded", "truncated")
+                 *METRIC_BY_NAME, "prompt_tokens", "prompt_eval_tokens", "prompt_cached_tokens",
+                 "total_ms", "num_ctx", "num_batch", "http_status",
+                 "outcome", "cache_state", "num_batch_basis", "engine_version",
+                 "reloaded", "reload_expected", "truncated", "context_shift", "cache_controlled")
 FLAG_COLUMNS = tuple(c for c in FRAME_COLUMNS if FIELD_BY_NAME[c].kind is bool)
 
 

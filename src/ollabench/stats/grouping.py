@@ -15,6 +15,8 @@ from ollabench.stats.frames import FLAG_COLUMNS
 from ollabench.stats.metrics import METRIC_BY_NAME, METRICS, WORKFLOW_STAGE
 
 StageFrames = dict[str, pd.DataFrame]  # stage -> per-run values indexed by run
+# Token counts that are not metrics but make up one (a rate's numerator): summed per run.
+COUNT_COLUMNS = ("prompt_tokens", "prompt_eval_tokens")
 
 
 def measured_calls(calls: pd.DataFrame) -> pd.DataFrame:
@@ -40,9 +42,9 @@ def is_flagged(calls: pd.DataFrame, flag: str) -> pd.Series:
 def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
     """One row per run and stage (the mean of its calls, normally exactly one), plus the
     `workflow` stage: the run's stages combined by each metric's rule, unknown when a stage
-    is missing or unknown. Columns: run, stage, the metrics present, prompt_tokens, and the
+    is missing or unknown. Columns: run, stage, the metrics present, COUNT_COLUMNS, and the
     flags as 1.0 / 0.0 / NaN (unknown)."""
-    value_cols = [c for c in (*METRIC_BY_NAME, "prompt_tokens") if c in calls]
+    value_cols = [c for c in (*METRIC_BY_NAME, *COUNT_COLUMNS) if c in calls]
     flags = [c for c in FLAG_COLUMNS if c in calls]
     stage = calls["stage"].astype("category").cat.remove_unused_categories()
     numeric = pd.DataFrame({"run": calls["run"].astype("int64"), "stage": stage})
@@ -77,8 +79,9 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
                 count, duration_ms = (by_stage(c).sum(axis=1) for c in metric.rate_of)
                 workflow[metric.name] = count / np.where(duration_ms > 0, duration_ms,
                                                          np.nan) * 1000.0
-        if "prompt_tokens" in per_stage:
-            workflow["prompt_tokens"] = by_stage("prompt_tokens").sum(axis=1)
+        for count in COUNT_COLUMNS:
+            if count in per_stage:
+                workflow[count] = by_stage(count).sum(axis=1)
         for flag in flags:  # flagged if any stage is; unknown only if every stage is
             workflow[flag] = np.fmax.reduce(by_stage(flag), axis=1)
     workflow["stage"] = WORKFLOW_STAGE

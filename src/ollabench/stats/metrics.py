@@ -31,7 +31,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("e2e_ms", "ms", "lower", "end-to-end time", "sum"),
     Metric("eval_tok_s", "tok/s", "higher", "eval rate", "rate", ("output_tokens", "eval_ms")),
     Metric("prompt_tok_s", "tok/s", "higher", "prompt rate", "rate",
-           ("prompt_tokens", "prompt_eval_ms")),
+           ("prompt_eval_tokens", "prompt_eval_ms")),
     Metric("load_ms", "ms", "lower", "load time", "sum"),
     Metric("prompt_eval_ms", "ms", "lower", "prompt eval time", "sum"),
     Metric("eval_ms", "ms", "lower", "eval time", "sum"),

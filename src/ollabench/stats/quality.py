@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 
 from ollabench.loads import LOAD_EXCESS_MS, LOAD_FACTOR, is_model_load
-from ollabench.records import ARMS, MEASURED_STAGES
+from ollabench.records import ARMS, MEASURED_STAGES, PRIME_PHASE
+from ollabench.stats.conditions import (
+    arm_conditions,
+    call_list,
+    context_shift_calls,
+    reload_mismatches,
+    unequal_conditions,
+)
 from ollabench.stats.core import quiet, relative_pct
 from ollabench.stats.grouping import StageFrames, is_flagged, profile_names, stage_values
 from ollabench.stats.metrics import (
@@ -40,6 +47,7 @@ def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFra
     (The outliers come with the comparisons: see tables.comparisons_with_outliers.)"""
     calls = pd.concat([by_arm[arm] for arm in ARMS])
     arms = {arm: _arm_counts(by_arm[arm], measured[arm], runs[arm]) for arm in ARMS}
+    conditions = {arm: arm_conditions(by_arm[arm]) for arm in ARMS}
     return {
         "settings": {"threshold_pct": threshold_pct, "alpha": ALPHA, "power": POWER,
                      "outlier_z": OUTLIER_Z, "outlier_min_values": OUTLIER_MIN_VALUES,
@@ -47,20 +55,25 @@ def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFra
                      "seed": BOOTSTRAP_SEED, "unequal_tokens_pct": UNEQUAL_TOKENS_PCT,
                      "load_factor": LOAD_FACTOR, "load_excess_ms": LOAD_EXCESS_MS},
         "arms": arms,
-        "errors": _call_list(calls.loc[calls["error"].notna()], ["error"]),
+        "conditions": conditions,
+        "errors": call_list(calls.loc[calls["error"].notna()],
+                            ["outcome", "http_status", "error"]),
         "load_spikes": [s for arm in ARMS for s in _load_spikes(runs[arm], arm)],
-        "reloaded_calls": _call_list(calls.loc[is_flagged(calls, "reloaded")
+        "reloaded_calls": call_list(calls.loc[is_flagged(calls, "reloaded")
                                                & (calls["phase"] == "measured")], ["load_ms"]),
-        "truncated_calls": _call_list(calls.loc[is_flagged(calls, "truncated")], ["num_ctx"]),
+        "reload_mismatches": reload_mismatches(calls),
+        "truncated_calls": call_list(calls.loc[is_flagged(calls, "truncated")],
+                                     ["prompt_tokens", "num_ctx", "http_status"]),
+        "context_shift_calls": context_shift_calls(calls),
         "unknown_values": {arm: _unknown_counts(measured[arm]) for arm in ARMS},
         "duplicate_keys": int(calls.duplicated(["seq", "attempt"]).sum()),
-        "unequal_work": _unequal_work(arms, runs),
+        "unequal_work": _unequal_work(arms, runs) + unequal_conditions(conditions),
     }
 
 
 def _arm_counts(calls: pd.DataFrame, measured: pd.DataFrame,
                 stages: StageFrames) -> dict[str, Any]:
-    warmups = calls.loc[calls["phase"] != "measured"]
+    warmups = calls.loc[~calls["phase"].isin(["measured", PRIME_PHASE])]
     return {
         "profile": profile_names(calls),
         "calls": len(calls),
@@ -75,14 +88,6 @@ def _arm_counts(calls: pd.DataFrame, measured: pd.DataFrame,
         "retries": int((calls["attempt"] > 1).sum()),
         "runs": len(stages.get(WORKFLOW_STAGE, ())),  # a row for every run measured at all
     }
-
-
-def _call_list(calls: pd.DataFrame, extra: list[str]) -> list[dict[str, Any]]:
-    """Calls as plain records in schedule order."""
-    columns = ["seq", "run", "arm", "stage", "phase", "attempt",
-               *(c for c in extra if c in calls)]
-    ordered = calls[columns].sort_values(["seq", "attempt"], kind="stable")
-    return ordered.astype("object").to_dict("records")
 
 
 def _load_spikes(stages: StageFrames, arm: str) -> list[dict[str, Any]]:
