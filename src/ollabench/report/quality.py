@@ -75,10 +75,7 @@ def _reloads_section(md: MdUtils, quality: dict[str, Any]) -> None:
 
 
 def _truncations_section(md: MdUtils, quality: dict[str, Any]) -> None:
-    truncated = [f"{c['arm']} run {c['run']} {c['stage']} ({c['phase']}): prompt "
-                 f"{_prompt_size(c)} truncated (num_ctx {fmt_int(c.get('num_ctx'))})"
-                 + (f", refused with HTTP {fmt_int(c['http_status'])}"
-                    if c.get("http_status") is not None else "")
+    truncated = [f"{c['arm']} run {c['run']} {c['stage']} ({c['phase']}): {_cut_text(c)}"
                  for c in quality["truncated_calls"]]
     unknown = {arm: (c.get("truncated") or {}).get("unknown", 0)
                for arm, c in quality["conditions"].items()}
@@ -106,9 +103,15 @@ def _truncations_section(md: MdUtils, quality: dict[str, Any]) -> None:
                          + "; ".join(stops) + ".")
 
 
-def _prompt_size(call: dict[str, Any]) -> str:
-    tokens = call.get("prompt_tokens")
-    return f"of {fmt_int(tokens)} tokens" if tokens is not None else ""
+def _cut_text(call: dict[str, Any]) -> str:
+    """A truncated call: refused by the server (truncate: false), or cut to what it saw."""
+    context = f"num_ctx {fmt_int(call.get('num_ctx'))}"
+    if call.get("http_status") is not None:
+        return (f"prompt longer than the context ({context}), refused with HTTP "
+                f"{fmt_int(call['http_status'])}")
+    if call.get("prompt_tokens") is not None:
+        return f"prompt truncated to {fmt_int(call['prompt_tokens'])} tokens ({context})"
+    return f"prompt truncated ({context})"
 
 
 def _cache_section(md: MdUtils, quality: dict[str, Any]) -> None:
