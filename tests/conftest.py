@@ -42,7 +42,7 @@ def tiny_workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def raw_config(composed: dict[str, Any], tiny_workload: Path) -> dict[str, Any]:
     """A mutable copy of the composed config, on the tiny workload."""
     raw = copy.deepcopy(composed)
-    raw["workload_dir"] = str(tiny_workload)
+    raw["workload"]["dir"] = str(tiny_workload)
     return raw
 
 

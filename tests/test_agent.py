@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ollabench.agent import analysis_messages, load_workload
 from ollabench.cli import main
+from ollabench.workloads.agent import analysis_messages, read_digest
 from tests.helpers.project import ROOT
 
 
@@ -23,7 +23,7 @@ def bench_exit(tmp_path: Path, raw_config: dict, capsys: pytest.CaptureFixture) 
 
 
 def test_the_committed_workload_is_digested_with_every_file() -> None:
-    workload = load_workload(ROOT / "data" / "workload")
+    workload = read_digest(ROOT / "data" / "workload")
     assert workload.files == ("gpu_inference_runs.csv", "latency_percentiles.csv",
                               "operator_notes.md", "regression_check.json")
     prompt = analysis_messages(workload)[-1]["content"]
@@ -43,17 +43,17 @@ def test_an_unreadable_workload_file_ends_in_one_line(tmp_path: Path, raw_config
     folder.mkdir()
     (folder / "good.csv").write_text("gpu,ttft_ms\nA,180\n")
     (folder / name).write_bytes(content)
-    raw_config["workload_dir"] = str(folder)
+    raw_config["workload"]["dir"] = str(folder)
     code, err = bench_exit(tmp_path, raw_config, capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith("ollabench: error: workload_dir: ")
+    assert err.startswith("ollabench: error: workload.dir: ")
     assert re.search(problem, err)
     assert not (tmp_path / "raw").exists()
 
 
 def test_a_folder_without_workload_files_is_refused(tmp_path: Path, raw_config: dict,
                                                     capsys: pytest.CaptureFixture) -> None:
-    raw_config["workload_dir"] = str(tmp_path)
+    raw_config["workload"]["dir"] = str(tmp_path)
     code, err = bench_exit(tmp_path, raw_config, capsys)
     assert code == 2 and "holds no CSV, JSON or Markdown file" in err

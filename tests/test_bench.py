@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from collections import Counter
@@ -12,17 +13,24 @@ from typing import Any
 import pytest
 from pyarrow import parquet as pq
 
-from ollabench.agent import load_workload
 from ollabench.bench import config_key, plan, run_bench
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 from ollabench.records import CallRecord, read_records
-from tests.helpers.project import ROOT, bench_command, interrupt_bench, tiny_config
+from ollabench.workloads.agent import AgentWorkload
+from tests.helpers.project import (
+    AGENT_STEPS,
+    ROOT,
+    bench_command,
+    interrupt_bench,
+    tiny_config,
+)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, composed, tiny_workload) -> tuple[Path, Any]:
     tmp = tmp_path_factory.mktemp("bench")
-    raw = dict(composed, workload_dir=str(tiny_workload))
+    raw = copy.deepcopy(composed)
+    raw["workload"]["dir"] = str(tiny_workload)
     config = tiny_config(raw, runs=2, analysis=6, report=5)
     run_bench(config, tmp / "raw", journal_root=tmp / "journal", progress=False)
     return tmp, config
@@ -31,17 +39,17 @@ def quick_run(tmp_path_factory, composed, tiny_workload) -> tuple[Path, Any]:
 def test_every_planned_call_is_recorded_once(quick_run) -> None:
     tmp, config = quick_run
     records = read_records(tmp / "raw" / "calls.jsonl")
-    assert [r.seq for r in records] == [s.seq for s in plan(config.run)]
+    assert [r.seq for r in records] == [s.seq for s in plan(config.run, AGENT_STEPS)]
     assert all(r.error is None and r.attempt == 1 for r in records)
     measured = [r for r in records if r.phase == "measured"]
     assert Counter((r.arm, r.stage) for r in measured) == {
         ("control", "analysis"): 2, ("control", "report"): 2,
         ("treatment", "analysis"): 2, ("treatment", "report"): 2}
     for r in measured:
-        assert r.output_tokens == config.run.num_predict.model_dump()[r.stage] or \
+        assert r.output_tokens == config.workload.num_predict.model_dump()[r.stage] or \
             r.done_reason == "stop"
         assert r.eval_tok_s == pytest.approx(r.output_tokens / r.eval_ms * 1000)
-        assert r.options["num_predict"] == config.run.num_predict.model_dump()[r.stage]
+        assert r.options["num_predict"] == config.workload.num_predict.model_dump()[r.stage]
         assert r.options["seed"] == config.run.seed
         assert r.profile == "baseline" and r.backend == "llamacpp"
 
@@ -81,7 +89,8 @@ def test_env_json_records_provenance(quick_run, tiny_workload) -> None:
     assert env["host"]["cpu_cores_logical"] >= 1 and env["host"]["cpu_model"]
     assert env["packages"]["llama-cpp-python"]
     assert env["config"] == config.model_dump(mode="json")
-    assert env["workload"]["sha256"] == load_workload(tiny_workload).sha256
+    assert env["workload"]["sha256"] == AgentWorkload(tiny_workload).source.sha256
+    assert env["workload"]["stages"] == ["analysis", "report"]
     assert {s["when"] for s in env["engine_states"]} == {"before", "after"}
     assert "commit" in env["git"]
 
@@ -92,7 +101,7 @@ def test_journal_is_removed_after_a_complete_run(quick_run) -> None:
 
 
 def test_config_key_changes_with_config(raw_config) -> None:
-    workload = load_workload(ROOT / "data" / "workload")
+    workload = AgentWorkload(ROOT / "data" / "workload")
     one = tiny_config(raw_config, runs=2)
     two = tiny_config(raw_config, runs=3)
     assert config_key(one, workload) == config_key(tiny_config(raw_config, runs=2), workload)
@@ -103,15 +112,16 @@ def test_config_key_changes_with_config(raw_config) -> None:
 def test_sigkill_mid_run_then_resume_keeps_every_call_once(tmp_path, raw_config) -> None:
     """The one resume check on the real engine (the fast set checks resume against the test
     Ollama server): a real model's process killed mid-write keeps every finished call."""
-    raw_config["run"].update(runs=3, num_predict={"analysis": 8, "report": 8})
+    raw_config["run"]["runs"] = 3
+    raw_config["workload"]["num_predict"] = {"analysis": 8, "report": 8}
     cmd, journal = bench_command(raw_config, tmp_path)
     kept = interrupt_bench(cmd, tmp_path, journal, lines=4).kept
-    assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=3).run))
+    assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=3).run, AGENT_STEPS))
     assert not (tmp_path / "raw").exists()
 
     subprocess.run(cmd, cwd=tmp_path, check=True)
     records = read_records(tmp_path / "raw" / "calls.jsonl")
-    planned = plan(tiny_config(raw_config, runs=3).run)
+    planned = plan(tiny_config(raw_config, runs=3).run, AGENT_STEPS)
     measured = [r for r in records if r.phase == "measured"]
     assert len(measured) == len({(r.run, r.arm, r.stage) for r in measured}) == 12
     for before in kept:  # completed calls were kept, not repeated

@@ -24,7 +24,13 @@ from ollabench.cli import main
 from ollabench.errors import BenchIncomplete, ConfigError
 from ollabench.records import HTTP_ERROR, NO_FINAL_CHUNK, PRIME_PHASE, read_records
 from tests.helpers.fake_ollama import URL_PREFIX, FakeOllama, Script
-from tests.helpers.project import ROOT, bench_command, interrupt_bench, tiny_config
+from tests.helpers.project import (
+    AGENT_STEPS,
+    ROOT,
+    bench_command,
+    interrupt_bench,
+    tiny_config,
+)
 
 
 def ollama_raw(raw_config: dict[str, Any], url: str) -> dict[str, Any]:
@@ -148,7 +154,7 @@ def test_a_call_that_never_succeeds_keeps_data_and_resumes(fake_ollama: FakeOlla
     records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False)
     assert set(_measured(records).values()) == {1} and len(_measured(records)) == 4
     assert all(w in records for w in written)
-    resumed_warmups = [r for r in records if r.seq > len(plan(config.run))]
+    resumed_warmups = [r for r in records if r.seq > len(plan(config.run, AGENT_STEPS))]
     assert resumed_warmups and all(r.phase == "warmup" for r in resumed_warmups)
 
 
@@ -198,7 +204,7 @@ def test_sigkill_then_resume_against_a_server(raw_config, tmp_path) -> None:
         cmd, journal = bench_command(raw, tmp_path)
         env = _checkout_env()
         kept = interrupt_bench(cmd, tmp_path, journal, lines=7, env=env).kept
-        assert 7 <= len(kept) < len(plan(tiny_config(raw, runs=4).run))
+        assert 7 <= len(kept) < len(plan(tiny_config(raw, runs=4).run, AGENT_STEPS))
 
         subprocess.run(cmd, cwd=tmp_path, check=True, env=env)
         records = read_records(tmp_path / "raw" / "calls.jsonl")

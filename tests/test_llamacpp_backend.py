@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from ollabench.agent import analysis_messages, load_workload
 from ollabench.backends.base import WARM, CachePlan
 from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults
 from ollabench.errors import ConfigError
 from ollabench.provenance import physical_cores
+from ollabench.workloads.agent import analysis_messages, read_digest
 from tests.helpers.project import ROOT, tiny_config
 
 MESSAGES = [{"role": "user", "content": "Count from one to ten."}]
@@ -16,7 +18,7 @@ MESSAGES = [{"role": "user", "content": "Count from one to ten."}]
 
 @pytest.fixture(scope="module")
 def backend(composed):
-    raw = dict(composed, workload_dir=str(ROOT / "data" / "workload"))
+    raw = copy.deepcopy(composed)
     config = tiny_config(raw)
     engine = LlamaCppBackend(config.model, config.run)
     engine.preflight()
@@ -66,7 +68,7 @@ def test_prompt_cache_off_evaluates_whole_prompt_every_call(backend) -> None:
 
 
 def test_a_primed_call_is_warm_with_exact_counts(composed) -> None:
-    raw = dict(composed, workload_dir=str(ROOT / "data" / "workload"))
+    raw = copy.deepcopy(composed)
     config = tiny_config(raw, prompt_cache=True)
     engine = LlamaCppBackend(config.model, config.run)
     options = {"num_predict": 2, "num_ctx": 512}
@@ -83,7 +85,7 @@ def test_a_primed_call_is_warm_with_exact_counts(composed) -> None:
 
 
 def test_overlong_prompt_is_truncated_not_crashed(backend) -> None:
-    messages = analysis_messages(load_workload(ROOT / "data" / "workload"))
+    messages = analysis_messages(read_digest(ROOT / "data" / "workload"))
     m = backend.chat(messages, {"num_predict": 16, "num_ctx": 128})
     assert m.error is None
     assert m.truncated is True
@@ -109,8 +111,8 @@ def test_provenance_identifies_the_model_file(backend) -> None:
 def test_default_caps_fit_the_chimera_context(backend, composed) -> None:
     """The committed prompts plus output caps fit num_ctx 512: chimera is not measured on
     truncated prompts."""
-    caps = composed["run"]["num_predict"]
-    messages = analysis_messages(load_workload(ROOT / "data" / "workload"))
+    caps = composed["workload"]["num_predict"]
+    messages = analysis_messages(read_digest(ROOT / "data" / "workload"))
     m = backend.chat(messages, {"num_predict": 1, "num_ctx": 512, "seed": 42})  # counts only
     assert m.error is None and m.truncated is False
     assert m.prompt_tokens + caps["analysis"] <= 512

@@ -25,7 +25,6 @@ from typing import Any
 from tqdm import tqdm
 
 from ollabench import provenance
-from ollabench.agent import Workload, analysis_messages, load_workload, report_messages
 from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.config import BenchConfig, RunConfig
@@ -34,7 +33,6 @@ from ollabench.files import write_json_atomic
 from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records import (
     HTTP_ERROR,
-    MEASURED_STAGES,
     NO_FINAL_CHUNK,
     OK,
     PRIME_PHASE,
@@ -47,6 +45,7 @@ from ollabench.records import (
     write_calls_table,
     write_records_atomic,
 )
+from ollabench.workloads import Step, Workload, load_workload, output_cap
 
 WARMUP_NUM_PREDICT = 8
 PRIME_NUM_PREDICT = 1
@@ -56,8 +55,8 @@ NONCE_DIGITS = 8  # fixed width: the same prompt length in both arms
 RETRY_STATUSES = frozenset({408, 429, 499})
 
 
-class MissingAnalysis(Exception):
-    """A report call's input, the same run's analysis, never succeeded."""
+class MissingInput(Exception):
+    """A step's input, the output of an earlier step of the same run, never succeeded."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,7 @@ class Slot:
     run: int
     arm: str
     stage: str
+    step: int = -1  # index into the workload's steps; -1 for a warm-up
     primer: bool = False
 
     @property
@@ -98,17 +98,17 @@ def warmups_per_switch(run: RunConfig, switch_reloads: bool) -> int:
     return max(run.warmup, int(switch_reloads))
 
 
-def plan(run: RunConfig, switch_reloads: bool = False) -> list[Slot]:
-    """The full schedule: warm-ups after each arm switch, then analysis and report."""
+def plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool = False) -> list[Slot]:
+    """The full schedule: warm-ups after each arm switch, then the workload's steps."""
     slots: list[Slot] = []
     previous_arm = None
     for r, arm in arm_order(run):
-        stages = list(MEASURED_STAGES)
         if arm != previous_arm:
-            stages = [WARMUP_STAGE] * warmups_per_switch(run, switch_reloads) + stages
+            for _ in range(warmups_per_switch(run, switch_reloads)):
+                slots.append(Slot(len(slots) + 1, r, arm, WARMUP_STAGE))
         previous_arm = arm
-        for stage in stages:
-            slots.append(Slot(len(slots) + 1, r, arm, stage))
+        for index, step in enumerate(steps):
+            slots.append(Slot(len(slots) + 1, r, arm, step.stage, index))
     return slots
 
 
@@ -130,7 +130,8 @@ def should_retry(record: CallRecord) -> bool:
 
 def config_key(config: BenchConfig, workload: Workload) -> str:
     """Identifies the experiment: a journal is only ever resumed by the same config and data."""
-    payload = json.dumps({"config": config.model_dump(mode="json"), "workload": workload.sha256},
+    payload = json.dumps({"config": config.model_dump(mode="json"),
+                          "workload": workload.source.sha256},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -177,12 +178,14 @@ class Runner:
         self.snapshots: list[dict[str, Any]] = []
         self.options = arm_options(config)
         self._extra_seq = 0
+        self._seq_of: dict[tuple[int, str, int], int] = {}  # (run, arm, step) -> its slot
 
     def profile_name(self, arm: str) -> str:
         return (self.config.reference if arm == "control" else self.config.profile).name
 
     def execute(self, slots: list[Slot], progress: bool = True) -> None:
         done = self.journal.succeeded()
+        self._seq_of = {(s.run, s.arm, s.step): s.seq for s in slots if s.step >= 0}
         pending = [s for s in slots if s.seq not in done]
         bar = tqdm(total=len(slots), initial=len(slots) - len(pending), unit="call",
                    disable=not progress, dynamic_ncols=True, desc="bench")
@@ -209,7 +212,8 @@ class Runner:
     def _extra_slot(self, slot: Slot, stage: str, primer: bool = False) -> Slot:
         """A call outside the plan (a resumed warm-up, a primer): numbered after it."""
         self._extra_seq += 1
-        return Slot(self._extra_seq, slot.run, slot.arm, stage, primer)
+        return Slot(self._extra_seq, slot.run, slot.arm, stage,
+                    slot.step if stage == slot.stage else -1, primer)
 
     def _switch_arm(self, previous: str | None, slot: Slot) -> None:
         if previous is not None:
@@ -223,21 +227,23 @@ class Runner:
                                "state": self.backend.snapshot()})
 
     def _messages(self, slot: Slot) -> list[dict[str, str]]:
-        if slot.stage == "report":
-            analysis = self._analysis_output(slot)
-            return report_messages(analysis)
-        return analysis_messages(self.workload)
+        if slot.step < 0:
+            return self.workload.warmup_messages()
+        step = self.workload.steps[slot.step]
+        succeeded = self.journal.succeeded()
+        outputs = {}
+        for needed in step.needs:
+            record = succeeded.get(self._seq_of[(slot.run, slot.arm, needed)])
+            if record is None:
+                raise MissingInput(f"run {slot.run} {slot.arm}: its input, the "
+                                   f"{self.workload.steps[needed].stage} call, failed")
+            outputs[needed] = record.output
+        return self.workload.messages(slot.step, outputs.__getitem__)
 
-    def _analysis_output(self, slot: Slot) -> str:
-        for record in reversed(self.journal.records):
-            if (record.run, record.arm, record.stage, record.phase) == (
-                    slot.run, slot.arm, "analysis", "measured") and record.error is None:
-                return record.output
-        raise MissingAnalysis(f"run {slot.run} {slot.arm}: the analysis call failed")
-
-    def _num_predict(self, stage: str) -> int:
-        caps = self.config.run.num_predict
-        return WARMUP_NUM_PREDICT if stage == WARMUP_STAGE else getattr(caps, stage)
+    def _num_predict(self, slot: Slot) -> int:
+        if slot.step < 0:
+            return WARMUP_NUM_PREDICT
+        return output_cap(self.config, self.workload.steps[slot.step])
 
     def _call(self, slot: Slot) -> CallRecord:
         """One slot, retried with exponential backoff while should_retry() says a try may
@@ -246,11 +252,11 @@ class Runner:
         seed + the retry number, recorded in `options`. A report call whose analysis never
         succeeded is recorded as skipped: no retry can help it."""
         run = self.config.run
-        options = {**self.options[slot.arm], "num_predict": self._num_predict(slot.stage)}
+        options = {**self.options[slot.arm], "num_predict": self._num_predict(slot)}
         attempt = self.journal.attempts(slot.seq) + 1
         try:
             messages = self._messages(slot)
-        except MissingAnalysis as exc:
+        except MissingInput as exc:
             return self._record(slot, attempt, options, provenance.utc_now(),
                                 CallMeasurement(outcome=SKIPPED, error=f"skipped: {exc}"))
         for retry in range(run.max_retries + 1):
@@ -303,18 +309,22 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
               progress: bool = True, backend: Backend | None = None) -> list[CallRecord]:
     """Run (or resume) the benchmark and write calls.jsonl (with its columnar copy) and
     env.json to out_dir."""
-    workload = load_workload(Path(config.workload_dir))
+    workload = load_workload(config)
     backend = backend or make_backend(config.model, config.run)
     backend.preflight()
     options = arm_options(config)
     for arm, where in (("control", "reference.options"), ("treatment", "profile.options")):
         backend.validate_options(options[arm], where)  # refused before the first call
+        num_ctx = backend.context_length(options[arm])
+        if num_ctx is not None:
+            workload.check_context(backend.count_tokens, num_ctx,
+                                   lambda step: output_cap(config, step), f"{arm} arm")
     switch_reloads = backend.expects_reload(options["control"], options["treatment"])
     key = config_key(config, workload)
     journal = Journal(journal_root, key)
     runner = Runner(config, backend, workload, journal,
                     warmups_per_switch(config.run, switch_reloads))
-    slots = plan(config.run, switch_reloads)
+    slots = plan(config.run, workload.steps, switch_reloads)
     try:
         runner.execute(slots, progress=progress)
         backend_info = backend.provenance()
@@ -324,8 +334,7 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     started_at = min((r.started_at for r in records), default=provenance.utc_now())
     env = provenance.collect(backend_info) | {
         "config": config.model_dump(mode="json"),
-        "workload": {"dir": config.workload_dir, "files": list(workload.files),
-                     "sha256": workload.sha256},
+        "workload": workload.describe(),
         "journal_key": key,
         "started_at": started_at,
         "finished_at": provenance.utc_now(),

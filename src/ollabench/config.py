@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,7 +19,8 @@ from ollabench.paths import CONF_DIR
 
 # Ollama's documented model options (docs/modelfile.md, api.md; the `ollama` client's Options),
 # with the type and the smallest value each accepts. num_predict is not here on purpose: the
-# output cap is a run setting (run.num_predict) so that both arms always get the same cap.
+# output cap of each stage is a workload setting (workload.num_predict, run.max_output_tokens
+# on top) so that both arms always get the same cap.
 OLLAMA_OPTIONS: dict[str, tuple[type, float | None]] = {
     "num_ctx": (int, 1),
     "num_batch": (int, 1),
@@ -57,7 +58,8 @@ def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
     for name, value in options.items():
         key = f"{where}.{name}"
         if name == "num_predict":
-            raise ConfigError(f"{key}: the output cap is a run setting; set run.num_predict")
+            raise ConfigError(f"{key}: the output cap is the same for both arms; set "
+                              "workload.num_predict or run.max_output_tokens")
         if name not in OLLAMA_OPTIONS:
             allowed = ", ".join(sorted(OLLAMA_OPTIONS))
             raise ConfigError(f"{key}: unknown option; allowed options: {allowed}")
@@ -156,12 +158,35 @@ class StageCaps(_Strict):
     report: int = Field(ge=1)
 
 
+class AgentWorkloadConfig(_Strict):
+    """The two-stage agent over a folder of benchmark artifacts (workloads/agent.py)."""
+
+    name: Literal["agent"]
+    dir: str = Field(min_length=1)
+    num_predict: StageCaps
+
+
+class TraceWorkloadConfig(_Strict):
+    """A replay of chat requests from a JSONL file (workloads/trace.py)."""
+
+    name: Literal["trace"]
+    path: str = Field(min_length=1)
+    replay: Literal["recorded", "model"]
+    num_predict: int = Field(ge=1)  # for the lines that set no num_predict of their own
+
+
+WorkloadConfig = Annotated[AgentWorkloadConfig | TraceWorkloadConfig,
+                           Field(discriminator="name")]
+WORKLOAD_CONFIGS: dict[str, type[BaseModel]] = {"agent": AgentWorkloadConfig,
+                                                "trace": TraceWorkloadConfig}
+
+
 class RunConfig(_Strict):
     runs: int = Field(ge=1)
     warmup: int = Field(ge=0)
     order: Literal["abba", "random", "sequential"]
     order_seed: int
-    num_predict: StageCaps
+    max_output_tokens: int | None = Field(ge=1)
     seed: int
     prompt_cache: bool
     cold_start: bool
@@ -193,7 +218,7 @@ class BenchConfig(_Strict):
     profile: ProfileConfig
     reference: ProfileConfig
     run: RunConfig
-    workload_dir: str
+    workload: WorkloadConfig
 
     @model_validator(mode="after")
     def _model_fits_its_backend(self) -> BenchConfig:
@@ -240,10 +265,14 @@ def validate_config(raw: dict[str, Any]) -> BenchConfig:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "config"
+    loc = _without_union_tag(tuple(error["loc"]))
+    key = ".".join(str(part) for part in loc) or "config"
     kind = error["type"]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return (f"{key}.name: must be one of {', '.join(map(repr, WORKLOAD_CONFIGS))}, got "
+                f"{error['ctx'].get('tag')!r}")
     if kind == "extra_forbidden":
-        return f"{key}: unknown key; allowed keys: {_allowed_keys(error['loc'])}"
+        return f"{key}: unknown key; allowed keys: {_allowed_keys(tuple(error['loc']))}"
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind == "literal_error":
@@ -253,8 +282,18 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key}: {error['msg'].lower()}, got {error.get('input')!r}"
 
 
+def _without_union_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """pydantic names the chosen union member in an error's location (workload.agent.dir):
+    the user wrote workload.dir."""
+    if len(loc) > 1 and loc[0] == "workload" and loc[1] in WORKLOAD_CONFIGS:
+        return (loc[0], *loc[2:])
+    return loc
+
+
 def _allowed_keys(loc: tuple[Any, ...]) -> str:
     model: type[BaseModel] = BenchConfig
+    if len(loc) > 2 and loc[0] == "workload" and loc[1] in WORKLOAD_CONFIGS:
+        model, loc = WORKLOAD_CONFIGS[loc[1]], loc[2:]
     for part in loc[:-1]:
         annotation = model.model_fields[str(part)].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

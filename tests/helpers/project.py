@@ -25,12 +25,16 @@ from ollabench.backends.ollama import OllamaBackend
 from ollabench.cli import main
 from ollabench.config import BenchConfig, RunConfig, validate_config
 from ollabench.records import CallRecord, read_records
+from ollabench.workloads.base import Step
 
 ROOT = Path(__file__).resolve().parents[2]
 OLLAMA_MODEL = "qwen2.5:7b"
 
 BackendFactory = Callable[..., OllamaBackend]
 
+
+# The default agent workload's steps (analysis, then report): what plan() schedules per run.
+AGENT_STEPS = (Step("analysis"), Step("report", needs=(0,)))
 
 def default_run_config(**overrides: float) -> RunConfig:
     """The committed run defaults (conf/run/default.yaml) with some values replaced."""
@@ -42,7 +46,8 @@ def tiny_config(raw: dict[str, Any], runs: int = 1, analysis: int = 6,
                 report: int = 6, **run: Any) -> BenchConfig:
     """A config that runs in seconds on the real model."""
     raw = copy.deepcopy(raw)
-    raw["run"].update(runs=runs, num_predict={"analysis": analysis, "report": report}, **run)
+    raw["run"].update(runs=runs, **run)
+    raw["workload"] = {**raw["workload"], "num_predict": {"analysis": analysis, "report": report}}
     return validate_config(raw)
 
 
@@ -105,10 +110,10 @@ def make_project(dest: Path, runs: int = 2, caps: int = 8) -> Path:
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
-    run_yaml = dest / "conf" / "run" / "default.yaml"
-    run = yaml.safe_load(run_yaml.read_text())
-    run.update(runs=runs, num_predict={"analysis": caps, "report": caps})
-    run_yaml.write_text(yaml.safe_dump(run, sort_keys=False))
+    for group, values in (("run/default", {"runs": runs}),
+                          ("workload/agent", {"num_predict": {"analysis": caps, "report": caps}})):
+        path = dest / "conf" / f"{group}.yaml"
+        path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | values, sort_keys=False))
     run_cmd([sys.executable, "-m", "ollabench.cli", "params"], dest)
     run_cmd(["git", "init", "-q", "-b", "main"], dest)
     run_cmd(["dvc", "config", "--local", "core.site_cache_dir", str(dest.parent / "dvc-site")],

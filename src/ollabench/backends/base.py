@@ -81,6 +81,16 @@ class Backend(ABC):
         engine would ignore."""
         self.effective_options(options)
 
+    def context_length(self, options: dict[str, Any]) -> int | None:
+        """The context these options will run with, where it can be known before the
+        first call (None: the server decides)."""
+        return None
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """The prompt's tokens with the model's chat template, where the engine can count
+        them before the first call (None: it cannot)."""
+        return None
+
     @abstractmethod
     def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
         """Whether switching from `old` to `new` options makes the engine reload the model."""

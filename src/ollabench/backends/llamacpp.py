@@ -9,7 +9,12 @@ batch sizes, and when it reloaded.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
@@ -79,6 +84,33 @@ def _as_list(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence llama.cpp's log: what the C library writes to file descriptor 2, and what
+    llama-cpp-python's log callback prints to sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull, contextlib.redirect_stderr(io.StringIO()):
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _chat_formatter(llm: Any) -> Any:
+    """The model's own chat template (from the GGUF), as Ollama applies it."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def text(token: int) -> str:
+        return "" if token < 0 else llm.detokenize([token], special=True).decode("utf-8",
+                                                                                  "replace")
+
+    return Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"],
+                               eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
 
@@ -106,6 +138,23 @@ class LlamaCppBackend(Backend):
                 f"options.{unsupported[0]}: not supported by the llamacpp backend; "
                 f"supported: {', '.join(sorted(SUPPORTED_OPTIONS))}")
         return {**ollama_defaults(), **options}
+
+    def context_length(self, options: dict[str, Any]) -> int | None:
+        return int(self.effective_options(options)["num_ctx"])
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Exact, with the model's tokenizer and chat template (a vocabulary-only load: no
+        weights, so the first call still pays the real load)."""
+        from llama_cpp import Llama
+
+        with _quiet_stderr():  # llama.cpp warns about the context a vocabulary load sets up
+            vocab = Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+        try:
+            formatted = _chat_formatter(vocab)(messages=messages)
+            return len(vocab.tokenize(formatted.prompt.encode("utf-8"), add_bos=True,
+                                      special=True))
+        finally:
+            vocab.close()
 
     def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
         return self._load_options(old) != self._load_options(new)
@@ -181,23 +230,13 @@ class LlamaCppBackend(Backend):
         if self._llm is not None and key == self._load_key:
             return False
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.close()
         params = {LOAD_OPTIONS[k]: opts[k] for k in LOAD_OPTIONS}
         self._llm = Llama(model_path=str(self.model_path), verbose=False, **params)
         self._load_key = key
-        self._chat_format = Jinja2ChatFormatter(
-            template=self._llm.metadata["tokenizer.chat_template"],
-            eos_token=self._token_text(self._llm.token_eos()),
-            bos_token=self._token_text(self._llm.token_bos()),
-        )
+        self._chat_format = _chat_formatter(self._llm)
         return True
-
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return self._llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     def _prompt_tokens(self, text: str, opts: dict[str, Any],
                        max_tokens: int) -> tuple[list[int], int, bool]:

@@ -116,6 +116,15 @@ class OllamaBackend(Backend):
     def validate_options(self, options: dict[str, Any], where: str) -> None:
         self.option_notes.update(rules.check_options(options, self._server(), where))
 
+    def context_length(self, options: dict[str, Any]) -> int | None:
+        """The scheduler's num_ctx for these options (sent, Modelfile, default; the vision
+        minimum), capped at the training context as the runner caps it."""
+        server = self._server()
+        num_ctx = rules.runner_values(server, options)["num_ctx"]
+        if num_ctx is None or not server.train_ctx:
+            return num_ctx
+        return min(num_ctx, server.train_ctx)
+
     def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
         return rules.needs_reload(self._server(), old, new)
 

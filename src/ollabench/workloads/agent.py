@@ -1,4 +1,5 @@
-"""The agent workload: `analysis` reads a folder of benchmark artifacts, `report` writes them up.
+"""The agent workload (the default): `analysis` reads a folder of benchmark artifacts,
+`report` writes them up.
 
 The digest carries the numbers in the files, not their names, so the model has real content
 to reason about, and it stays small enough that the analysis prompt plus its output cap fit a
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import pandas as pd
 
 from ollabench.backends.base import Message
 from ollabench.errors import WorkloadError
+from ollabench.workloads.base import Source, Step, Workload
 
 SUPPORTED_SUFFIXES = (".csv", ".json", ".md")
 MAX_MARKDOWN_LINES = 2
@@ -33,19 +36,41 @@ REPORT_TASK = ("Write a short technical report (title, findings, recommendations
 
 
 @dataclass(frozen=True)
-class Workload:
-    digest: str
+class Digest:
+    """The folder's content as the analysis prompt carries it."""
+
+    text: str
     files: tuple[str, ...]
     sha256: str
 
 
-def load_workload(folder: Path) -> Workload:
+class AgentWorkload(Workload):
+    """Two steps per run: the analysis of the folder, then the report built on that
+    analysis (the same run's, from the same arm)."""
+
+    name = "agent"
+
+    def __init__(self, folder: Path) -> None:
+        self.digest = read_digest(folder)
+        self.source = Source("folder", str(folder), self.digest.files, self.digest.sha256)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return (Step("analysis"), Step("report", needs=(0,)))
+
+    def messages(self, index: int, output_of: Callable[[int], str]) -> list[Message]:
+        if index == 0:
+            return analysis_messages(self.digest)
+        return report_messages(output_of(0))
+
+
+def read_digest(folder: Path) -> Digest:
     """Read every CSV, JSON and Markdown file of the folder into one compact digest."""
     if not folder.is_dir():
-        raise WorkloadError(f"workload_dir: {folder} is not a folder")
+        raise WorkloadError(f"workload.dir: {folder} is not a folder")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)
     if not paths:
-        raise WorkloadError(f"workload_dir: {folder} holds no CSV, JSON or Markdown file")
+        raise WorkloadError(f"workload.dir: {folder} holds no CSV, JSON or Markdown file")
     digest = hashlib.sha256()
     sections = []
     for path in paths:
@@ -53,9 +78,9 @@ def load_workload(folder: Path) -> Workload:
         try:
             sections.append(_summarise(path, raw.decode("utf-8")))
         except ValueError as exc:  # a CSV or JSON parser's complaint
-            raise WorkloadError(f"workload_dir: cannot parse {path}: {exc}") from None
+            raise WorkloadError(f"workload.dir: cannot parse {path}: {exc}") from None
         digest.update(path.name.encode() + b"\0" + raw)
-    return Workload("\n".join(sections), tuple(p.name for p in paths), digest.hexdigest())
+    return Digest("\n".join(sections), tuple(p.name for p in paths), digest.hexdigest())
 
 
 def _read_text_bytes(path: Path) -> bytes:
@@ -64,15 +89,15 @@ def _read_text_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise WorkloadError(f"workload_dir: cannot read {path}: {exc.strerror}") from None
+        raise WorkloadError(f"workload.dir: cannot read {path}: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WorkloadError(
-            f"workload_dir: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"workload.dir: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
             f"{exc.start}); save it as UTF-8") from None
     if not text.strip():
-        raise WorkloadError(f"workload_dir: {path} is empty; remove it or give it content")
+        raise WorkloadError(f"workload.dir: {path} is empty; remove it or give it content")
     return raw
 
 
@@ -143,10 +168,10 @@ def _num(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:.3g}"
 
 
-def analysis_messages(workload: Workload) -> list[Message]:
+def analysis_messages(digest: Digest) -> list[Message]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"{ANALYSIS_TASK}\n\n{workload.digest}"},
+        {"role": "user", "content": f"{ANALYSIS_TASK}\n\n{digest.text}"},
     ]
 
 
