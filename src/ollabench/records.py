@@ -45,7 +45,6 @@ LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "mo
                           "outcome", "cache_state", "num_batch_basis", "engine_version"})
 
 ARMS = ("control", "treatment")
-MEASURED_STAGES = ("analysis", "report")
 WARMUP_STAGE = "warmup"
 PRIME_PHASE = "prime"  # a primer call before a measured one (run.prompt_cache: true)
 

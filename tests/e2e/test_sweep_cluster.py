@@ -56,7 +56,7 @@ def test_submitit_local_sweep_is_pulled_and_ranked_from_a_fresh_clone(
     run_cmd(["dvc", "exp", "pull", "origin"], fresh)
     board = cli(fresh, capsys, "leaderboard", "--metric", "eval_tok_s")
     assert board.returncode == 0, board.stderr
-    with (fresh / "reports" / "leaderboard" / "report_eval_tok_s.csv").open() as fh:
+    with (fresh / "reports" / "leaderboard" / "workflow_eval_tok_s.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["experiment"] for r in rows) == ["grid-0", "grid-1"]
     assert all(r["ci_low"] and not r["note"] for r in rows)

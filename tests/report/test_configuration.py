@@ -92,3 +92,18 @@ def test_unknown_truncation_is_never_reported_as_none(tmp_path: Path) -> None:
     assert "No prompt was truncated." not in text
     assert ("No prompt was truncated among the calls where it is known; for 18 control "
             "call(s) the server gives no way to tell") in text
+
+
+def test_any_workloads_stages_are_reported_in_their_run_order(tmp_path: Path) -> None:
+    """A trace's stage labels, not the agent's: every table in the order a run reaches them
+    (here not alphabetical), `workflow` last."""
+    names = {"analysis": "triage", "report": "follow_up"}
+    records = [replace(r, stage=names.get(r.stage, r.stage)) for r in make_records(SCENARIO)]
+
+    text = _report(tmp_path, records)
+
+    summary = section(text, "Executive summary")
+    assert summary.index("triage stage:") < summary.index("follow_up stage:") < summary.index(
+        "workflow stage:")
+    assert "analysis" not in section(text, "Statistical analysis")
+    assert (tmp_path / "figures" / "follow_up_by_arm.png").is_file()

@@ -101,7 +101,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "own control arm. Prints a table and writes Markdown and CSV.")
     p.add_argument("--metric", default="eval_tok_s",
                    help=f"a headline metric of {METRICS_JSON} (eval_tok_s)")
-    p.add_argument("--stage", default="report", help="analysis, report or workflow (report)")
+    p.add_argument("--stage", default="workflow",
+                   help="a stage of the workload (analysis, report, or a trace's stage "
+                        "labels) or workflow, the whole run (workflow)")
     p.add_argument("--out", type=Path, default=LEADERBOARD_OUT,
                    help=f"folder for <stage>_<metric>.md and .csv ({LEADERBOARD_OUT})")
     p.set_defaults(func=_cmd_leaderboard)

@@ -29,7 +29,6 @@ from ollabench.stats import (
     BOOTSTRAP_SEED,
     HEADLINE_METRICS,
     METRIC_BY_NAME,
-    STAGES,
     bootstrap_medians,
 )
 
@@ -62,8 +61,6 @@ def leaderboard(root: Path, metric: str, stage: str) -> pd.DataFrame:
     if metric not in HEADLINE_METRICS:
         raise CompareError(f"--metric: must be one of {', '.join(HEADLINE_METRICS)} "
                            f"(the metrics in {in_repo(METRICS_JSON)}), got {metric!r}")
-    if stage not in STAGES:
-        raise CompareError(f"--stage: must be one of {', '.join(STAGES)}, got {stage!r}")
     experiments = list_experiments(root)
     if not experiments:
         raise CompareError("this repository has no DVC experiments: run some with `dvc exp run`,"
@@ -88,6 +85,8 @@ def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
         lambda: json.loads(revision.read_text(str(in_repo(METRICS_JSON))))
         .get(stage, {}).get(metric, {}), {}, notes)
     values = _optional(lambda: _per_run_values(revision, metric, stage), None, notes)
+    if values is not None and not len(values):
+        notes.append(f"no per-run {stage} values (a stage of another workload?)")
     low, high = median_ci(values) if values is not None else (math.nan, math.nan)
     return {
         "experiment": exp.name, "rev": exp.sha[:7], "baseline": exp.baseline[:7],

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollabench.compare.revisions import Side
-from ollabench.records import MEASURED_STAGES
 
 # Provenance categories that make a comparison "not like for like", in report order, with
 # the words used when they differ. `options` and `run` are what experiments vary on purpose.
@@ -62,7 +61,7 @@ def provenance_facts(side: Side) -> dict[str, Any]:
         "software.python": env.get("python"),
         **{f"software.{key}": value for key, value in (env.get("packages") or {}).items()},
         "prompt.workload_sha256": (env.get("workload") or {}).get("sha256"),
-        f"prompt.tokens.{MEASURED_STAGES[0]}": _prompt_tokens(side),
+        "prompt.tokens.first_stage": _prompt_tokens(side),
         **{f"options.{key}": value for key, value in _arm_options(side).items()},
         **{f"run.{key}": run.get(key) for key in RUN_SETTINGS},
     }
@@ -71,8 +70,10 @@ def provenance_facts(side: Side) -> dict[str, Any]:
 def _prompt_tokens(side: Side) -> float | None:
     """Median prompt size of the first stage, whose prompt is the workload alone (later
     prompts carry earlier outputs, so their size follows the settings under test)."""
-    known = [r.prompt_tokens for r in side.measured()
-             if r.stage == MEASURED_STAGES[0] and r.prompt_tokens is not None]
+    measured = sorted(side.measured(), key=lambda r: r.seq)
+    first = measured[0].stage if measured else None
+    known = [r.prompt_tokens for r in measured
+             if r.stage == first and r.prompt_tokens is not None]
     return statistics.median(known) if known else None
 
 

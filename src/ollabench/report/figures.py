@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from ollabench.files import Staging
 from ollabench.records import ARMS
 from ollabench.report.words import metric_label
-from ollabench.stats import METRIC_BY_NAME, STAGES
+from ollabench.stats import METRIC_BY_NAME
 
 FIGURE_METRICS = ("ttft_ms", "eval_tok_s")
 ARM_COLORS = {"control": "#4C72B0", "treatment": "#DD8452"}
@@ -25,7 +25,7 @@ def draw_figures(per_run: pd.DataFrame, profiles: dict[str, str], staging: Stagi
                  figures_dir: Path) -> dict[str, str]:
     """Every figure, staged for figures_dir: {stage, or "per_run": file name}."""
     names: dict[str, str] = {}
-    for stage in STAGES:
+    for stage in dict.fromkeys(per_run["stage"].astype(str)):
         name = f"{stage}_by_arm.png"
         if by_arm_figure(per_run, stage, profiles, staging.path(figures_dir / name)):
             names[stage] = name
@@ -59,7 +59,7 @@ def by_arm_figure(per_run: pd.DataFrame, stage: str, profiles: dict[str, str],
 
 def per_run_figure(per_run: pd.DataFrame, path: Path) -> None:
     """Per-run series of both arms: drift and cold starts at a glance."""
-    stages = [s for s in STAGES if (per_run["stage"] == s).any()]
+    stages = list(dict.fromkeys(per_run["stage"].astype(str)))
     fig = Figure(figsize=(9, 2.6 * len(stages)))
     axes = fig.subplots(len(stages), len(FIGURE_METRICS), squeeze=False)
     for row, stage in enumerate(stages):

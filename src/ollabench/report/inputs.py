@@ -17,7 +17,7 @@ import pandas as pd
 from ollabench.errors import ReportError
 from ollabench.paths import COMPARISONS_FILE, ENV_FILE, PER_RUN_FILE, QUALITY_FILE, SUMMARY_FILE
 from ollabench.records import ARMS
-from ollabench.stats import HEADLINE_METRICS, STAGES
+from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
 
 QUALITY_KEYS = ("arms", "settings", "outliers", "errors", "reloaded_calls", "load_spikes",
                 "truncated_calls", "unequal_work", "unknown_values", "duplicate_keys",
@@ -55,6 +55,9 @@ class Inputs:
         self.env = _read_env(env_path) if env_path.is_file() else {}
         self.config: dict[str, Any] = self.env.get("config") or {}
         self.profiles = {arm: self.quality["arms"][arm]["profile"] for arm in ARMS}
+        # The workload's stages in its order (the aggregate writes them so), `workflow` last.
+        ordered = dict.fromkeys(str(s) for s in self.summary["stage"] if s != WORKFLOW_STAGE)
+        self.stages = [*ordered, WORKFLOW_STAGE]
 
     @property
     def noise_floor(self) -> bool:
@@ -70,7 +73,7 @@ class Inputs:
         return None if rows.empty else rows.iloc[0]
 
     def headline_rows(self) -> Iterable[pd.Series]:
-        for stage in STAGES:
+        for stage in self.stages:
             for metric in HEADLINE_METRICS:
                 row = self.comparison(stage, metric)
                 if row is not None:

@@ -37,7 +37,7 @@ from ollabench.report.words import (
     quality_line,
     summary_sentence,
 )
-from ollabench.stats import HEADLINE_METRICS, METRIC_BY_NAME, STAGES, WORKFLOW_STAGE
+from ollabench.stats import HEADLINE_METRICS, METRIC_BY_NAME, WORKFLOW_STAGE
 
 NOT_RECORDED = "not recorded"
 MAX_RUNS_LISTED = 100  # runs per arm in the run-by-run tables; per_run.csv has them all
@@ -148,16 +148,16 @@ def _aggregate_table(md: MdUtils, inputs: Inputs, figures: dict[str, str]) -> No
              fmt_num(r["sd"]), fmt_plain_pct(r["cv_pct"]),
              f"{fmt_num(r['ci_low'])} to {fmt_num(r['ci_high'])}", fmt_num(r["p5"]),
              fmt_num(r["p95"]), fmt_num(r["min"]), fmt_num(r["max"])]
-            for r in _stage_metric_sorted(inputs.summary).to_dict("records")]
+            for r in _stage_metric_sorted(inputs.summary, inputs.stages).to_dict("records")]
     table(md, header, rows)
-    for stage in STAGES:
+    for stage in inputs.stages:
         if stage in figures:
             md.new_paragraph(md.new_inline_image(f"{stage}: TTFT and eval rate by arm",
                                                  figures[stage]))
 
 
-def _stage_metric_sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    order = {"stage": list(STAGES), "metric": list(METRIC_BY_NAME), "arm": list(ARMS)}
+def _stage_metric_sorted(frame: pd.DataFrame, stages: list[str]) -> pd.DataFrame:
+    order = {"stage": stages, "metric": list(METRIC_BY_NAME), "arm": list(ARMS)}
     keys = [k for k in order if k in frame]
     return frame.sort_values(keys, key=lambda col: col.map(
         {v: i for i, v in enumerate(order[col.name])}), kind="stable")
@@ -228,7 +228,8 @@ def _run_tables(md: MdUtils, inputs: Inputs, figure: str | None) -> None:
     for arm in ARMS:
         md.new_header(3, f"{arm.capitalize()} (`{inputs.profiles[arm]}`)",
                       add_table_of_contents="n")
-        mine = _stage_metric_sorted(inputs.per_run.loc[inputs.per_run["arm"] == arm])
+        mine = _stage_metric_sorted(inputs.per_run.loc[inputs.per_run["arm"] == arm],
+                                    inputs.stages)
         mine = mine.sort_values("run", kind="stable")
         runs = sorted(mine["run"].unique())
         shown = mine.loc[mine["run"].isin(runs[:MAX_RUNS_LISTED])]
@@ -295,5 +296,5 @@ def _noise_text(inputs: Inputs) -> str:
     rows = inputs.summary.loc[(inputs.summary["stage"] == WORKFLOW_STAGE)
                               & inputs.summary["metric"].isin(HEADLINE_METRICS)]
     parts = [f"{metric_label(r['metric'])} {r['arm']} {fmt_plain_pct(r['cv_pct'])}"
-             for r in _stage_metric_sorted(rows).to_dict("records")]
+             for r in _stage_metric_sorted(rows, inputs.stages).to_dict("records")]
     return ("Run-to-run CV of whole runs: " + ", ".join(parts) + ".") if parts else ""

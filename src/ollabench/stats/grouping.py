@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ollabench.records import MEASURED_STAGES
 from ollabench.stats.core import quiet
 from ollabench.stats.frames import FLAG_COLUMNS
 from ollabench.stats.metrics import METRIC_BY_NAME, METRICS, WORKFLOW_STAGE
@@ -39,6 +38,13 @@ def is_flagged(calls: pd.DataFrame, flag: str) -> pd.Series:
     return calls[flag].astype("boolean").fillna(False).astype(bool)
 
 
+def stage_order(calls: pd.DataFrame) -> list[str]:
+    """The stages of measured calls in the order a run first reaches them (the workload's
+    order), not alphabetical: the order of every table and figure."""
+    first_seq = calls.groupby("stage", observed=True)["seq"].min().sort_values(kind="stable")
+    return [str(stage) for stage in first_seq.index]
+
+
 def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
     """One row per run and stage (the mean of its calls, normally exactly one), plus the
     `workflow` stage: the run's stages combined by each metric's rule, unknown when a stage
@@ -46,7 +52,8 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
     flags as 1.0 / 0.0 / NaN (unknown)."""
     value_cols = [c for c in (*METRIC_BY_NAME, *COUNT_COLUMNS) if c in calls]
     flags = [c for c in FLAG_COLUMNS if c in calls]
-    stage = calls["stage"].astype("category").cat.remove_unused_categories()
+    stages = stage_order(calls)
+    stage = pd.Categorical(calls["stage"].astype(str), categories=stages)
     numeric = pd.DataFrame({"run": calls["run"].astype("int64"), "stage": stage})
     for col in value_cols:
         numeric[col] = calls[col].astype("float64")
@@ -64,7 +71,7 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
 
     def by_stage(col: str) -> np.ndarray:
         """A run's values of one column, one column per measured stage (NaN if missing)."""
-        return wide[col].reindex(columns=list(MEASURED_STAGES)).to_numpy(dtype=float)
+        return wide[col].reindex(columns=stages).to_numpy(dtype=float)
 
     workflow = pd.DataFrame(index=wide.index)
     with quiet():  # numpy's row sums and maxima propagate NaN: a missing stage is unknown
@@ -89,9 +96,15 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_stages(runs: pd.DataFrame) -> StageFrames:
-    """Per-run values by stage, each indexed by run (sorted): split once, looked up often."""
+    """Per-run values by stage, each indexed by run (sorted), in the stages' order (see
+    stage_order; `workflow` last): split once, looked up often."""
     return {str(stage): group.drop(columns="stage").set_index("run").sort_index()
             for stage, group in runs.groupby("stage", sort=False)}
+
+
+def stages_of(*arms: StageFrames) -> list[str]:
+    """The stages of one or more arms, in order, each once."""
+    return list(dict.fromkeys(stage for stages in arms for stage in stages))
 
 
 def stage_values(stages: StageFrames, stage: str, metric: str) -> pd.Series:

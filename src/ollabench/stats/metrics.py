@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ollabench.records import ARMS, MEASURED_STAGES
+from ollabench.records import ARMS
 
 Direction = Literal["higher", "lower", "neither"]
 WorkflowRule = Literal["sum", "max", "rate"]
@@ -44,7 +44,6 @@ METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 HEADLINE_METRICS = ("ttft_ms", "eval_tok_s", "e2e_ms")
 
 WORKFLOW_STAGE = "workflow"
-STAGES = (*MEASURED_STAGES, WORKFLOW_STAGE)
 CONTROL, TREATMENT = ARMS
 
 # The verdict test's settings (docs/statistics.md); quality.json records them.

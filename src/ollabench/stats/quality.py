@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ollabench.loads import LOAD_EXCESS_MS, LOAD_FACTOR, is_model_load
-from ollabench.records import ARMS, MEASURED_STAGES, PRIME_PHASE
+from ollabench.records import ARMS, PRIME_PHASE
 from ollabench.stats.conditions import (
     arm_conditions,
     call_list,
@@ -22,7 +22,14 @@ from ollabench.stats.conditions import (
     unequal_conditions,
 )
 from ollabench.stats.core import quiet, relative_pct
-from ollabench.stats.grouping import StageFrames, is_flagged, profile_names, stage_values
+from ollabench.stats.grouping import (
+    StageFrames,
+    is_flagged,
+    profile_names,
+    stage_order,
+    stage_values,
+    stages_of,
+)
 from ollabench.stats.metrics import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -93,8 +100,8 @@ def _arm_counts(calls: pd.DataFrame, measured: pd.DataFrame,
 def _load_spikes(stages: StageFrames, arm: str) -> list[dict[str, Any]]:
     """Measured runs that paid a model load without the reload flag saying so."""
     spikes = []
-    for stage in MEASURED_STAGES:
-        if stage not in stages:
+    for stage in stages:
+        if stage == WORKFLOW_STAGE:
             continue
         table = cause_table(stages[stage])
         spikes += [{"arm": arm, "run": int(r.Index), "stage": stage,
@@ -156,7 +163,7 @@ def _length_stops(measured: pd.DataFrame) -> dict[str, int]:
     if "done_reason" not in measured:
         return {}
     stages = measured.loc[measured["done_reason"] == "length", "stage"]
-    return {stage: int((stages == stage).sum()) for stage in MEASURED_STAGES}
+    return {stage: int((stages == stage).sum()) for stage in stage_order(measured)}
 
 
 def _unknown_counts(measured: pd.DataFrame) -> dict[str, int]:
@@ -169,7 +176,9 @@ def _unequal_work(arms: dict[str, dict[str, Any]],
                   runs: dict[str, StageFrames]) -> list[dict[str, Any]]:
     """Signs that the arms did not do the same work, each with both arms' figures."""
     found = []
-    for stage in MEASURED_STAGES:
+    for stage in stages_of(*runs.values()):
+        if stage == WORKFLOW_STAGE:
+            continue
         tokens = [stage_values(runs[arm], stage, "output_tokens").mean() for arm in ARMS]
         diff_pct = relative_pct(*tokens)
         if abs(diff_pct) > UNEQUAL_TOKENS_PCT:

@@ -30,6 +30,7 @@ from ollabench.stats.grouping import (
     profile_names,
     split_stages,
     stage_values,
+    stages_of,
 )
 from ollabench.stats.metrics import (
     BOOTSTRAP_SEED,
@@ -38,7 +39,6 @@ from ollabench.stats.metrics import (
     HEADLINE_METRICS,
     METRIC_BY_NAME,
     METRICS,
-    STAGES,
     SUMMARY_COLUMNS,
     TREATMENT,
     Metric,
@@ -49,7 +49,7 @@ from ollabench.stats.quality import cause_table, outlier_rows
 def summary_rows(stages: StageFrames, arm: str, profile: str) -> list[dict[str, Any]]:
     """summary.csv rows of one arm: every stage x metric with at least one known value."""
     rows = []
-    for stage in STAGES:
+    for stage in stages:
         for metric in METRICS:
             values = stage_values(stages, stage, metric.name).to_numpy(dtype=float)
             if len(values):
@@ -76,7 +76,7 @@ def comparisons_with_outliers(control: StageFrames, treatment: StageFrames,
     causes = {arm: {stage: cause_table(frame) for stage, frame in stages.items()}
               for arm, stages in arms.items()}
     rows, outliers = [], []
-    for stage_index, stage in enumerate(STAGES):
+    for stage_index, stage in enumerate(stages_of(control, treatment)):
         for metric_index, metric in enumerate(METRICS):
             values = {CONTROL: stage_values(control, stage, metric.name),
                       TREATMENT: stage_values(treatment, stage, metric.name)}
