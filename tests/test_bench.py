@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -127,3 +127,19 @@ def test_sigkill_mid_run_then_resume_keeps_every_call_once(tmp_path, raw_config)
     for before in kept:  # completed calls were kept, not repeated
         assert before in records
     assert {s.seq for s in planned} <= {r.seq for r in records}
+
+
+def test_the_bench_records_quality_on_measured_calls(quick_run) -> None:
+    tmp, _ = quick_run
+    records = read_records(tmp / "raw" / "calls.jsonl")
+    measured = [r for r in records if r.phase == "measured"]
+    assert all(r.numbers_in_output is not None and r.output_chars == len(r.output)
+               for r in measured)
+    assert all((r.parts_expected == 3) == (r.stage == "report") for r in measured)
+    warmups = [r for r in records if r.phase != "measured"]
+    assert all(r.numbers_in_output is None for r in warmups)
+    pairs: dict[tuple[int, str], list[float | None]] = defaultdict(list)
+    for r in measured:  # the arm that answers second holds the similarity of the pair
+        pairs[(r.run, r.stage)].append(r.output_similarity_pct)
+    assert all(sorted(v, key=lambda x: x is None)[1] is None and v.count(None) == 1
+               for v in pairs.values())

@@ -46,6 +46,7 @@ from ollabench.records import (
     write_records_atomic,
 )
 from ollabench.workloads import Step, Workload, load_workload, output_cap
+from ollabench.workloads.quality import output_quality, similarity_pct
 
 WARMUP_NUM_PREDICT = 8
 PRIME_NUM_PREDICT = 1
@@ -53,6 +54,7 @@ NONCE_DIGITS = 8  # fixed width: the same prompt length in both arms
 # HTTP statuses worth another try: the server was busy or failed while running. Any other
 # status (400 prompt too long, 404 unknown model) would only repeat.
 RETRY_STATUSES = frozenset({408, 429, 499})
+OTHER_ARM = {"control": "treatment", "treatment": "control"}
 
 
 class MissingInput(Exception):
@@ -265,7 +267,7 @@ class Runner:
             cache = self._prepare_cache(slot, messages, options)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  self.backend.chat(messages, options, cache))
+                                  self.backend.chat(messages, options, cache), messages)
             if not should_retry(record):
                 break
             if record.outcome == NO_FINAL_CHUNK:
@@ -288,13 +290,26 @@ class Runner:
         return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
-                measurement: CallMeasurement) -> CallRecord:
-        """The journaled record of one attempt."""
+                measurement: CallMeasurement,
+                messages: list[dict[str, str]] | None = None) -> CallRecord:
+        """The journaled record of one attempt; a measured call that succeeded gets its
+        output's quality (workloads/quality.py) and, once the other arm has answered the
+        same run and step, the similarity of the two outputs."""
+        quality: dict[str, Any] = {}
+        if slot.phase == "measured" and measurement.error is None and messages is not None:
+            quality = asdict(output_quality(messages, measurement.output,
+                                            self.workload.parts(slot.step)))
+            other = self.journal.succeeded().get(self._seq_of.get(
+                (slot.run, OTHER_ARM[slot.arm], slot.step), -1))
+            if other is not None:
+                quality["output_similarity_pct"] = similarity_pct(measurement.output,
+                                                                  other.output)
         record = CallRecord(
             **asdict(measurement), seq=slot.seq, run=slot.run, arm=slot.arm,
             profile=self.profile_name(slot.arm), stage=slot.stage, phase=slot.phase,
             attempt=attempt, started_at=started_at, model=self.config.model.name,
-            backend=self.backend.name, options=self.backend.effective_options(options))
+            backend=self.backend.name, options=self.backend.effective_options(options),
+            **quality)
         self.journal.append(record)
         return record
 

@@ -116,6 +116,13 @@ class CallRecord(CallMeasurement):
     backend: str = ""
     eval_tok_s: float | None = None
     prompt_tok_s: float | None = None
+    # Output quality (workloads/quality.py), on measured calls that succeeded.
+    numbers_in_output: int | None = None
+    numbers_supported: int | None = None
+    parts_expected: int | None = None
+    parts_found: int | None = None
+    output_chars: int | None = None
+    output_similarity_pct: float | None = None  # to the other arm's output, same run and step
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

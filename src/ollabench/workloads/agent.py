@@ -21,6 +21,7 @@ import pandas as pd
 from ollabench.backends.base import Message
 from ollabench.errors import WorkloadError
 from ollabench.workloads.base import Source, Step, Workload
+from ollabench.workloads.quality import Part
 
 SUPPORTED_SUFFIXES = (".csv", ".json", ".md")
 MAX_MARKDOWN_LINES = 2
@@ -32,6 +33,13 @@ ANALYSIS_TASK = ("Analyse these benchmark results: fastest and slowest setups, t
                  "regressions.")
 REPORT_TASK = ("Write a short technical report (title, findings, recommendations) from this "
                "analysis.")
+# The parts REPORT_TASK asks for: a title (a Markdown heading, or a short first line), the
+# findings, the recommendations (their headings or words).
+REPORT_PARTS = (
+    Part("title", r"\A\s*(#{1,3} \S|\**title\b|[^\n]{1,80}\n\s*\n)"),
+    Part("findings", r"\bfinding"),
+    Part("recommendations", r"\brecommend"),
+)
 
 
 
@@ -62,6 +70,9 @@ class AgentWorkload(Workload):
         if index == 0:
             return analysis_messages(self.digest)
         return report_messages(output_of(0))
+
+    def parts(self, index: int) -> tuple[Part, ...]:
+        return REPORT_PARTS if index == 1 else ()
 
 
 def read_digest(folder: Path) -> Digest:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollabench.backends.base import Message
+from ollabench.workloads.quality import Part
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Workload(ABC):
     def stages(self) -> tuple[str, ...]:
         """The stages in the order they first occur in a run (the report's order)."""
         return tuple(dict.fromkeys(step.stage for step in self.steps))
+
+    def parts(self, index: int) -> tuple[Part, ...]:
+        """The parts step `index`'s output must have (none: no such check)."""
+        return ()
 
     def warmup_messages(self) -> list[Message]:
         """A warm-up call runs the first step's prompt (it has no inputs)."""
