@@ -21,6 +21,7 @@ from ollabench.report.markdown import table
 
 EFFECTIVE_OPTIONS = ("num_ctx", "num_batch")  # what the records hold as really used
 BASIS_WORDS = {
+    "engine": "as the engine reports it",
     "sent": "as sent",
     "derived": "derived from the context",
     "assumed": "assumed: the server's automatic choice, not reported",
