@@ -48,6 +48,11 @@ class CompareError(OllabenchError):
     """Revisions or experiments that cannot be compared."""
 
 
+class HistoryError(OllabenchError):
+    """A history that cannot be built: unknown revision, a range without data, raw data
+    that is neither cached nor on a remote."""
+
+
 class SweepError(OllabenchError):
     """A sweep that cannot be started (remote, name or overrides at fault)."""
 

@@ -20,6 +20,7 @@ JOURNAL_ROOT = Path(".ollabench/journal")
 SWEEP_ROOT = Path(".ollabench/sweep")
 COMPARE_OUT = Path("reports/compare")
 LEADERBOARD_OUT = Path("reports/leaderboard")
+HISTORY_OUT = Path("reports/history")
 
 # bench -> RAW_DIR
 CALLS_FILE = "calls.jsonl"
@@ -37,6 +38,14 @@ PER_RUN_WIDE_FILE = "per_run_wide.csv"
 
 # compare -> COMPARE_OUT/<A>_vs_<B>, beside its COMPARISONS_FILE
 COMPARISON_MD = "comparison.md"
+
+# history -> HISTORY_OUT: one row per point, one per change point, the summary, the series
+# as DVC plots read them (one column per series), one figure per series
+HISTORY_FILE = "history.csv"
+CHANGES_FILE = "changes.csv"
+HISTORY_MD = "history.md"
+HISTORY_PLOT_FILE = "history_plot.csv"
+HISTORY_FIGURES = "figures"
 
 
 def in_repo(path: Path) -> PurePosixPath:

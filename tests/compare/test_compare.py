@@ -4,7 +4,6 @@ data (`dvc add`, no model): provenance first, verdicts, and one-line errors."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,23 +12,9 @@ from pathlib import Path
 import pytest
 
 from ollabench.cli import main
-from ollabench.records import CallRecord
-from tests.helpers.project import git_env, run_cmd
-from tests.helpers.synthetic import Scenario, make_records, write_raw
-
-
-def _commit_raw(repo: Path, records: list[CallRecord], scenario: Scenario, tag: str,
-                **env_changes: dict) -> None:
-    """Raw data as a DVC-tracked folder in a tagged commit (as `bench` would leave it)."""
-    raw = write_raw(repo / "data" / "raw", records, scenario)
-    env = json.loads((raw / "env.json").read_text())
-    for key, changes in env_changes.items():
-        env[key] = {**env.get(key, {}), **changes}
-    (raw / "env.json").write_text(json.dumps(env))
-    run_cmd(["dvc", "add", "-q", "data/raw"], repo)
-    run_cmd(["git", "add", "-A"], repo)
-    run_cmd(["git", "commit", "-qm", tag], repo)
-    run_cmd(["git", "tag", tag], repo)
+from tests.helpers.project import run_cmd
+from tests.helpers.revisions import commit_raw, init_repo, repo_env
+from tests.helpers.synthetic import Scenario, make_records
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +22,17 @@ def tagged_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Tags: `bare` (no raw data), `a`, `b` (+30% eval rate, on another host), `old` (an
     older record format). Git identity and a private DVC site cache stay set for the tests."""
     tmp = tmp_path_factory.mktemp("synthetic")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**git_env(), "DVC_SITE_CACHE_DIR": str(tmp / "dvc-site")}.items():
-            mp.setenv(key, value)
+    with repo_env(tmp):
         repo = tmp / "repo"
-        repo.mkdir()
-        run_cmd(["git", "init", "-q", "-b", "main"], repo)
-        run_cmd(["dvc", "init", "-q"], repo)
-        run_cmd(["git", "commit", "-qm", "init"], repo)
+        init_repo(repo)
         run_cmd(["git", "tag", "bare"], repo)
         same = Scenario(treatment_profile="chimera")
-        _commit_raw(repo, make_records(same), same, "a")
+        commit_raw(repo, make_records(same), same, "a", tag="a")
         faster = Scenario(treatment_profile="chimera", eval_rate_gain=0.3, seed=1)
-        _commit_raw(repo, make_records(faster), faster, "b", host={"hostname": "node7"})
+        commit_raw(repo, make_records(faster), faster, "b", tag="b",
+                   env_changes={"host": {"hostname": "node7"}})
         old = [replace(r, schema_version=0) for r in make_records(same)]
-        _commit_raw(repo, old, same, "old")
+        commit_raw(repo, old, same, "old", tag="old")
         yield repo
 
 

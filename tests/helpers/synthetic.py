@@ -8,6 +8,7 @@ effect of every option below is known exactly.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,20 @@ def write_raw(raw_dir: Path, records: list[CallRecord], scenario: Scenario) -> P
         write_calls_table(raw_dir)
     (raw_dir / ENV_FILE).write_text(json.dumps(env_for(scenario), indent=2), encoding="utf-8")
     return raw_dir
+
+
+def level_series(points: int = 20, runs: int = 10, cv: float = 0.02,
+                 revision_sd: float = 0.01, steps: Sequence[tuple[int, float]] = (),
+                 seed: int = 0) -> list[np.ndarray]:
+    """A history as `history` sees one series: per point (revision), the per-run values,
+    log-normal with the given CV around a level of 100 that has its own revision-to-revision
+    noise (log-sd revision_sd) and moves by each step (first point of the new level,
+    factor) from then on."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(points):
+        level = 100.0 * np.exp(rng.normal(0.0, revision_sd))
+        for at, factor in steps:
+            level *= factor if i >= at else 1.0
+        out.append(level * rng.lognormal(-cv**2 / 2, cv, runs))
+    return out

@@ -1,5 +1,6 @@
-"""Commands across experiments: `compare` two revisions, rank them (`leaderboard`), and run a
-grid of them on a cluster (`sweep`). Each needs the DVC repository it runs in."""
+"""Commands across experiments: `compare` two revisions, rank them (`leaderboard`), follow
+them over time (`history`), and run a grid of them on a cluster (`sweep`). Each needs the DVC
+repository it runs in."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ollabench.paths import (
     COMPARE_OUT,
     COMPARISON_MD,
     COMPARISONS_FILE,
+    HISTORY_OUT,
     LEADERBOARD_OUT,
     METRICS_JSON,
     SWEEP_ROOT,
@@ -58,6 +60,20 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from ollabench.history.build import DEFAULT_STAGES, history
+    from ollabench.history.output import summary_lines, write_history
+    from ollabench.stats import HEADLINE_METRICS
+
+    result = history(repo_root(), args.revs, args.all_experiments, args.arm,
+                     args.stage or DEFAULT_STAGES, args.metric or HEADLINE_METRICS,
+                     args.merge_hosts,
+                     args.threshold_pct, progress=not args.no_progress)
+    write_history(result, args.out)
+    print("\n".join(summary_lines(result, args.out)))
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from ollabench.sweep import sweep_experiments
 
@@ -76,7 +92,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register `compare`, `leaderboard` and `sweep`."""
+    """Register `compare`, `leaderboard`, `history` and `sweep`."""
     p = sub.add_parser(
         "compare", help="compare one arm across two revisions or DVC experiments",
         description="Read the raw records of A and B through DVC (local cache or DVC remote, "
@@ -107,6 +123,37 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=LEADERBOARD_OUT,
                    help=f"folder for <stage>_<metric>.md and .csv ({LEADERBOARD_OUT})")
     p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser(
+        "history", help="every commit and experiment on one time line, change points explained",
+        description="Read each revision's raw records and provenance through DVC (local cache "
+                    "or DVC remote, no checkout), build one series per metric, stage and arm "
+                    "on each setup (host, backend, model weights), find the change points "
+                    "(ruptures' PELT, kept only when significant on the per-run data and at "
+                    "least the practical threshold) and explain each by the provenance that "
+                    "differs. Writes history.csv, changes.csv, history.md, history_plot.csv "
+                    "and a figure per series.")
+    p.add_argument("--revs", default=None,
+                   help="A..B (the commits after A up to B) or B (B and its ancestors); "
+                        "HEAD when neither this nor --all-experiments is given")
+    p.add_argument("--all-experiments", action="store_true",
+                   help="every DVC experiment of the repository, placed by its date")
+    p.add_argument("--metric", action="append", default=None,
+                   help="a metric, repeatable (ttft_ms, eval_tok_s, e2e_ms)")
+    p.add_argument("--stage", action="append", default=None,
+                   help="a stage of the workload or workflow, repeatable (analysis, report "
+                        "and workflow: the agent workload's)")
+    p.add_argument("--arm", default="treatment", help="control or treatment (treatment)")
+    p.add_argument("--merge-hosts", action="store_true",
+                   help="one series across hosts: a host change is then named as the cause "
+                        "of the change point it makes")
+    p.add_argument("--threshold-pct", type=float, default=None,
+                   help="smallest step reported, in %% (the largest recorded "
+                        "run.practical_threshold_pct)")
+    p.add_argument("--out", type=Path, default=HISTORY_OUT,
+                   help=f"folder for the history's files ({HISTORY_OUT})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_history)
 
     p = sub.add_parser(
         "sweep", help="run a sweep as a Hydra multirun, one clone and experiment per job",

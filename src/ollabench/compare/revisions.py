@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -21,12 +22,14 @@ class Revision:
     """The files of one git revision or DVC experiment, read through DVC's file system: git
     files from the commit, DVC outputs from the local cache or else the DVC remote."""
 
-    def __init__(self, root: Path, rev: str) -> None:
+    def __init__(self, root: Path, rev: str, name: str | None = None) -> None:
+        """`name`: how messages call the revision (an experiment's name for its commit);
+        `rev` by default."""
         from dvc.api import DVCFileSystem
         from dvc.repo import Repo
         from dvc.scm import RevError, resolve_rev
 
-        self.rev = rev
+        self.rev = name or rev
         with Repo(str(root)) as repo:
             try:
                 self.sha: str = resolve_rev(repo.scm, rev)
@@ -36,6 +39,13 @@ class Revision:
                     f"this repository (a shared experiment needs `dvc exp pull origin {rev}`)"
                 ) from None
         self.fs = DVCFileSystem(str(root), rev=self.sha)
+
+    @classmethod
+    def on(cls, fs: Any, sha: str, name: str) -> Revision:
+        """A revision read through a file system someone else opened (see Revisions)."""
+        revision = cls.__new__(cls)
+        revision.rev, revision.sha, revision.fs = name, sha, fs
+        return revision
 
     def has(self, path: str) -> bool:
         """True when the revision records the file, whether or not its data is at hand."""
@@ -50,6 +60,17 @@ class Revision:
         except DataIndexError:
             return True  # a DVC-tracked folder whose listing is neither cached nor pushed
         return False
+
+    def checksum(self, path: str) -> str | None:
+        """DVC's hash of a tracked file, known without its data (None for a file in git or
+        when unknown): two revisions with the same hash hold the same measurement."""
+        from dvc_data.index.index import DataIndexError
+
+        try:
+            value = self.fs.info(path).get("md5")
+        except (FileNotFoundError, DataIndexError):
+            return None
+        return str(value) if value else None
 
     def read_text(self, path: str) -> str:
         return self._fetch(path, lambda: self.fs.read_text(path, encoding="utf-8"))
@@ -73,6 +94,39 @@ class Revision:
                 f"{self.rev}` (an experiment)") from None
 
 
+class Revisions:
+    """Many revisions of one repository, read through one open DVC repository switched from
+    commit to commit (as `dvc plots diff` reads them): opening the repository again for each
+    revision costs several times more than reading its data."""
+
+    def __init__(self, root: Path) -> None:
+        from dvc.repo import Repo
+
+        self._repo = Repo(str(root))
+
+    def __enter__(self) -> Revisions:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._repo.close()
+
+    @contextmanager
+    def at(self, sha: str, name: str) -> Iterator[Revision | None]:
+        """The revision at commit `sha`, or None when that commit is no DVC repository
+        (a commit from before `dvc init`)."""
+        from dvc.exceptions import NotDvcRepoError
+
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self._repo.switch(sha))
+            except NotDvcRepoError:
+                yield None
+                return
+            # paths are the repository's, whatever folder the command runs in
+            self._repo.fs.chdir(self._repo.root_dir)
+            yield Revision.on(self._repo.dvcfs, sha, name)
+
+
 @dataclass(frozen=True)
 class Side:
     """One arm of one revision: its raw records and the env.json written beside them."""
@@ -88,30 +142,40 @@ class Side:
         return [r for r in self.records if r.phase == "measured" and r.error is None]
 
 
+RAW_CALLS = str(in_repo(RAW_DIR / CALLS_FILE))
+RAW_ENV = str(in_repo(RAW_DIR / ENV_FILE))
+
+
 def load_side(root: Path, rev: str, arm: str) -> Side:
     """Read a revision's raw records and provenance; keep the records of one arm."""
     revision = Revision(root, rev)
-    calls = str(in_repo(RAW_DIR / CALLS_FILE))
-    if not revision.has(calls):
-        raise CompareError(f"revision '{rev}' has no raw data ({calls}): its bench stage "
-                           "never ran there")
-    with tempfile.TemporaryDirectory(prefix="ollabench-") as tmp:
-        local = revision.download(calls, Path(tmp) / CALLS_FILE)
-        try:
-            records = read_records(local)
-        except RecordError as exc:
-            raise CompareError(_record_problem(rev, local, exc)) from None
-    env_path = str(in_repo(RAW_DIR / ENV_FILE))
-    try:
-        env = json.loads(revision.read_text(env_path))
-    except json.JSONDecodeError as exc:
-        raise CompareError(f"revision '{rev}': {env_path} is not JSON ({exc})") from None
-    if not isinstance(env, dict):
-        raise CompareError(f"revision '{rev}': {env_path} is not a JSON object")
+    records, env = read_raw(revision)
     mine = [r for r in records if r.arm == arm]
     if not mine:
         raise CompareError(f"revision '{rev}' has no calls in the {arm} arm")
     return Side(rev, revision.sha, arm, env, mine)
+
+
+def read_raw(revision: Revision) -> tuple[list[CallRecord], dict[str, Any]]:
+    """Every raw record of a revision and its env.json (`has(RAW_CALLS)` tells beforehand
+    whether the revision ran the bench stage at all)."""
+    rev = revision.rev
+    if not revision.has(RAW_CALLS):
+        raise CompareError(f"revision '{rev}' has no raw data ({RAW_CALLS}): its bench stage "
+                           "never ran there")
+    with tempfile.TemporaryDirectory(prefix="ollabench-") as tmp:
+        local = revision.download(RAW_CALLS, Path(tmp) / CALLS_FILE)
+        try:
+            records = read_records(local)
+        except RecordError as exc:
+            raise CompareError(_record_problem(rev, local, exc)) from None
+    try:
+        env = json.loads(revision.read_text(RAW_ENV))
+    except json.JSONDecodeError as exc:
+        raise CompareError(f"revision '{rev}': {RAW_ENV} is not JSON ({exc})") from None
+    if not isinstance(env, dict):
+        raise CompareError(f"revision '{rev}': {RAW_ENV} is not a JSON object")
+    return records, env
 
 
 def _record_problem(rev: str, path: Path, exc: RecordError) -> str:
