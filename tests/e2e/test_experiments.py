@@ -102,6 +102,7 @@ def test_leaderboard_ranks_the_three_experiments(project: Path,
     for row in rows:
         assert float(row["ci_low"]) <= float(row["treatment_median"]) <= float(row["ci_high"])
         assert row["verdict"] and row["runs"] == "2" and not row["note"]
+        assert row["quality"] in ("lower", "higher", "no change detected")
         assert row["changes"] == "(none)" if row["experiment"] == "aa" else (
             "profile.name=chimera" in row["changes"])
     terminal = done.stdout.splitlines()

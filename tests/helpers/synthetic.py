@@ -30,6 +30,9 @@ PROMPT_TOK_S = 300.0
 WARM_LOAD_MS = 5.0
 COLD_LOAD_MS = 400.0
 OVERHEAD_MS = 12.0
+FIGURES_QUOTED = 12  # numbers in every measured output
+QUALITY_SLIP = 0.05  # chance that a control figure is not in the input
+REPORT_PARTS = 3
 
 
 @dataclass
@@ -44,6 +47,9 @@ class Scenario:
     control_profile: str = "baseline"
     treatment_profile: str = "chimera"
     itl: bool = False
+    # Share of the treatment's quoted figures that are not in the input, and of the report's
+    # required parts it leaves out (the control misquotes QUALITY_SLIP of its figures).
+    quality_loss: float = 0.0
     seed: int = 0
     # (arm, run, stage, metric) -> factor applied to that one measured call
     spikes: dict[tuple[str, int, str, str], float] = field(default_factory=dict)
@@ -112,8 +118,30 @@ def _call(s: Scenario, rng: np.random.Generator, sigma: float, arm: str, run: in
         itl_p95_ms=1.5 * eval_ms / tokens if s.itl else None,
         itl_max_ms=3 * eval_ms / tokens if s.itl else None,
         started_at=f"2025-01-01T00:00:{seq % 60:02d}Z", model="smollm2-135m",
-        backend="llamacpp", output="ok",
+        backend="llamacpp", output="ok", **_quality(s, arm, run, stage, seq),
     )
+
+
+def _quality(s: Scenario, arm: str, run: int, stage: str, seq: int) -> dict[str, Any]:
+    """Output-quality fields of a measured call, from their own random stream (the timings'
+    stream, and so every golden timing, does not depend on them)."""
+    if stage == "warmup":
+        return {}
+    rng = np.random.default_rng([s.seed, seq, 7])
+    loss = s.quality_loss if arm == "treatment" else 0.0
+    fields: dict[str, Any] = {
+        "numbers_in_output": FIGURES_QUOTED,
+        "numbers_supported": FIGURES_QUOTED - int(rng.binomial(FIGURES_QUOTED,
+                                                               QUALITY_SLIP + loss)),
+        "output_chars": 900,
+    }
+    if stage == "report":
+        fields |= {"parts_expected": REPORT_PARTS,
+                   "parts_found": REPORT_PARTS - int(rng.binomial(REPORT_PARTS, loss))}
+    second = (arm == "control") == (run % 2 == 0)  # ABBA: the later call of the run's pair
+    if second:
+        fields["output_similarity_pct"] = 100.0 * (1 - s.quality_loss) - float(rng.uniform(0, 3))
+    return fields
 
 
 def swap_arms(records: list[CallRecord]) -> list[CallRecord]:

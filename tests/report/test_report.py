@@ -176,3 +176,18 @@ def test_every_number_matches_the_csvs(improvement: dict[str, object]) -> None:
             row["p_holm"]))}
         assert set(NUMBER.findall(line)) <= allowed, line
         assert row["verdict"] in line or report.verdict_words(pd.Series(row)) in line
+
+
+def test_a_faster_treatment_with_worse_output_is_not_called_better(tmp_path: Path) -> None:
+    scenario = Scenario(runs=10, eval_rate_gain=0.3, quality_loss=0.5)
+    text = str(build(tmp_path, scenario)["text"])
+    summary = section(text, "Executive summary")
+    assert "Quality gate: faster, but lower quality." in summary
+    assert "faster, better" not in summary and "faster, but lower quality, p" in summary
+    assert "not a better profile" in section(text, "Conclusion")
+
+
+def test_an_a_a_run_shows_no_quality_change(aa_run: dict[str, object]) -> None:
+    summary = section(str(aa_run["text"]), "Executive summary")
+    assert "Quality (A/A): no quality change detected." in summary
+    assert "alike in the analysis stage" in summary and "alike in the report stage" in summary

@@ -113,7 +113,8 @@ def test_inter_token_figures_appear_when_present(tmp_path: Path) -> None:
 def test_metrics_json_is_compact_and_nan_free(tmp_path: Path) -> None:
     scenario = Scenario(runs=4, eval_rate_gain=0.1)
     metrics = aggregate(tmp_path, make_records(scenario), scenario)["metrics"]
-    assert set(metrics) == set(STAGES)
+    assert set(metrics) == {*STAGES, "quality"}
+    assert metrics.pop("quality")["verdict"] == "no change detected"
     for stage in metrics.values():
         assert set(stage) == set(HEADLINE_METRICS)
         for entry in stage.values():

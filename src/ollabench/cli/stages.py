@@ -114,8 +114,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="exit 1 if params.yaml is stale")
     p.set_defaults(func=_cmd_params)
 
-    p = sub.add_parser("bench", help="run the agent workload for both arms (stage 1)",
-                       description="Run the two-stage agent for the control (reference) and "
+    p = sub.add_parser("bench", help="run the workload for both arms (stage 1)",
+                       description="Run the workload (conf/workload; the two-stage agent by "
+                                   "default) for the control (reference) and "
                                    "treatment (profile) arms and record every call. Completed "
                                    "calls are journaled: rerun after a crash to resume.")
     p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")

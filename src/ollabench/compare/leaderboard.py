@@ -29,6 +29,7 @@ from ollabench.stats import (
     BOOTSTRAP_SEED,
     HEADLINE_METRICS,
     METRIC_BY_NAME,
+    QUALITY_KEY,
     bootstrap_medians,
 )
 
@@ -36,7 +37,7 @@ T = TypeVar("T")
 
 LEADERBOARD_COLUMNS = ("rank", "experiment", "rev", "baseline", "changes", "runs",
                        "treatment_median", "ci_low", "ci_high", "control_median",
-                       "median_diff_pct", "p_holm", "verdict", "note")
+                       "median_diff_pct", "p_holm", "verdict", "quality", "note")
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,9 @@ def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
     if exp.baseline not in baselines:
         baselines[exp.baseline] = _params(Revision(root, exp.baseline))
     notes: list[str] = []
-    published = _optional(
-        lambda: json.loads(revision.read_text(str(in_repo(METRICS_JSON))))
-        .get(stage, {}).get(metric, {}), {}, notes)
+    metrics = _optional(lambda: json.loads(revision.read_text(str(in_repo(METRICS_JSON)))),
+                        {}, notes)
+    published = metrics.get(stage, {}).get(metric, {})
     values = _optional(lambda: _per_run_values(revision, metric, stage), None, notes)
     if values is not None and not len(values):
         notes.append(f"no per-run {stage} values (a stage of another workload?)")
@@ -97,7 +98,9 @@ def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
         "control_median": _number(published.get("control_median")),
         "median_diff_pct": _number(published.get("median_diff_pct")),
         "p_holm": _number(published.get("p_holm")),
-        "verdict": published.get("verdict"), "note": "; ".join(notes),
+        "verdict": published.get("verdict"),
+        "quality": (metrics.get(QUALITY_KEY) or {}).get("verdict", "not recorded"),
+        "note": "; ".join(notes),
     }
 
 
@@ -166,10 +169,11 @@ def leaderboard_table(frame: pd.DataFrame) -> Table:
     """The ranking as a table, for the terminal (.text()) and the Markdown file."""
     return Table(
         ["#", "experiment", "rev", "changes", "runs", "treatment median", "95% CI",
-         "control median", "difference", "p (Holm)", "verdict"],
+         "control median", "difference", "p (Holm)", "verdict", "quality"],
         [[r.rank, r.experiment, r.rev, r.changes, r.runs, r.treatment_median,
           f"{fmt_num(r.ci_low)} to {fmt_num(r.ci_high)}", r.control_median,
-          fmt_pct(r.median_diff_pct), fmt_p(r.p_holm), r.verdict] for r in frame.itertuples()])
+          fmt_pct(r.median_diff_pct), fmt_p(r.p_holm), r.verdict, r.quality]
+         for r in frame.itertuples()])
 
 
 def write_leaderboard(frame: pd.DataFrame, metric: str, stage: str, out_dir: Path) -> Path:
@@ -183,7 +187,9 @@ def write_leaderboard(frame: pd.DataFrame, metric: str, stage: str, out_dir: Pat
         f"({direction} is better). CI: 95% percentile bootstrap of that median over runs "
         f"(from {in_repo(PROCESSED_DIR / PER_RUN_FILE)}). Difference, p and verdict: against "
         f"the experiment's own control arm, as `aggregate` published them "
-        f"({in_repo(METRICS_JSON)}).",
+        f"({in_repo(METRICS_JSON)}). Quality: the quality gate's verdict against that control "
+        f"(docs/statistics.md); an experiment of `lower` quality is fast by spoiling its "
+        f"output, not a better setting.",
         leaderboard_table(frame).markdown(),
         *(["## Notes", "\n".join(notes)] if notes else []),
     ]

@@ -30,6 +30,7 @@ from ollabench.report.format import (
 from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import table, tidy
 from ollabench.report.quality import data_quality
+from ollabench.report.quality_gate import quality_gate, quality_lower
 from ollabench.report.words import (
     ORDER_WORDS,
     clocks_sentence,
@@ -116,7 +117,10 @@ def _executive_summary(md: MdUtils, inputs: Inputs) -> None:
             f"Treatment `{inputs.profiles['treatment']}` against control "
             f"`{inputs.profiles['control']}`. Differences are (treatment - control) / control; "
             "p is the Holm-adjusted p-value of the verdict test.")
-    md.new_list([summary_sentence(row, inputs.noise_floor) for row in inputs.headline_rows()])
+    lower = quality_lower(inputs)
+    md.new_list([summary_sentence(row, inputs.noise_floor, lower)
+                 for row in inputs.headline_rows()])
+    quality_gate(md, inputs)
     open_rows = [r for r in inputs.headline_rows() if r["verdict"] == "inconclusive"]
     if open_rows:
         items = "; ".join(f"{r['stage']} {metric_label(r['metric'])} (detectable change "
@@ -285,6 +289,10 @@ def _conclusion(md: MdUtils, inputs: Inputs) -> None:
         md.new_paragraph(
             f"Treatment `{inputs.profiles['treatment']}` against control "
             f"`{inputs.profiles['control']}`, headline metrics: " + "; ".join(parts) + ".")
+        if quality_lower(inputs):
+            md.new_paragraph("Its output was worse on a quality metric (see the quality gate "
+                             "in the executive summary): it is not a better profile, however "
+                             "fast.")
     md.new_paragraph(f"All {len(inputs.comparisons)} comparisons: {tally}.")
     if inputs.quality["unequal_work"]:
         md.new_paragraph("The arms did not do the same work (see Data quality): differences "

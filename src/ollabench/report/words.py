@@ -60,11 +60,12 @@ def clocks_sentence(backend: str | None) -> str:
     return f"Clocks: {words}; rates are tokens over engine time."
 
 
-def verdict_words(row: pd.Series) -> str:
-    """The verdict in words that follow the metric's direction."""
+def verdict_words(row: pd.Series, quality_lower: bool = False) -> str:
+    """The verdict in words that follow the metric's direction; a speed-up is never called
+    better when the quality gate found the output worse."""
     verdict = row["verdict"]
     if verdict == "better":
-        return "faster, better"
+        return "faster, but lower quality" if quality_lower else "faster, better"
     if verdict == "worse":
         return "slower, worse"
     if verdict == "different":
@@ -72,12 +73,12 @@ def verdict_words(row: pd.Series) -> str:
     return str(verdict)
 
 
-def summary_sentence(row: pd.Series, noise_floor: bool) -> str:
+def summary_sentence(row: pd.Series, noise_floor: bool, quality_lower: bool = False) -> str:
     """One sentence per stage and metric, e.g. `report stage: median TTFT 820 -> 410 ms
     (-50.0%, faster, better, p = 0.004); mean 830 -> 412 ms (-50.4%).`"""
     metric = row["metric"]
     unit = METRIC_BY_NAME[metric].unit
-    words = verdict_words(row)
+    words = verdict_words(row, quality_lower)
     if row["verdict"] == "inconclusive":
         words += f": these runs detect only changes above {fmt_mde(row['mde_pct'])}"
     text = (f"{row['stage']} stage: median {metric_label(metric)} "

@@ -14,14 +14,17 @@ import pandas as pd
 import pyarrow as pa
 
 from ollabench.records import FIELD_BY_NAME, CallRecord, read_calls_table, records_table
-from ollabench.stats.metrics import METRIC_BY_NAME
+from ollabench.stats.metrics import METRICS, SHARE_COUNTS
 
-FRAME_COLUMNS = ("seq", "run", "attempt", "schema_version",
-                 "arm", "profile", "stage", "phase", "done_reason", "error",
-                 *METRIC_BY_NAME, "prompt_tokens", "prompt_eval_tokens", "prompt_cached_tokens",
-                 "total_ms", "num_ctx", "num_batch", "http_status",
-                 "outcome", "cache_state", "num_batch_basis", "engine_version",
-                 "reloaded", "reload_expected", "truncated", "context_shift", "cache_controlled")
+# Share metrics (faithful_pct, ...) are not fields: grouping derives them from SHARE_COUNTS.
+FRAME_COLUMNS = tuple(dict.fromkeys((
+    "seq", "run", "attempt", "schema_version",
+    "arm", "profile", "stage", "phase", "done_reason", "error",
+    *(m.name for m in METRICS if not m.share_of), *SHARE_COUNTS, "output_similarity_pct",
+    "prompt_tokens", "prompt_eval_tokens", "prompt_cached_tokens",
+    "total_ms", "num_ctx", "num_batch", "http_status",
+    "outcome", "cache_state", "num_batch_basis", "engine_version",
+    "reloaded", "reload_expected", "truncated", "context_shift", "cache_controlled")))
 FLAG_COLUMNS = tuple(c for c in FRAME_COLUMNS if FIELD_BY_NAME[c].kind is bool)
 
 

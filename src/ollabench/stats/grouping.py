@@ -11,7 +11,7 @@ import pandas as pd
 
 from ollabench.stats.core import quiet
 from ollabench.stats.frames import FLAG_COLUMNS
-from ollabench.stats.metrics import METRIC_BY_NAME, METRICS, WORKFLOW_STAGE
+from ollabench.stats.metrics import METRIC_BY_NAME, METRICS, SHARE_COUNTS, WORKFLOW_STAGE
 
 StageFrames = dict[str, pd.DataFrame]  # stage -> per-run values indexed by run
 # Token counts that are not metrics but make up one (a rate's numerator): summed per run.
@@ -50,13 +50,14 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
     `workflow` stage: the run's stages combined by each metric's rule, unknown when a stage
     is missing or unknown. Columns: run, stage, the metrics present, COUNT_COLUMNS, and the
     flags as 1.0 / 0.0 / NaN (unknown)."""
-    value_cols = [c for c in (*METRIC_BY_NAME, *COUNT_COLUMNS) if c in calls]
+    value_cols = [c for c in dict.fromkeys((*METRIC_BY_NAME, *COUNT_COLUMNS, *SHARE_COUNTS))
+                  if c in calls or _share_columns(c, calls)]
     flags = [c for c in FLAG_COLUMNS if c in calls]
     stages = stage_order(calls)
     stage = pd.Categorical(calls["stage"].astype(str), categories=stages)
     numeric = pd.DataFrame({"run": calls["run"].astype("int64"), "stage": stage})
     for col in value_cols:
-        numeric[col] = calls[col].astype("float64")
+        numeric[col] = _call_values(calls, col)
     for flag in flags:
         numeric[flag] = calls[flag].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
     keys = ["run", "stage"]
@@ -82,6 +83,9 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
                 workflow[metric.name] = by_stage(metric.name).sum(axis=1)
             elif metric.workflow == "max":
                 workflow[metric.name] = by_stage(metric.name).max(axis=1)
+            elif metric.share_of and all(c in per_stage for c in metric.share_of):
+                part, whole = (_known_sum(by_stage(c)) for c in metric.share_of)
+                workflow[metric.name] = 100.0 * part / np.where(whole > 0, whole, np.nan)
             elif metric.rate_of and all(c in per_stage for c in metric.rate_of):
                 count, duration_ms = (by_stage(c).sum(axis=1) for c in metric.rate_of)
                 workflow[metric.name] = count / np.where(duration_ms > 0, duration_ms,
@@ -93,6 +97,31 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
             workflow[flag] = np.fmax.reduce(by_stage(flag), axis=1)
     workflow["stage"] = WORKFLOW_STAGE
     return pd.concat([per_stage.reset_index(), workflow.reset_index()], ignore_index=True)
+
+
+def _share_columns(name: str, calls: pd.DataFrame) -> tuple[str, str] | None:
+    """The (part, whole) columns of a share metric, when calls hold both."""
+    metric = METRIC_BY_NAME.get(name)
+    if metric is None or metric.share_of is None:
+        return None
+    return metric.share_of if all(c in calls for c in metric.share_of) else None
+
+
+def _call_values(calls: pd.DataFrame, name: str) -> pd.Series:
+    """A column per call as float64; a share metric is 100 * part / whole, unknown where
+    the whole is 0 (nothing to judge: an output without figures is not unfaithful)."""
+    share = _share_columns(name, calls) if name not in calls else None
+    if share is None:
+        return calls[name].astype("float64")
+    part, whole = (calls[c].astype("float64") for c in share)
+    return 100.0 * part / whole.where(whole > 0)
+
+
+def _known_sum(values: np.ndarray) -> np.ndarray:
+    """Row sums over the known values; unknown only where a row has none (a stage that
+    quotes no figures or has no required parts does not make the run's share unknown)."""
+    known = ~np.isnan(values)
+    return np.where(known.any(axis=1), np.where(known, values, 0.0).sum(axis=1), np.nan)
 
 
 def split_stages(runs: pd.DataFrame) -> StageFrames:

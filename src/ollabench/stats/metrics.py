@@ -10,7 +10,7 @@ from typing import Literal
 from ollabench.records import ARMS
 
 Direction = Literal["higher", "lower", "neither"]
-WorkflowRule = Literal["sum", "max", "rate"]
+WorkflowRule = Literal["sum", "max", "rate", "share"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Metric:
     label: str
     workflow: WorkflowRule | None
     rate_of: tuple[str, str] | None = None  # (count column, duration column in ms)
+    share_of: tuple[str, str] | None = None  # (part column, whole column): 100 * part / whole
 
 
 METRICS: tuple[Metric, ...] = (
@@ -39,9 +40,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("itl_p50_ms", "ms", "lower", "inter-token latency p50", None),
     Metric("itl_p95_ms", "ms", "lower", "inter-token latency p95", None),
     Metric("itl_max_ms", "ms", "lower", "inter-token latency max", "max"),
+    Metric("faithful_pct", "%", "higher", "figures found in the input", "share",
+           share_of=("numbers_supported", "numbers_in_output")),
+    Metric("numbers_supported", "figures", "higher", "figures quoted from the input", "sum"),
+    Metric("parts_pct", "%", "higher", "required parts present", "share",
+           share_of=("parts_found", "parts_expected")),
 )
 METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 HEADLINE_METRICS = ("ttft_ms", "eval_tok_s", "e2e_ms")
+# The quality gate's metrics (docs/statistics.md): a treatment worse on any of them, on the
+# whole run, is never summarised as better, however much faster it is.
+QUALITY_METRICS = ("faithful_pct", "numbers_supported", "parts_pct")
+QUALITY_KEY = "quality"  # metrics.json's entry for the gate, beside the stages
+# Counts that make up a share metric: summed over a run's stages for its workflow value.
+SHARE_COUNTS = tuple(dict.fromkeys(c for m in METRICS if m.share_of for c in m.share_of))
 
 WORKFLOW_STAGE = "workflow"
 CONTROL, TREATMENT = ARMS

@@ -22,6 +22,7 @@ from ollabench.stats.conditions import (
     unequal_conditions,
 )
 from ollabench.stats.core import quiet, relative_pct
+from ollabench.stats.gate import output_similarity
 from ollabench.stats.grouping import (
     StageFrames,
     is_flagged,
@@ -75,6 +76,7 @@ def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFra
         "unknown_values": {arm: _unknown_counts(measured[arm]) for arm in ARMS},
         "duplicate_keys": int(calls.duplicated(["seq", "attempt"]).sum()),
         "unequal_work": _unequal_work(arms, runs) + unequal_conditions(conditions),
+        "output_similarity": output_similarity(measured),
     }
 
 

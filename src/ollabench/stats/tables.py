@@ -23,6 +23,7 @@ from ollabench.stats.core import (
     verdict_test,
     verdicts,
 )
+from ollabench.stats.gate import gate_words, quality_verdict, workflow_rows
 from ollabench.stats.grouping import (
     StageFrames,
     measured_calls,
@@ -39,6 +40,8 @@ from ollabench.stats.metrics import (
     HEADLINE_METRICS,
     METRIC_BY_NAME,
     METRICS,
+    QUALITY_KEY,
+    QUALITY_METRICS,
     SUMMARY_COLUMNS,
     TREATMENT,
     Metric,
@@ -144,9 +147,11 @@ def compare_arms(control: pd.DataFrame, treatment: pd.DataFrame, threshold_pct: 
     return comparisons_with_outliers(per_arm[0], per_arm[1], threshold_pct, seed)[0]
 
 
-def headline(comparisons: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
-    """metrics.json for `dvc exp show`: per stage, the headline metrics' medians and verdict."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+def headline(comparisons: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """metrics.json for `dvc exp show`: per stage, the headline metrics' medians and verdict;
+    under `quality`, the quality gate's verdict and phrase and the whole-run quality
+    metrics' medians and verdicts."""
+    out: dict[str, dict[str, Any]] = {}
     for row in comparisons.itertuples(index=False):
         if row.metric in HEADLINE_METRICS:
             out.setdefault(row.stage, {})[row.metric] = {
@@ -156,6 +161,12 @@ def headline(comparisons: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
                 "p_holm": _rounded(row.p_holm),
                 "verdict": row.verdict,
             }
+    out[QUALITY_KEY] = {"verdict": quality_verdict(comparisons),
+                        "summary": gate_words(comparisons)}
+    for row in workflow_rows(comparisons, QUALITY_METRICS).itertuples(index=False):
+        out[QUALITY_KEY][row.metric] = {"control_median": _rounded(row.control_median),
+                                        "treatment_median": _rounded(row.treatment_median),
+                                        "verdict": row.verdict}
     return out
 
 
