@@ -134,7 +134,7 @@ def listed(path: str) -> set[str]:
     return {m for m, p in modules().items() if p == target or target in p.parents}
 
 
-@pytest.mark.parametrize("stage", ["bench", "aggregate", "report"])
+@pytest.mark.parametrize("stage", ["bench", "judge", "aggregate", "report"])
 def test_dvc_yaml_lists_exactly_the_code_each_stage_runs(stage: str) -> None:
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
     runs = stage_modules(spec["cmd"])

@@ -132,7 +132,7 @@ def should_retry(record: CallRecord) -> bool:
 
 def config_key(config: BenchConfig, workload: Workload) -> str:
     """Identifies the experiment: a journal is only ever resumed by the same config and data."""
-    payload = json.dumps({"config": config.model_dump(mode="json"),
+    payload = json.dumps({"config": config.model_dump(mode="json", exclude={"judge"}),
                           "workload": workload.source.sha256},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

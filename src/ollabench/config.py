@@ -213,6 +213,19 @@ class RunConfig(_Strict):
         return self
 
 
+class JudgeConfig(_Strict):
+    """The optional judge stage (conf/judge): a model that scores every measured output
+    against a rubric, off by default (docs/metrics.md, Judge scores)."""
+
+    enabled: bool
+    model: ModelConfig | None = None
+    rubric: str = ""
+    scale_max: int = Field(default=5, ge=2, le=100)  # scores run from 1 to scale_max
+    num_predict: int = Field(default=8, ge=1)
+    max_input_chars: int = Field(default=4000, ge=100)  # of the judged call's input
+    allow_model_under_test: bool = False
+
+
 class BenchConfig(_Strict):
     model: ModelConfig
     profile: ProfileConfig
@@ -220,20 +233,45 @@ class BenchConfig(_Strict):
     run: RunConfig
     workload: WorkloadConfig
 
+    judge: JudgeConfig
+
     @model_validator(mode="after")
-    def _model_fits_its_backend(self) -> BenchConfig:
-        """A setting the chosen backend would ignore is refused, not silently dropped."""
-        model = self.model
-        only_for = {"host": "ollama", "think": "ollama", "keep_alive": "ollama",
-                    "gguf": "llamacpp"}
-        for key, backend in only_for.items():
-            if getattr(model, key) is not None and model.backend != backend:
-                raise ConfigError(f"model.{key}: only for backend {backend}; this model runs "
-                                  f"on {model.backend} (set it to null)")
-        if model.backend == "llamacpp" and not model.gguf_path().is_file():
-            raise ConfigError(f"model.gguf: file not found: {self.model.gguf_path()} "
-                              "(give the path of a GGUF file)")
+    def _models_fit_their_backends(self) -> BenchConfig:
+        """A setting the chosen backend would ignore is refused, not silently dropped; the
+        judge is never the model under test unless judge.allow_model_under_test says so."""
+        _check_model(self.model, "model")
+        judge = self.judge
+        if not judge.enabled:
+            return self
+        if judge.model is None or not judge.rubric.strip():
+            missing = "judge.model" if judge.model is None else "judge.rubric"
+            raise ConfigError(f"{missing}: required when judge.enabled is true (choose a judge "
+                              "config: -S judge=embedded or -S judge=ollama)")
+        _check_model(judge.model, "judge.model")
+        if _same_model(judge.model, self.model) and not judge.allow_model_under_test:
+            raise ConfigError(f"judge.model: {judge.model.name} is the model under test; a "
+                              "model judging its own outputs is biased: choose another judge "
+                              "model or set judge.allow_model_under_test: true")
         return self
+
+
+def _check_model(model: ModelConfig, where: str) -> None:
+    only_for = {"host": "ollama", "think": "ollama", "keep_alive": "ollama", "gguf": "llamacpp"}
+    for key, backend in only_for.items():
+        if getattr(model, key) is not None and model.backend != backend:
+            raise ConfigError(f"{where}.{key}: only for backend {backend}; this model runs "
+                              f"on {model.backend} (set it to null)")
+    if model.backend == "llamacpp" and not model.gguf_path().is_file():
+        raise ConfigError(f"{where}.gguf: file not found: {model.gguf_path()} "
+                          "(give the path of a GGUF file)")
+
+
+def _same_model(a: ModelConfig, b: ModelConfig) -> bool:
+    if a.backend != b.backend:
+        return False
+    if a.backend == "llamacpp":
+        return a.gguf_path().resolve() == b.gguf_path().resolve()
+    return a.name == b.name and (a.host or "") == (b.host or "")
 
 
 def bundled_gguf() -> Path:

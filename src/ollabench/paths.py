@@ -17,6 +17,8 @@ METRICS_JSON = Path("reports/metrics.json")
 REPORT_MD = Path("reports/report.md")
 FIGURES_DIR = Path("reports/figures")
 JOURNAL_ROOT = Path(".ollabench/journal")
+JUDGE_DIR = Path("data/judge")
+JUDGE_ROOT = Path(".ollabench/judge")  # the judge stage's resume journals
 SWEEP_ROOT = Path(".ollabench/sweep")
 COMPARE_OUT = Path("reports/compare")
 LEADERBOARD_OUT = Path("reports/leaderboard")
@@ -28,6 +30,8 @@ CALLS_FILE = "calls.jsonl"
 # a fraction of the JSON parse; used only while it matches calls.jsonl byte for byte.
 CALLS_TABLE_FILE = "calls.parquet"
 ENV_FILE = "env.json"
+JUDGE_SCORES_FILE = "scores.jsonl"  # in JUDGE_DIR: one line per judged call
+JUDGE_INFO_FILE = "judge.json"  # in JUDGE_DIR: the judge's model, identity and counts
 
 # aggregate -> PROCESSED_DIR
 SUMMARY_FILE = "summary.csv"

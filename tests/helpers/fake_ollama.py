@@ -69,6 +69,7 @@ class Script:
     garbage_line: str = '{"model": "broken", "do'  # not JSON; '[1, 2]' is JSON but no object
     error_line_after: int | None = None  # send {"error": error} as Ollama does mid-stream
     repeat_abort: bool = False  # identical tokens until the repeat limit ends the body
+    text: str | None = None  # answer with these words (one chunk each) instead of w0 w1 ...
 
 
 @dataclass
@@ -302,7 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
                       json.dumps({"error": script.error}))}
         faults.pop(None, None)
         texts = [(None, f"t{i} ") for i in range(script.thinking_tokens if plan.thinking else 0)]
-        word = (lambda i: "again ") if script.repeat_abort else (lambda i: f"w{i} ")
+        words = script.text.split() if script.text is not None else []
+        word = ((lambda i: "again ") if script.repeat_abort
+                else (lambda i: words[i % len(words)] + " ") if words
+                else (lambda i: f"w{i} "))
         texts += [(word(i), None) for i in range(plan.output_tokens)]
         # llm/server.go:Completion: the 32nd identical token in a row is not forwarded and
         # the body ends with no done chunk and no error (HTTP 200).

@@ -1,4 +1,5 @@
-"""The pipeline's commands: `params`, and one per DVC stage (`bench`, `aggregate`, `report`).
+"""The pipeline's commands: `params`, and one per DVC stage (`bench`, `judge`, `aggregate`,
+`report`).
 
 Path options default to the paths dvc.yaml uses (ollabench.paths), so any stage can be run by
 hand on any raw data.
@@ -18,6 +19,8 @@ from ollabench.paths import (
     CONF_DIR,
     FIGURES_DIR,
     JOURNAL_ROOT,
+    JUDGE_DIR,
+    JUDGE_ROOT,
     METRICS_JSON,
     PARAMS_YAML,
     PROCESSED_DIR,
@@ -58,13 +61,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from ollabench.config import load_config
+    from ollabench.judge import run_judge
+
+    config = load_config(args.params)
+    scored = run_judge(config, args.raw, args.out, journal_root=args.journal_dir,
+                       progress=not args.no_progress)
+    print(f"judged {scored} call(s) into {args.out}" if config.judge.enabled
+          else f"judge off (judge.enabled: false); wrote an empty score file to {args.out}")
+    return 0
+
+
 def _cmd_aggregate(args: argparse.Namespace) -> int:
     from ollabench.stats.aggregate import run_aggregate
 
     threshold = args.threshold_pct
     if threshold is None:
         threshold = read_threshold(args.params)
-    source = run_aggregate(args.raw, args.out, args.metrics, threshold_pct=threshold)
+    source = run_aggregate(args.raw, args.out, args.metrics, threshold_pct=threshold,
+                           judge_dir=args.judge)
     how = ("the same SHA-256 as calls.jsonl" if source.suffix == ".parquet"
            else "no columnar copy matches it")
     print(f"read {source} ({how}); wrote {args.out} and {args.metrics}")
@@ -104,7 +120,7 @@ def read_threshold(path: Path) -> float:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register `params`, `bench`, `aggregate` and `report`."""
+    """Register `params`, `bench`, `judge`, `aggregate` and `report`."""
     p = sub.add_parser("params", help="compose conf/ with Hydra into params.yaml",
                        description="Compose conf/ (as `dvc exp run` does) and write params.yaml. "
                                    "With --check, only verify that params.yaml matches.")
@@ -128,6 +144,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_bench)
 
+    p = sub.add_parser("judge", help="score every measured output with a judge model "
+                                     "(optional stage, off by default)",
+                       description="Score every measured call that succeeded with the judge "
+                                   "model of conf/judge (judge.enabled: false writes an empty "
+                                   "score file). Scores are journaled: rerun after a crash to "
+                                   "resume.")
+    p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
+    p.add_argument("--raw", type=Path, default=RAW_DIR,
+                   help=f"folder holding calls.jsonl ({RAW_DIR})")
+    p.add_argument("--out", type=Path, default=JUDGE_DIR,
+                   help=f"folder for scores.jsonl and judge.json ({JUDGE_DIR})")
+    p.add_argument("--journal-dir", type=Path, default=JUDGE_ROOT,
+                   help=f"resume journals ({JUDGE_ROOT})")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_judge)
+
     p = sub.add_parser("aggregate", help="statistics and verdicts from raw calls (stage 2)",
                        description="Recompute summary.csv, comparisons.csv, per_run.csv, "
                                    "per_run_wide.csv, quality.json and metrics.json from the "
@@ -141,6 +173,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"source of {'.'.join(THRESHOLD_KEY)} ({PARAMS_YAML})")
     p.add_argument("--threshold-pct", type=float, default=None,
                    help=f"practical threshold in %% (overrides {PARAMS_YAML})")
+    p.add_argument("--judge", type=Path, default=JUDGE_DIR,
+                   help=f"the judge stage's scores, joined when present ({JUDGE_DIR})")
     p.set_defaults(func=_cmd_aggregate)
 
     p = sub.add_parser("report", help="write the Markdown report and figures (stage 3)",

@@ -49,4 +49,11 @@ def quality_gate(md: MdUtils, inputs: Inputs) -> None:
         text += " The arms' outputs for the same run and step were " + "; ".join(
             f"{fmt_num(s['median'])}% alike in the {stage} stage (median of {s['pairs']}, "
             f"lowest {fmt_num(s['min'])}%)" for stage, s in similarity.items()) + "."
+    judge: dict[str, Any] = inputs.quality.get("judge") or {}
+    if judge:
+        identity = str(judge.get("model_id") or "identity unknown")[:12]
+        text += (f" Judge: `{judge['model']}` ({judge['backend']}, {identity}) scored "
+                 f"{judge['scored']} output(s) from 1 to {judge['scale_max']}; "
+                 f"{judge['no_score']} answer(s) held no score and {judge['failed']} judge "
+                 "call(s) failed (docs/metrics.md, Judge scores).")
     md.new_paragraph(text)

@@ -37,29 +37,33 @@ from ollabench.stats.grouping import (
     per_run_values,
     split_stages,
 )
+from ollabench.stats.judged import with_judge_scores
 from ollabench.stats.metrics import CONTROL, PER_RUN_COLUMNS, PLOTTED_METRICS, TREATMENT
 from ollabench.stats.quality import data_quality
 from ollabench.stats.tables import comparisons_with_outliers, headline, summary_table
 
 
 def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
-                  threshold_pct: float) -> Path:
+                  threshold_pct: float, judge_dir: Path | None = None) -> Path:
     """Aggregate raw_dir's calls into summary.csv, comparisons.csv, per_run.csv,
     per_run_wide.csv and quality.json in out_dir, and the headline in metrics_path.
     Everything is checked, computed and staged before the first output is moved into place.
+    With judge_dir, the judge stage's scores join the calls (stats/judged.py).
     The long CSVs, the summary and the data-quality facts run on worker threads beside the
     comparisons (numpy and Arrow release the GIL). Returns the file the numbers were read
     from: calls.parquet, or calls.jsonl when no copy matched it."""
     calls, source = read_calls(raw_dir)
+    calls, judge = with_judge_scores(calls, judge_dir)
     with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
         _aggregate(calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool,
-                   staging)
+                   staging, judge)
         staging.commit()
     return source
 
 
 def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_path: Path,
-               threshold_pct: float, pool: Executor, staging: Staging) -> None:
+               threshold_pct: float, pool: Executor, staging: Staging,
+               judge: dict[str, Any] | None = None) -> None:
     """Stage every output file; returns once all of them are written."""
     by_arm = _by_arm(calls)
     if unknown := sorted(set(by_arm) - set(ARMS)):
@@ -97,7 +101,8 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
                                                           threshold_pct)
         staging.write(out_dir / COMPARISONS_FILE, comparisons.to_csv(index=False))
         staging.write(out_dir / QUALITY_FILE,
-                      json_text(quality.result() | {"outliers": outliers}, indent=None))
+                      json_text(quality.result() | {"outliers": outliers, "judge": judge},
+                                indent=None))
         staging.write(metrics_path, json_text(headline(comparisons)))
     finally:  # never leave a worker writing into the staging area
         for done in (*background, quality):

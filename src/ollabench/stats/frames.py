@@ -16,11 +16,13 @@ import pyarrow as pa
 from ollabench.records import FIELD_BY_NAME, CallRecord, read_calls_table, records_table
 from ollabench.stats.metrics import METRICS, SHARE_COUNTS
 
-# Share metrics (faithful_pct, ...) are not fields: grouping derives them from SHARE_COUNTS.
+# Share metrics (faithful_pct, ...) are not fields: grouping derives them from SHARE_COUNTS;
+# judge_score comes from the judge stage's file (stats/judged.py).
 FRAME_COLUMNS = tuple(dict.fromkeys((
     "seq", "run", "attempt", "schema_version",
     "arm", "profile", "stage", "phase", "done_reason", "error",
-    *(m.name for m in METRICS if not m.share_of), *SHARE_COUNTS, "output_similarity_pct",
+    *(m.name for m in METRICS if m.name in FIELD_BY_NAME), *SHARE_COUNTS,
+    "output_similarity_pct",
     "prompt_tokens", "prompt_eval_tokens", "prompt_cached_tokens",
     "total_ms", "num_ctx", "num_batch", "http_status",
     "outcome", "cache_state", "num_batch_basis", "engine_version",

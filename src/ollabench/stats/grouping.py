@@ -83,6 +83,8 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
                 workflow[metric.name] = by_stage(metric.name).sum(axis=1)
             elif metric.workflow == "max":
                 workflow[metric.name] = by_stage(metric.name).max(axis=1)
+            elif metric.workflow == "mean":  # over the stages that have a value
+                workflow[metric.name] = np.nanmean(by_stage(metric.name), axis=1)
             elif metric.share_of and all(c in per_stage for c in metric.share_of):
                 part, whole = (_known_sum(by_stage(c)) for c in metric.share_of)
                 workflow[metric.name] = 100.0 * part / np.where(whole > 0, whole, np.nan)

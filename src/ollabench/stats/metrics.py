@@ -10,7 +10,7 @@ from typing import Literal
 from ollabench.records import ARMS
 
 Direction = Literal["higher", "lower", "neither"]
-WorkflowRule = Literal["sum", "max", "rate", "share"]
+WorkflowRule = Literal["sum", "max", "mean", "rate", "share"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("numbers_supported", "figures", "higher", "figures quoted from the input", "sum"),
     Metric("parts_pct", "%", "higher", "required parts present", "share",
            share_of=("parts_found", "parts_expected")),
+    Metric("judge_score", "points", "higher", "judge score", "mean"),  # from data/judge
 )
 METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 HEADLINE_METRICS = ("ttft_ms", "eval_tok_s", "e2e_ms")
 # The quality gate's metrics (docs/statistics.md): a treatment worse on any of them, on the
 # whole run, is never summarised as better, however much faster it is.
-QUALITY_METRICS = ("faithful_pct", "numbers_supported", "parts_pct")
+QUALITY_METRICS = ("faithful_pct", "numbers_supported", "parts_pct", "judge_score")
 QUALITY_KEY = "quality"  # metrics.json's entry for the gate, beside the stages
 # Counts that make up a share metric: summed over a run's stages for its workflow value.
 SHARE_COUNTS = tuple(dict.fromkeys(c for m in METRICS if m.share_of for c in m.share_of))
