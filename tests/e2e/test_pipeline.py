@@ -24,6 +24,8 @@ def test_dvc_repro_then_exp_run_chimera(tmp_path: Path) -> None:
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics) >= {"analysis", "report", "workflow"}
     assert (repo / "data" / "raw" / "calls.jsonl").is_file()
+    assert (repo / "data" / "judge" / "scores.jsonl").read_text() == ""  # the judge is off
+    assert metrics["quality"]["verdict"] in ("no change detected", "lower", "higher")
     run_cmd(["dvc", "status", "-q"], repo)  # exit 0: every stage is up to date
 
     run_cmd(["dvc", "exp", "run", "-S", "profile=chimera", "-S", "run=quick"], repo)
