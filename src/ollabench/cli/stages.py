@@ -135,13 +135,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "default) for the control (reference) and "
                                    "treatment (profile) arms and record every call. Completed "
                                    "calls are journaled: rerun after a crash to resume.")
-    p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
     p.add_argument("--out", type=Path, default=RAW_DIR,
                    help="folder for calls.jsonl, its columnar copy calls.parquet and env.json "
                         f"({RAW_DIR})")
-    p.add_argument("--journal-dir", type=Path, default=JOURNAL_ROOT,
-                   help=f"resume journals, keyed by config hash ({JOURNAL_ROOT})")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_model_run_options(p, JOURNAL_ROOT)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("judge", help="score every measured output with a judge model "
@@ -150,14 +147,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "model of conf/judge (judge.enabled: false writes an empty "
                                    "score file). Scores are journaled: rerun after a crash to "
                                    "resume.")
-    p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
     p.add_argument("--raw", type=Path, default=RAW_DIR,
                    help=f"folder holding calls.jsonl ({RAW_DIR})")
     p.add_argument("--out", type=Path, default=JUDGE_DIR,
                    help=f"folder for scores.jsonl and judge.json ({JUDGE_DIR})")
-    p.add_argument("--journal-dir", type=Path, default=JUDGE_ROOT,
-                   help=f"resume journals ({JUDGE_ROOT})")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_model_run_options(p, JUDGE_ROOT)
     p.set_defaults(func=_cmd_judge)
 
     p = sub.add_parser("aggregate", help="statistics and verdicts from raw calls (stage 2)",
@@ -186,3 +180,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=REPORT_MD, help=f"({REPORT_MD})")
     p.add_argument("--figures", type=Path, default=FIGURES_DIR, help=f"({FIGURES_DIR})")
     p.set_defaults(func=_cmd_report)
+
+
+def _add_model_run_options(p: argparse.ArgumentParser, journal_root: Path) -> None:
+    """The options of a stage that calls a model: its config, resume journals, progress."""
+    p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
+    p.add_argument("--journal-dir", type=Path, default=journal_root,
+                   help=f"resume journals, keyed by config hash ({journal_root})")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
