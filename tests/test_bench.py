@@ -143,3 +143,13 @@ def test_the_bench_records_quality_on_measured_calls(quick_run) -> None:
         pairs[(r.run, r.stage)].append(r.output_similarity_pct)
     assert all(sorted(v, key=lambda x: x is None)[1] is None and v.count(None) == 1
                for v in pairs.values())
+
+
+def test_every_call_records_what_the_host_was_doing(quick_run) -> None:
+    tmp, _ = quick_run
+    records = read_records(tmp / "raw" / CALLS_FILE)
+    for r in records:
+        assert 0 <= r.host_other_cpu_pct <= 100 and 0 <= r.host_steal_pct <= 100
+        assert r.host_load_1m >= 0
+    start = json.loads((tmp / "raw" / "env.json").read_text())["host_at_start"]
+    assert start["cpu_count"] >= 1 and 0 <= start["host_other_cpu_pct"] <= 100

@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.config import BenchConfig, RunConfig
 from ollabench.errors import BenchIncomplete
 from ollabench.files import write_json_atomic
+from ollabench.host import busy_warning, host_at_start, host_load, read_host
 from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records import (
     HTTP_ERROR,
@@ -267,7 +269,7 @@ class Runner:
             cache = self._prepare_cache(slot, messages, options)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  self.backend.chat(messages, options, cache), messages)
+                                  *self._chat(messages, options, cache), messages)
             if not should_retry(record):
                 break
             if record.outcome == NO_FINAL_CHUNK:
@@ -286,11 +288,18 @@ class Runner:
         primer_options = {**options, "num_predict": PRIME_NUM_PREDICT}
         started_at = provenance.utc_now()
         record = self._record(primer, 1, primer_options, started_at,
-                              self.backend.chat(messages, primer_options))
+                              *self._chat(messages, primer_options))
         return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
+    def _chat(self, messages: list[dict[str, str]], options: dict[str, Any],
+              cache: CachePlan = UNARRANGED) -> tuple[CallMeasurement, dict[str, Any]]:
+        """One backend call and what the host did meanwhile (read outside its clocks)."""
+        before = read_host()
+        measurement = self.backend.chat(messages, options, cache)
+        return measurement, host_load(before, read_host())
+
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
-                measurement: CallMeasurement,
+                measurement: CallMeasurement, host: dict[str, Any] | None = None,
                 messages: list[dict[str, str]] | None = None) -> CallRecord:
         """The journaled record of one attempt; a measured call that succeeded gets its
         output's quality (workloads/quality.py) and, once the other arm has answered the
@@ -309,7 +318,7 @@ class Runner:
             profile=self.profile_name(slot.arm), stage=slot.stage, phase=slot.phase,
             attempt=attempt, started_at=started_at, model=self.config.model.name,
             backend=self.backend.name, options=self.backend.effective_options(options),
-            **quality)
+            **(host or {}), **quality)
         self.journal.append(record)
         return record
 
@@ -340,6 +349,9 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     runner = Runner(config, backend, workload, journal,
                     warmups_per_switch(config.run, switch_reloads))
     slots = plan(config.run, workload.steps, switch_reloads)
+    start = host_at_start()  # after every check: a refused config is not kept waiting
+    if warning := busy_warning(start):
+        print(f"ollabench: warning: {warning}", file=sys.stderr)
     try:
         runner.execute(slots, progress=progress)
         backend_info = backend.provenance()
@@ -355,6 +367,7 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
         "finished_at": provenance.utc_now(),
         "engine_states": runner.snapshots,
         "planned_calls": len(slots),
+        "host_at_start": start,
     }
     write_records_atomic(out_dir / CALLS_FILE, records)
     write_json_atomic(out_dir / ENV_FILE, env)

@@ -123,6 +123,11 @@ class CallRecord(CallMeasurement):
     parts_found: int | None = None
     output_chars: int | None = None
     output_similarity_pct: float | None = None  # to the other arm's output, same run and step
+    # The host while the call ran (host.py): other processes' CPU, steal, load, clock.
+    host_other_cpu_pct: float | None = None
+    host_steal_pct: float | None = None
+    host_load_1m: float | None = None
+    cpu_mhz: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -21,6 +21,8 @@ def test_dvc_repro_then_exp_run_chimera(tmp_path: Path) -> None:
     run_cmd(["dvc", "repro"], repo)
     report = (repo / "reports" / "report.md").read_text()
     assert "noise" in report.lower()  # the committed default is an A/A calibration
+    host = report.split("### The host", 1)[1].split("##", 1)[0]
+    assert "|control|" in host and "Not recorded" not in host  # the host's load, per arm
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics) >= {"analysis", "report", "workflow"}
     assert (repo / "data" / "raw" / "calls.jsonl").is_file()

@@ -31,7 +31,7 @@ ARM_KEYS = ("profile", "calls", "measured", "warmups", "errors", "retries", "rel
 CONDITION_KEYS = ("num_ctx", "num_batch", "num_batch_basis", "engine_version", "cache_state",
                   "cache_controlled", "truncated", "context_shift", "outcomes", "primers")
 # Sections of env.json the report reads with .get(): each an object when present.
-ENV_OBJECTS = ("config", "host", "backend", "git", "packages")
+ENV_OBJECTS = ("config", "host", "host_at_start", "backend", "git", "packages")
 CONFIG_OBJECTS = ("model", "run", "reference", "profile")
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}

@@ -8,7 +8,13 @@ from typing import Any
 from mdutils.mdutils import MdUtils
 
 from ollabench.paths import QUALITY_FILE
-from ollabench.report.format import fmt_int, fmt_num, fmt_setting, fmt_value
+from ollabench.report.format import (
+    fmt_int,
+    fmt_num,
+    fmt_plain_pct,
+    fmt_setting,
+    fmt_value,
+)
 from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import list_or_none, table
 from ollabench.report.words import cause_text, metric_label, unequal_text
@@ -37,6 +43,31 @@ def data_quality(md: MdUtils, inputs: Inputs) -> None:
                            ("Unequal work", _unequal_section)):
         md.new_header(3, title, add_table_of_contents="n")
         section(md, quality)
+    md.new_header(3, "The host", add_table_of_contents="n")
+    _host_section(md, quality, inputs.env.get("host_at_start"))
+
+
+def _host_section(md: MdUtils, quality: dict[str, Any],
+                  at_start: dict[str, Any] | None) -> None:
+    """What else the machine was doing: other processes' CPU, steal, load (host.py)."""
+    if at_start:
+        md.new_paragraph(
+            f"Before the first call: load {fmt_setting(at_start.get('host_load_1m'))}, other "
+            f"processes {fmt_plain_pct(at_start.get('host_other_cpu_pct'))} of the CPU, "
+            f"steal {fmt_plain_pct(at_start.get('host_steal_pct'))}.")
+    host = quality.get("host") or {}
+    if all(value is None for arm in host.values() for value in arm.values()):
+        md.new_paragraph("Not recorded (records made before ollabench recorded the host).")
+        return
+    md.new_paragraph("During the measured calls (docs/metrics.md, The host while the call "
+                     "ran): CPU used by other processes and stolen by the hypervisor, as a "
+                     "share of the machine, and the 1-minute load average.")
+    table(md, ["Arm", "Other processes (median)", "Other processes (max)", "Steal (max)",
+               "Load average (max)"],
+          [[arm, fmt_plain_pct(h["other_cpu_pct_median"]),
+            fmt_plain_pct(h["other_cpu_pct_max"]), fmt_plain_pct(h["steal_pct_max"]),
+            fmt_setting(h["load_1m_max"])]
+           for arm, h in host.items()])
 
 
 def _outliers_section(md: MdUtils, quality: dict[str, Any]) -> None:

@@ -11,7 +11,16 @@ from typing import Any
 
 import pandas as pd
 
-from ollabench.report.format import fmt_cell, fmt_mde, fmt_num, fmt_p_clause, fmt_pct, fmt_value
+from ollabench.report.format import (
+    fmt_cell,
+    fmt_mde,
+    fmt_num,
+    fmt_p_clause,
+    fmt_pct,
+    fmt_plain_pct,
+    fmt_setting,
+    fmt_value,
+)
 from ollabench.stats import METRIC_BY_NAME
 
 ORDER_WORDS = {
@@ -25,6 +34,7 @@ CAUSE_WORDS = {
     "model_load": "a model load (load time far above the warm level)",
     "truncated": "the prompt was truncated",
     "output_length": "a different output length",
+    "host_busy": "host busy",
 }
 # Who times what, per backend (backends/): the report must not credit the engine with a clock
 # that ollabench itself reads.
@@ -119,8 +129,21 @@ def cause_text(outlier: dict[str, Any]) -> str:
         if cause == "output_length":
             text += (f": {fmt_num(outlier['output_tokens'])} tokens against a median of "
                      f"{fmt_num(outlier['median_output_tokens'])}")
+        if cause == "host_busy":
+            text += f": {host_busy_text(outlier)}"
         words.append(text)
     return "; ".join(words) or "not shown by the record"
+
+
+def host_busy_text(outlier: dict[str, Any]) -> str:
+    """The host's numbers behind a "host busy" cause: load, other processes, steal."""
+    parts = []
+    if outlier.get("host_load_1m") is not None:
+        parts.append(f"load {fmt_setting(outlier['host_load_1m'])}")
+    parts.append(f"other processes {fmt_plain_pct(outlier['host_other_cpu_pct'])} of the CPU "
+                 f"against {fmt_plain_pct(outlier['typical_other_cpu_pct'])} typical")
+    parts.append(f"steal {fmt_plain_pct(outlier['host_steal_pct'])}")
+    return ", ".join(parts)
 
 
 def unequal_text(finding: dict[str, Any], limit: str) -> str:

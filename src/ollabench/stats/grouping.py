@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ollabench.stats.core import quiet
-from ollabench.stats.frames import FLAG_COLUMNS
+from ollabench.stats.frames import FLAG_COLUMNS, HOST_COLUMNS
 from ollabench.stats.metrics import METRIC_BY_NAME, METRICS, SHARE_COUNTS, WORKFLOW_STAGE
 
 StageFrames = dict[str, pd.DataFrame]  # stage -> per-run values indexed by run
@@ -48,11 +48,11 @@ def stage_order(calls: pd.DataFrame) -> list[str]:
 def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
     """One row per run and stage (the mean of its calls, normally exactly one), plus the
     `workflow` stage: the run's stages combined by each metric's rule, unknown when a stage
-    is missing or unknown. Columns: run, stage, the metrics present, COUNT_COLUMNS, and the
-    flags as 1.0 / 0.0 / NaN (unknown)."""
+    is missing or unknown. Columns: run, stage, the metrics present, COUNT_COLUMNS, the
+    flags as 1.0 / 0.0 / NaN (unknown), and HOST_COLUMNS (the worst of the run's calls)."""
     value_cols = [c for c in dict.fromkeys((*METRIC_BY_NAME, *COUNT_COLUMNS, *SHARE_COUNTS))
                   if c in calls or _share_columns(c, calls)]
-    flags = [c for c in FLAG_COLUMNS if c in calls]
+    flags = [c for c in (*FLAG_COLUMNS, *HOST_COLUMNS) if c in calls]
     stages = stage_order(calls)
     stage = pd.Categorical(calls["stage"].astype(str), categories=stages)
     numeric = pd.DataFrame({"run": calls["run"].astype("int64"), "stage": stage})
@@ -64,7 +64,7 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
     if numeric.duplicated(keys).any():
         grouped = numeric.groupby(keys, sort=True, observed=True)
         per_stage = grouped[value_cols].mean()
-        if flags:  # a run counts as flagged if any of its calls is
+        if flags:  # a run counts as flagged if any of its calls is; host noise: the worst
             per_stage[flags] = grouped[flags].max()
     else:  # the normal case, one call per run and stage: nothing to combine
         per_stage = numeric.set_index(keys).sort_index()
@@ -95,7 +95,7 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
         for count in COUNT_COLUMNS:
             if count in per_stage:
                 workflow[count] = by_stage(count).sum(axis=1)
-        for flag in flags:  # flagged if any stage is; unknown only if every stage is
+        for flag in flags:  # flagged (or worst) over the stages; unknown if every stage is
             workflow[flag] = np.fmax.reduce(by_stage(flag), axis=1)
     workflow["stage"] = WORKFLOW_STAGE
     return pd.concat([per_stage.reset_index(), workflow.reset_index()], ignore_index=True)

@@ -67,6 +67,11 @@ OUTLIER_MIN_VALUES = 5  # fewer values per arm: no median and MAD to judge a val
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 UNEQUAL_TOKENS_PCT = 20.0  # output lengths further apart: the arms did different work
+# A run's host was busy (an outlier's likely cause) when other processes used this many
+# percentage points of the CPU more than in the stage's typical run, or the hypervisor stole
+# this share of it.
+HOST_BUSY_EXCESS_PCT = 20.0
+HOST_STEAL_PCT = 10.0
 
 # PER_RUN_WIDE_FILE holds the per-run values one row per run, a column per stage x arm x
 # metric: the shape DVC plots draw as one series per column (`dvc plots show`/`plots diff`).

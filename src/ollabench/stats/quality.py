@@ -35,6 +35,8 @@ from ollabench.stats.metrics import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    HOST_BUSY_EXCESS_PCT,
+    HOST_STEAL_PCT,
     METRICS,
     OUTLIER_MIN_VALUES,
     OUTLIER_Z,
@@ -43,8 +45,10 @@ from ollabench.stats.metrics import (
     WORKFLOW_STAGE,
 )
 
-CAUSE_CODES = ("reloaded", "model_load", "truncated", "output_length")
-CAUSE_FIGURES = ("load_ms", "warm_load_ms", "output_tokens", "median_output_tokens")
+CAUSE_CODES = ("reloaded", "model_load", "truncated", "output_length", "host_busy")
+CAUSE_FIGURES = ("load_ms", "warm_load_ms", "output_tokens", "median_output_tokens",
+                 "host_other_cpu_pct", "typical_other_cpu_pct", "host_steal_pct",
+                 "host_load_1m")
 
 
 def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFrame],
@@ -61,7 +65,9 @@ def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFra
                      "outlier_z": OUTLIER_Z, "outlier_min_values": OUTLIER_MIN_VALUES,
                      "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
                      "seed": BOOTSTRAP_SEED, "unequal_tokens_pct": UNEQUAL_TOKENS_PCT,
-                     "load_factor": LOAD_FACTOR, "load_excess_ms": LOAD_EXCESS_MS},
+                     "load_factor": LOAD_FACTOR, "load_excess_ms": LOAD_EXCESS_MS,
+                     "host_busy_excess_pct": HOST_BUSY_EXCESS_PCT,
+                     "host_steal_pct": HOST_STEAL_PCT},
         "arms": arms,
         "conditions": conditions,
         "errors": call_list(calls.loc[calls["error"].notna()],
@@ -77,7 +83,21 @@ def data_quality(by_arm: dict[str, pd.DataFrame], measured: dict[str, pd.DataFra
         "duplicate_keys": int(calls.duplicated(["seq", "attempt"]).sum()),
         "unequal_work": _unequal_work(arms, runs) + unequal_conditions(conditions),
         "output_similarity": output_similarity(measured),
+        "host": {arm: _host_noise(measured[arm]) for arm in ARMS},
     }
+
+
+def _host_noise(measured: pd.DataFrame) -> dict[str, float | None]:
+    """What the host did during an arm's measured calls (host.py): typical and worst."""
+    def column(name: str) -> pd.Series:
+        return measured.get(name, pd.Series(dtype=float)).astype(float)
+
+    other, steal, load = (column(c) for c in
+                          ("host_other_cpu_pct", "host_steal_pct", "host_load_1m"))
+    return {"other_cpu_pct_median": _none_if_nan(other.median()),
+            "other_cpu_pct_max": _none_if_nan(other.max()),
+            "steal_pct_max": _none_if_nan(steal.max()),
+            "load_1m_max": _none_if_nan(load.max())}
 
 
 def _arm_counts(calls: pd.DataFrame, measured: pd.DataFrame,
@@ -138,12 +158,15 @@ def outlier_rows(arm: str, row: dict[str, Any], values: pd.Series, causes: pd.Da
 def cause_table(stage_runs: pd.DataFrame) -> pd.DataFrame:
     """Per run of one arm and stage, what its record shows that could explain an outlier:
     a reload flag, a model load (a load time far above the stage's warm level, its median),
-    a truncated prompt, or an output length far from the stage's median. Codes only; the
-    report words them."""
+    a truncated prompt, an output length far from the stage's median, or a busy host (other
+    processes far above the stage's typical CPU use, or steal). Codes only; the report words
+    them."""
     unknown = pd.Series(np.nan, index=stage_runs.index)
     load_ms = stage_runs.get("load_ms", unknown)
     tokens = stage_runs.get("output_tokens", unknown)
-    warm_ms, median_tokens = load_ms.median(), tokens.median()
+    other_pct = stage_runs.get("host_other_cpu_pct", unknown)
+    steal_pct = stage_runs.get("host_steal_pct", unknown)
+    warm_ms, median_tokens, typical_pct = load_ms.median(), tokens.median(), other_pct.median()
     with quiet():
         off_length = (tokens - median_tokens).abs() / median_tokens * 100 > UNEQUAL_TOKENS_PCT
     return pd.DataFrame({
@@ -151,8 +174,12 @@ def cause_table(stage_runs: pd.DataFrame) -> pd.DataFrame:
         "model_load": is_model_load(load_ms, warm_ms),
         "truncated": stage_runs.get("truncated", unknown) == 1,
         "output_length": off_length & (median_tokens > 0),
+        "host_busy": (other_pct - typical_pct > HOST_BUSY_EXCESS_PCT)
+        | (steal_pct > HOST_STEAL_PCT),
         "load_ms": load_ms, "warm_load_ms": warm_ms,
         "output_tokens": tokens, "median_output_tokens": median_tokens,
+        "host_other_cpu_pct": other_pct, "typical_other_cpu_pct": typical_pct,
+        "host_steal_pct": steal_pct, "host_load_1m": stage_runs.get("host_load_1m", unknown),
     })
 
 
