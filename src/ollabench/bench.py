@@ -18,7 +18,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,11 @@ from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records import (
     HTTP_ERROR,
     NO_FINAL_CHUNK,
+    NOT_REACHED,
     OK,
     PRIME_PHASE,
     SKIPPED,
+    UNREACHED_PHASE,
     WARMUP_STAGE,
     CallMeasurement,
     CallRecord,
@@ -46,6 +48,7 @@ from ollabench.records import (
     write_records_atomic,
 )
 from ollabench.workloads import Step, Workload, load_workload, output_cap
+from ollabench.workloads.base import TaskEnded
 from ollabench.workloads.quality import output_quality, similarity_pct
 
 WARMUP_NUM_PREDICT = 8
@@ -71,11 +74,14 @@ class Slot:
     stage: str
     step: int = -1  # index into the workload's steps; -1 for a warm-up
     primer: bool = False
+    unreached: bool = False  # not run: the run's task ended at an earlier step
 
     @property
     def phase(self) -> str:
         if self.primer:
             return PRIME_PHASE
+        if self.unreached:
+            return UNREACHED_PHASE
         return "warmup" if self.stage == WARMUP_STAGE else "measured"
 
 
@@ -252,7 +258,8 @@ class Runner:
         help; every attempt is journaled. A stream that ended without a final chunk (the
         server's token-repeat abort) would end so again with the same seed: its retry gets
         seed + the retry number, recorded in `options`. A report call whose analysis never
-        succeeded is recorded as skipped: no retry can help it."""
+        succeeded is recorded as skipped: no retry can help it. A step after the one that
+        ended its run's task (workloads/base.py TaskEnded) is recorded as unreached."""
         run = self.config.run
         options = {**self.options[slot.arm], "num_predict": self._num_predict(slot)}
         attempt = self.journal.attempts(slot.seq) + 1
@@ -261,13 +268,18 @@ class Runner:
         except MissingInput as exc:
             return self._record(slot, attempt, options, provenance.utc_now(),
                                 CallMeasurement(outcome=SKIPPED, error=f"skipped: {exc}"))
+        except TaskEnded:
+            return self._record(replace(slot, unreached=True), attempt, options,
+                                provenance.utc_now(), CallMeasurement(outcome=NOT_REACHED))
+        tools = self.workload.tools
         for retry in range(run.max_retries + 1):
             if retry:
                 self.sleep(run.retry_backoff_s * 2 ** (retry - 1))
             cache = self._prepare_cache(slot, messages, options)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  self.backend.chat(messages, options, cache), messages)
+                                  self.backend.chat(messages, options, cache, tools),
+                                  messages)
             if not should_retry(record):
                 break
             if record.outcome == NO_FINAL_CHUNK:
@@ -286,7 +298,8 @@ class Runner:
         primer_options = {**options, "num_predict": PRIME_NUM_PREDICT}
         started_at = provenance.utc_now()
         record = self._record(primer, 1, primer_options, started_at,
-                              self.backend.chat(messages, primer_options))
+                              self.backend.chat(messages, primer_options,
+                                                tools=self.workload.tools))
         return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
@@ -299,6 +312,7 @@ class Runner:
         if slot.phase == "measured" and measurement.error is None and messages is not None:
             quality = asdict(output_quality(messages, measurement.output,
                                             self.workload.parts(slot.step)))
+            quality |= self.workload.call_fields(slot.step, measurement.output)
             other = self.journal.succeeded().get(self._seq_of.get(
                 (slot.run, OTHER_ARM[slot.arm], slot.step), -1))
             if other is not None:
