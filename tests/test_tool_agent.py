@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from ollabench.backends.llamacpp import LlamaCppBackend
@@ -17,6 +18,7 @@ from ollabench.bench import run_bench
 from ollabench.config import BenchConfig, compose, validate_config
 from ollabench.errors import ConfigError
 from ollabench.records import NOT_REACHED, UNREACHED_PHASE
+from ollabench.stats.aggregate import run_aggregate
 from ollabench.workloads import load_workload
 from ollabench.workloads.base import TaskEnded
 from ollabench.workloads.tool_agent import ToolAgentWorkload
@@ -232,6 +234,37 @@ def test_ollama_gets_the_tools_and_its_tool_calls_drive_the_turns(
     assert history[2] == {"role": "assistant", "content": "", "tool_calls": [LIST]}
     assert history[3] == {"role": "tool", "content": "check.json\nnotes.md\nruns.csv"}
     assert history[5]["content"].startswith("error: no file 'nope.csv'")
+
+
+def test_a_task_ended_early_adds_only_its_turns_to_the_workflow(
+        fake_ollama: FakeOllama, tool_raw: dict[str, Any], tiny_workload: Path,
+        tmp_path: Path) -> None:
+    """Control answers at turn 2, treatment never does (turn limit 3): both tasks are whole,
+    and aggregate, quality.json and the report take the unreached turn in their stride."""
+    fake_ollama.queue(Script(), Script(tool_calls=[LIST]), Script(text="A."),  # warm-up first
+                      Script(), *[Script(tool_calls=[READ_MISSING])] * 3)
+    config = ollama_tool_config(tool_raw, fake_ollama.url, tiny_workload, max_turns=3,
+                                warmup=1)
+    records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False)
+    processed = tmp_path / "processed"
+
+    run_aggregate(tmp_path / "raw", processed, tmp_path / "metrics.json", 5.0)
+
+    per_run = pd.read_csv(processed / "per_run.csv").set_index(["arm", "stage"])
+    e2e = {(r.arm, r.stage): r.e2e_ms for r in records if r.phase == "measured"}
+    assert per_run.loc[("control", "workflow"), "e2e_ms"] == pytest.approx(
+        e2e[("control", "turn1")] + e2e[("control", "turn2")])
+    assert ("control", "turn3") not in per_run.index  # unreached: no value, not 0
+    assert per_run.loc[("treatment", "workflow"), "e2e_ms"] == pytest.approx(
+        sum(e2e[("treatment", f"turn{k}")] for k in (1, 2, 3)))
+    tasks = json.loads((processed / "quality.json").read_text())["tasks"]
+    assert (tasks["control"]["ended_by"], tasks["treatment"]["ended_by"]) == (
+        {"final_answer": 1}, {"turn_limit": 1})
+    assert (tasks["treatment"]["tool_calls"], tasks["treatment"]["invalid_tool_calls"],
+            tasks["treatment"]["invalid_pct"]) == (3, 3, 100.0)
+    assert tasks["control"]["runs"][0]["turns"] == 2
+    assert tasks["control"]["task_s_median"] >= sum(
+        e2e[("control", s)] for s in ("turn1", "turn2")) / 1e3
 
 
 # --------------------------------------------------------------------------- embedded
