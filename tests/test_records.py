@@ -222,15 +222,16 @@ def test_the_copy_holds_what_the_records_hold(tmp_path: Path) -> None:
 GOLDEN_RAW = Path(__file__).resolve().parent / "golden" / "raw"
 
 
-def test_a_version_1_record_reads_as_version_2_with_the_new_fields_unknown() -> None:
+def test_a_version_1_record_reads_as_the_current_version_with_the_new_fields_unknown() -> None:
     stored = json.loads((GOLDEN_RAW / CALLS_FILE).read_text().splitlines()[1])
     assert stored["schema_version"] == 1
 
     record = read_records(GOLDEN_RAW / CALLS_FILE)[1]
 
-    assert record.schema_version == SCHEMA_VERSION == 2
+    assert record.schema_version == SCHEMA_VERSION == 3
     assert (record.prompt_eval_tokens, record.cache_state, record.outcome,
-            record.reload_expected, record.num_batch) == (None, None, None, None, None)
+            record.reload_expected, record.num_batch, record.task_turn,
+            record.task_ended_by) == (None,) * 7
     assert record.prompt_tok_s == stored["prompt_tok_s"]  # as version 1 computed it
 
 

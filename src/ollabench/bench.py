@@ -19,7 +19,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,11 @@ from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records import (
     HTTP_ERROR,
     NO_FINAL_CHUNK,
+    NOT_REACHED,
     OK,
     PRIME_PHASE,
     SKIPPED,
+    UNREACHED_PHASE,
     WARMUP_STAGE,
     CallMeasurement,
     CallRecord,
@@ -48,6 +50,7 @@ from ollabench.records import (
     write_records_atomic,
 )
 from ollabench.workloads import Step, Workload, load_workload, output_cap
+from ollabench.workloads.base import TaskEnded
 from ollabench.workloads.quality import output_quality, similarity_pct
 
 WARMUP_NUM_PREDICT = 8
@@ -73,11 +76,14 @@ class Slot:
     stage: str
     step: int = -1  # index into the workload's steps; -1 for a warm-up
     primer: bool = False
+    unreached: bool = False  # not run: the run's task ended at an earlier step
 
     @property
     def phase(self) -> str:
         if self.primer:
             return PRIME_PHASE
+        if self.unreached:
+            return UNREACHED_PHASE
         return "warmup" if self.stage == WARMUP_STAGE else "measured"
 
 
@@ -254,7 +260,8 @@ class Runner:
         help; every attempt is journaled. A stream that ended without a final chunk (the
         server's token-repeat abort) would end so again with the same seed: its retry gets
         seed + the retry number, recorded in `options`. A report call whose analysis never
-        succeeded is recorded as skipped: no retry can help it."""
+        succeeded is recorded as skipped: no retry can help it. A step after the one that
+        ended its run's task (workloads/base.py TaskEnded) is recorded as unreached."""
         run = self.config.run
         options = {**self.options[slot.arm], "num_predict": self._num_predict(slot)}
         attempt = self.journal.attempts(slot.seq) + 1
@@ -263,6 +270,9 @@ class Runner:
         except MissingInput as exc:
             return self._record(slot, attempt, options, provenance.utc_now(),
                                 CallMeasurement(outcome=SKIPPED, error=f"skipped: {exc}"))
+        except TaskEnded:
+            return self._record(replace(slot, unreached=True), attempt, options,
+                                provenance.utc_now(), CallMeasurement(outcome=NOT_REACHED))
         for retry in range(run.max_retries + 1):
             if retry:
                 self.sleep(run.retry_backoff_s * 2 ** (retry - 1))
@@ -295,7 +305,7 @@ class Runner:
               cache: CachePlan = UNARRANGED) -> tuple[CallMeasurement, dict[str, Any]]:
         """One backend call and what the host did meanwhile (read outside its clocks)."""
         before = read_host()
-        measurement = self.backend.chat(messages, options, cache)
+        measurement = self.backend.chat(messages, options, cache, self.workload.tools)
         return measurement, host_load(before, read_host())
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
@@ -308,6 +318,7 @@ class Runner:
         if slot.phase == "measured" and measurement.error is None and messages is not None:
             quality = asdict(output_quality(messages, measurement.output,
                                             self.workload.parts(slot.step)))
+            quality |= self.workload.call_fields(slot.step, measurement.output)
             other = self.journal.succeeded().get(self._seq_of.get(
                 (slot.run, OTHER_ARM[slot.arm], slot.step), -1))
             if other is not None:

@@ -175,10 +175,33 @@ class TraceWorkloadConfig(_Strict):
     num_predict: int = Field(ge=1)  # for the lines that set no num_predict of their own
 
 
-WorkloadConfig = Annotated[AgentWorkloadConfig | TraceWorkloadConfig,
+ToolName = Literal["list_files", "read_file", "csv_column_summary"]
+MAX_TURNS_LIMIT = 16  # stages turn1..turnN: more would make a report no one reads
+
+
+class ToolAgentWorkloadConfig(_Strict):
+    """A multi-turn agent with tools over a folder (workloads/tool_agent.py)."""
+
+    name: Literal["tool_agent"]
+    dir: str = Field(min_length=1)
+    task: str = Field(min_length=1)
+    max_turns: int = Field(ge=1, le=MAX_TURNS_LIMIT)
+    tools: list[ToolName] = Field(min_length=1)
+    num_predict: int = Field(ge=1)  # every turn's output cap
+
+    @field_validator("tools")
+    @classmethod
+    def _each_tool_once(cls, tools: list[str]) -> list[str]:
+        if len(set(tools)) != len(tools):
+            raise ConfigError(f"workload.tools: each tool once, got {tools}")
+        return tools
+
+
+WorkloadConfig = Annotated[AgentWorkloadConfig | TraceWorkloadConfig | ToolAgentWorkloadConfig,
                            Field(discriminator="name")]
 WORKLOAD_CONFIGS: dict[str, type[BaseModel]] = {"agent": AgentWorkloadConfig,
-                                                "trace": TraceWorkloadConfig}
+                                                "trace": TraceWorkloadConfig,
+                                                "tool_agent": ToolAgentWorkloadConfig}
 
 
 class RunConfig(_Strict):

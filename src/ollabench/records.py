@@ -31,22 +31,25 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pydantic import BaseModel
 
-SCHEMA_VERSION = 2
-# Version 1 lacks the fields version 2 added (all of them nullable): its records are read as
-# version 2 with those fields null. Its prompt_tok_s, computed over the whole prompt, is kept
-# as recorded (see _parse_record).
-UPGRADED_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 3
+# Versions 1 and 2 lack the fields later versions added (all of them nullable: 2 the cache
+# and outcome fields, 3 the tool agent's task fields): their records are read as the current
+# version with those fields null. Version 1's prompt_tok_s, computed over the whole prompt,
+# is kept as recorded (see _parse_record; version 2's equals the recomputed one).
+UPGRADED_VERSIONS = frozenset({1, 2})
 READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 TABLE_LEFT_OUT = ("output", "options")  # long texts and free-form maps: not in calls.parquet
 SOURCE_SHA256_KEY = b"ollabench.source_sha256"
 SOURCE_BYTES_KEY = b"ollabench.source_bytes"
 # String fields with few distinct values: Arrow dictionaries, pandas categories.
 LABEL_FIELDS = frozenset({"arm", "profile", "stage", "phase", "done_reason", "model", "backend",
-                          "outcome", "cache_state", "num_batch_basis", "engine_version"})
+                          "outcome", "cache_state", "num_batch_basis", "engine_version",
+                          "task_ended_by"})
 
 ARMS = ("control", "treatment")
 WARMUP_STAGE = "warmup"
 PRIME_PHASE = "prime"  # a primer call before a measured one (run.prompt_cache: true)
+UNREACHED_PHASE = "unreached"  # a step not run: its run's task had ended (a final answer)
 
 # How a call ended (CallMeasurement.outcome), so retries never parse error texts.
 OK = "ok"
@@ -60,8 +63,9 @@ MALFORMED = "malformed"  # a stream line that is not a JSON object
 UNREACHABLE = "unreachable"  # no connection to the server
 ENGINE_ERROR = "engine_error"  # the embedded engine raised
 SKIPPED = "skipped"  # not run: the call it depends on never succeeded
+NOT_REACHED = "not_reached"  # not run, and no failure: the task had ended (UNREACHED_PHASE)
 OUTCOMES = (OK, HTTP_ERROR, STREAM_ERROR, NO_FINAL_CHUNK, FIRST_TOKEN_TIMEOUT, STALLED,
-            DISCONNECTED, MALFORMED, UNREACHABLE, ENGINE_ERROR, SKIPPED)
+            DISCONNECTED, MALFORMED, UNREACHABLE, ENGINE_ERROR, SKIPPED, NOT_REACHED)
 
 
 @dataclass
@@ -128,6 +132,12 @@ class CallRecord(CallMeasurement):
     host_steal_pct: float | None = None
     host_load_1m: float | None = None
     cpu_mhz: float | None = None
+    # The tool agent's turn (workloads/tool_agent.py), on measured calls that succeeded.
+    task_turn: int | None = None
+    tool_calls: int | None = None
+    invalid_tool_calls: int | None = None
+    tool_ms: float | None = None
+    task_ended_by: str | None = None  # on the turn that ended the task
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

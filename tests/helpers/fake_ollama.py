@@ -70,6 +70,10 @@ class Script:
     error_line_after: int | None = None  # send {"error": error} as Ollama does mid-stream
     repeat_abort: bool = False  # identical tokens until the repeat limit ends the body
     text: str | None = None  # answer with these words (one chunk each) instead of w0 w1 ...
+    # Answer with these calls ({"function": {"name", "arguments": {...}}}) in one chunk's
+    # message.tool_calls, content empty: Ollama's tool parser holds back the call's tokens
+    # and sends the call once complete (server/routes.go ChatHandler; api/types.go ToolCall).
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -308,6 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
                 else (lambda i: words[i % len(words)] + " ") if words
                 else (lambda i: f"w{i} "))
         texts += [(word(i), None) for i in range(plan.output_tokens)]
+        if script.tool_calls is not None:
+            texts = [("", None)]  # the call's chunk: no content, the calls in the message
         # llm/server.go:Completion: the 32nd identical token in a row is not forwarded and
         # the body ends with no done chunk and no error (HTTP 200).
         aborted = script.repeat_abort and plan.output_tokens > REPEAT_LIMIT + 1
@@ -325,8 +331,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not started:
                 self._start_stream()
                 started = True
-            exchange.token_ns.append(self._write_line(self._chunk(name, content or "",
-                                                                  thinking)))
+            chunk = self._chunk(name, content or "", thinking)
+            if script.tool_calls is not None:
+                chunk["message"]["tool_calls"] = script.tool_calls
+            exchange.token_ns.append(self._write_line(chunk))
         if not started:
             self._start_stream()
         if not aborted:

@@ -17,6 +17,7 @@ import numpy as np
 from ollabench.records import CallMeasurement
 
 Message = dict[str, str]
+Tools = list[dict[str, Any]]  # tool definitions in Ollama's `tools` shape
 COLD, WARM = "cold", "warm"
 
 
@@ -69,8 +70,10 @@ class Backend(ABC):
 
     @abstractmethod
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED) -> CallMeasurement:
-        """Run one streamed chat call with Ollama-named options (num_predict included)."""
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
+        """Run one streamed chat call with Ollama-named options (num_predict included);
+        with `tools`, the model may call them, and a call's output is canonical JSON
+        (workloads/tools.py, backends/tool_wire.py)."""
 
     @abstractmethod
     def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import time
@@ -25,8 +26,10 @@ from ollabench.backends.base import (
     Backend,
     CachePlan,
     Message,
+    Tools,
     record_token_gaps,
 )
+from ollabench.backends.tool_wire import call_schema, with_tool_prompt
 from ollabench.config import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
@@ -121,6 +124,7 @@ class LlamaCppBackend(Backend):
         self._llm: Any = None
         self._load_key: tuple[Any, ...] | None = None
         self._chat_format: Any = None
+        self._grammars: dict[str, Any] = {}  # call schema (JSON text) -> its LlamaGrammar
 
     def preflight(self) -> None:
         if not self.model_path.is_file():
@@ -160,12 +164,17 @@ class LlamaCppBackend(Backend):
         return self._load_options(old) != self._load_options(new)
 
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED) -> CallMeasurement:
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
         """One call. Without the prompt cache the engine's cache is cleared first, which
-        needs no nonce: the call is cold by construction."""
+        needs no nonce: the call is cold by construction. With tools, the prompt lists them
+        and a grammar holds the output to a call or an answer (backends/tool_wire.py)."""
         import llama_cpp
 
         opts = self.effective_options(options)
+        constrained: dict[str, Any] = {}
+        if tools:  # the grammar is built before the clock starts (once per tool set)
+            messages = with_tool_prompt(messages, tools)
+            constrained["grammar"] = self._grammar(tools)
         start_ns = time.perf_counter_ns()
         reload_expected = self._load_options(opts) != self._load_key
         reloaded = self._ensure_loaded(opts)
@@ -189,7 +198,8 @@ class LlamaCppBackend(Backend):
         pieces: list[str] = []
         token_times_ns: list[int] = []
         try:
-            for chunk in llm.create_completion(prompt=tokens, stream=True, **sampling):
+            for chunk in llm.create_completion(prompt=tokens, stream=True, **sampling,
+                                               **constrained):
                 choice = chunk["choices"][0]
                 if choice["text"]:
                     token_times_ns.append(time.perf_counter_ns())
@@ -208,6 +218,16 @@ class LlamaCppBackend(Backend):
         self._copy_engine_timings(measurement, llama_cpp.llama_perf_context(llm.ctx))
         self._set_cache_state(measurement, cache)
         return measurement
+
+    def _grammar(self, tools: Tools) -> Any:
+        """The grammar of one turn's output for these tools, built once per tool set."""
+        from llama_cpp import LlamaGrammar
+
+        schema = json.dumps(call_schema(tools), sort_keys=True)
+        if schema not in self._grammars:
+            with _quiet_stderr():
+                self._grammars[schema] = LlamaGrammar.from_json_schema(schema, verbose=False)
+        return self._grammars[schema]
 
     def _set_cache_state(self, measurement: CallMeasurement, cache: CachePlan) -> None:
         """Cold when the cache was cleared; else as the bench arranged it; else as the exact

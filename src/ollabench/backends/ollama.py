@@ -27,8 +27,17 @@ from urllib.parse import urlsplit
 import httpx
 
 import ollabench.backends.ollama_options as rules
-from ollabench.backends.base import COLD, UNARRANGED, Backend, CachePlan, Message, with_nonce
+from ollabench.backends.base import (
+    COLD,
+    UNARRANGED,
+    Backend,
+    CachePlan,
+    Message,
+    Tools,
+    with_nonce,
+)
 from ollabench.backends.ollama_stream import Timeouts, one_line, server_message, stream_chat
+from ollabench.backends.tool_wire import ollama_messages
 from ollabench.config import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable
 from ollabench.loads import is_model_load
@@ -179,12 +188,15 @@ class OllamaBackend(Backend):
     # --- calls -----------------------------------------------------------------------------
 
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED) -> CallMeasurement:
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
         server = self._server()
+        sent = with_nonce(messages, cache.nonce)
         body: dict[str, Any] = {
-            "model": self.model_name, "messages": with_nonce(messages, cache.nonce),
+            "model": self.model_name, "messages": ollama_messages(sent) if tools else sent,
             "stream": True, "think": self.think, "keep_alive": self.keep_alive,
             "options": options}
+        if tools:
+            body["tools"] = tools
         if self._sends_truncate():
             body["truncate"] = False  # an oversize prompt is refused (400), never cut
         reload_expected = self._reload_expected(options)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from ollabench.backends.base import record_token_gaps
+from ollabench.backends.tool_wire import calls_from_ollama
 from ollabench.records import (
     DISCONNECTED,
     FIRST_TOKEN_TIMEOUT,
@@ -58,6 +59,7 @@ class _Stream:
         self.token_ns: list[int] = []  # arrival of each chunk with non-empty text
         self.first_token_thinking: bool | None = None
         self.content: list[str] = []
+        self.tool_calls: list[Any] = []  # message.tool_calls of every chunk, in order
         self.final: dict[str, Any] | None = None
         self.final_ns: int | None = None
 
@@ -76,7 +78,9 @@ class _Stream:
         self.chunks += 1
         message = chunk.get("message") or {}
         thinking, content = message.get("thinking") or "", message.get("content") or ""
-        if thinking or content:
+        calls = message.get("tool_calls") or []
+        self.tool_calls += calls if isinstance(calls, list) else [calls]
+        if thinking or content or calls:  # a tool call is the reply's first output too
             if not self.token_ns:
                 self.first_token_thinking = bool(thinking)
             self.token_ns.append(now_ns)
@@ -89,7 +93,8 @@ class _Stream:
             ttft_ms=self._since_start_ms(self.token_ns[0] if self.token_ns else None),
             e2e_ms=self._since_start_ms(self.final_ns) if failure is None else None,
             first_token_thinking=self.first_token_thinking,
-            output="".join(self.content),
+            output=calls_from_ollama(self.tool_calls) if self.tool_calls
+            else "".join(self.content),
             outcome=OK if failure is None else failure.outcome,
             http_status=None if failure is None else failure.status,
             error=None if failure is None else failure.text,

@@ -8,13 +8,7 @@ from typing import Any
 from mdutils.mdutils import MdUtils
 
 from ollabench.paths import QUALITY_FILE
-from ollabench.report.format import (
-    fmt_int,
-    fmt_num,
-    fmt_plain_pct,
-    fmt_setting,
-    fmt_value,
-)
+from ollabench.report.format import fmt_int, fmt_num, fmt_plain_pct, fmt_setting, fmt_value
 from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import list_or_none, table
 from ollabench.report.words import cause_text, metric_label, unequal_text
@@ -40,7 +34,10 @@ def data_quality(md: MdUtils, inputs: Inputs) -> None:
                            ("Truncations, context shifts and length stops",
                             _truncations_section),
                            ("Failed calls", _failures_section),
-                           ("Unequal work", _unequal_section)):
+                           ("Unequal work", _unequal_section),
+                           ("Tool agent tasks", _tasks_section)):
+        if title == "Tool agent tasks" and "tasks" not in quality:
+            continue  # only the tool agent has tasks
         md.new_header(3, title, add_table_of_contents="n")
         section(md, quality)
     md.new_header(3, "The host", add_table_of_contents="n")
@@ -68,6 +65,19 @@ def _host_section(md: MdUtils, quality: dict[str, Any],
             fmt_plain_pct(h["other_cpu_pct_max"]), fmt_plain_pct(h["steal_pct_max"]),
             fmt_setting(h["load_1m_max"])]
            for arm, h in host.items()])
+
+
+def _tasks_section(md: MdUtils, quality: dict[str, Any]) -> None:
+    md.new_paragraph("One task per run and arm: its turns, the tool calls it made, those "
+                     "the tools could not run (unknown tool, bad arguments, not valid JSON), "
+                     "how it ended, and its whole time (turns plus tools; docs/metrics.md).")
+    rows = [[arm, t["tasks"], fmt_num(t["turns_mean"]), t["tool_calls"],
+             f"{t['invalid_tool_calls']} ({fmt_plain_pct(t['invalid_pct'])})",
+             ", ".join(f"{k} {v}" for k, v in sorted(t["ended_by"].items())),
+             fmt_num(t["task_s_median"])]
+            for arm, t in quality["tasks"].items()]
+    table(md, ["Arm", "Tasks", "Turns (mean)", "Tool calls", "Invalid (share)", "Ended by",
+               "Task time, s (median)"], rows)
 
 
 def _outliers_section(md: MdUtils, quality: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 Reads raw_dir's calls (frames), groups them into per-run values (grouping), and writes
 summary.csv, comparisons.csv (tables), per_run.csv, per_run_wide.csv, quality.json
-(quality) and the headline metrics.json, staged and moved into place together.
+(quality; with the tool agent's tasks, stats/tasks.py) and the headline metrics.json, staged
+and moved into place together.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ollabench.stats.judged import with_judge_scores
 from ollabench.stats.metrics import CONTROL, PER_RUN_COLUMNS, PLOTTED_METRICS, TREATMENT
 from ollabench.stats.quality import data_quality
 from ollabench.stats.tables import comparisons_with_outliers, headline, summary_table
+from ollabench.stats.tasks import task_summary, task_table
 
 
 def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
@@ -101,12 +103,20 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
                                                           threshold_pct)
         staging.write(out_dir / COMPARISONS_FILE, comparisons.to_csv(index=False))
         staging.write(out_dir / QUALITY_FILE,
-                      json_text(quality.result() | {"outliers": outliers, "judge": judge},
-                                indent=None))
+                      json_text(quality.result() | {"outliers": outliers, "judge": judge}
+                                | _tasks(measured), indent=None))
         staging.write(metrics_path, json_text(headline(comparisons)))
     finally:  # never leave a worker writing into the staging area
         for done in (*background, quality):
             done.result()
+
+
+def _tasks(measured: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """quality.json's `tasks` entry, per arm, when the workload has tasks (the tool agent)."""
+    tables = {arm: task_table(measured[arm]) for arm in ARMS}
+    return {"tasks": {arm: task_summary(table) for arm, table in tables.items()
+                      if table is not None}} if any(t is not None for t in tables.values()) \
+        else {}
 
 
 def _by_arm(calls: pd.DataFrame) -> dict[str, pd.DataFrame]:

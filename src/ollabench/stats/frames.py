@@ -23,6 +23,7 @@ FRAME_COLUMNS = tuple(dict.fromkeys((
     "arm", "profile", "stage", "phase", "done_reason", "error",
     *(m.name for m in METRICS if m.name in FIELD_BY_NAME), *SHARE_COUNTS,
     "output_similarity_pct",
+    "task_turn", "tool_calls", "invalid_tool_calls", "tool_ms", "task_ended_by",
     "prompt_tokens", "prompt_eval_tokens", "prompt_cached_tokens",
     "total_ms", "num_ctx", "num_batch", "http_status",
     "outcome", "cache_state", "num_batch_basis", "engine_version",

@@ -2,6 +2,9 @@
 
 Only measured calls without an error that did not pay a model reload enter the statistics;
 a run's stages combine into its `workflow` value by each metric's rule (docs/statistics.md).
+A stage after the one where a run's task ended (the tool agent's final answer: its record's
+`task_ended_by`) was never reached: it has no value of its own and adds nothing to the
+run's workflow, which is the whole task. Any other missing stage leaves the workflow unknown.
 """
 
 from __future__ import annotations
@@ -69,10 +72,13 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
     else:  # the normal case, one call per run and stage: nothing to combine
         per_stage = numeric.set_index(keys).sort_index()
     wide = per_stage.unstack("stage")
+    unreached = _unreached(calls, wide.index, stages)
 
-    def by_stage(col: str) -> np.ndarray:
-        """A run's values of one column, one column per measured stage (NaN if missing)."""
-        return wide[col].reindex(columns=stages).to_numpy(dtype=float)
+    def by_stage(col: str, reached_only: bool = True) -> np.ndarray:
+        """A run's values of one column, one column per measured stage (NaN if missing;
+        0 if not reached, unless reached_only is False: then NaN too)."""
+        values = wide[col].reindex(columns=stages).to_numpy(dtype=float)
+        return np.where(unreached, 0.0, values) if reached_only else values
 
     workflow = pd.DataFrame(index=wide.index)
     with quiet():  # numpy's row sums and maxima propagate NaN: a missing stage is unknown
@@ -84,7 +90,7 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
             elif metric.workflow == "max":
                 workflow[metric.name] = by_stage(metric.name).max(axis=1)
             elif metric.workflow == "mean":  # over the stages that have a value
-                workflow[metric.name] = np.nanmean(by_stage(metric.name), axis=1)
+                workflow[metric.name] = np.nanmean(by_stage(metric.name, False), axis=1)
             elif metric.share_of and all(c in per_stage for c in metric.share_of):
                 part, whole = (_known_sum(by_stage(c)) for c in metric.share_of)
                 workflow[metric.name] = 100.0 * part / np.where(whole > 0, whole, np.nan)
@@ -96,9 +102,21 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
             if count in per_stage:
                 workflow[count] = by_stage(count).sum(axis=1)
         for flag in flags:  # flagged (or worst) over the stages; unknown if every stage is
-            workflow[flag] = np.fmax.reduce(by_stage(flag), axis=1)
+            workflow[flag] = np.fmax.reduce(by_stage(flag, False), axis=1)
     workflow["stage"] = WORKFLOW_STAGE
     return pd.concat([per_stage.reset_index(), workflow.reset_index()], ignore_index=True)
+
+
+def _unreached(calls: pd.DataFrame, runs: pd.Index, stages: list[str]) -> np.ndarray:
+    """Runs x stages: True where the run's task had ended at an earlier stage."""
+    mask = np.zeros((len(runs), len(stages)), dtype=bool)
+    if "task_ended_by" not in calls:
+        return mask
+    ends = calls.loc[calls["task_ended_by"].notna()]
+    row = {int(run): i for i, run in enumerate(runs)}
+    for run, stage in zip(ends["run"], ends["stage"].astype(str), strict=True):
+        mask[row[int(run)], stages.index(stage) + 1:] = True
+    return mask
 
 
 def _share_columns(name: str, calls: pd.DataFrame) -> tuple[str, str] | None:

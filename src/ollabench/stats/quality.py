@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ollabench.loads import LOAD_EXCESS_MS, LOAD_FACTOR, is_model_load
-from ollabench.records import ARMS, PRIME_PHASE
+from ollabench.records import ARMS, PRIME_PHASE, UNREACHED_PHASE
 from ollabench.stats.conditions import (
     arm_conditions,
     call_list,
@@ -102,7 +102,7 @@ def _host_noise(measured: pd.DataFrame) -> dict[str, float | None]:
 
 def _arm_counts(calls: pd.DataFrame, measured: pd.DataFrame,
                 stages: StageFrames) -> dict[str, Any]:
-    warmups = calls.loc[~calls["phase"].isin(["measured", PRIME_PHASE])]
+    warmups = calls.loc[~calls["phase"].isin(["measured", PRIME_PHASE, UNREACHED_PHASE])]
     return {
         "profile": profile_names(calls),
         "calls": len(calls),

@@ -1,14 +1,15 @@
 """Workloads: what the agent under test does in one run (docs/workloads.md).
 
-`conf/workload/` chooses one: `agent` (the default, workloads/agent.py) or `trace`
-(workloads/trace.py). The bench sees only the `Workload` interface (workloads/base.py).
+`conf/workload/` chooses one: `agent` (the default, workloads/agent.py), `trace`
+(workloads/trace.py) or `tool_agent` (workloads/tool_agent.py). The bench sees only the
+`Workload` interface (workloads/base.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ollabench.config import AgentWorkloadConfig, BenchConfig
+from ollabench.config import AgentWorkloadConfig, BenchConfig, ToolAgentWorkloadConfig
 from ollabench.workloads.base import Step, Workload
 
 __all__ = ["Step", "Workload", "load_workload", "output_cap"]
@@ -21,6 +22,11 @@ def load_workload(config: BenchConfig) -> Workload:
         from ollabench.workloads.agent import AgentWorkload
 
         return AgentWorkload(Path(chosen.dir))
+    if isinstance(chosen, ToolAgentWorkloadConfig):
+        from ollabench.workloads.tool_agent import ToolAgentWorkload
+
+        return ToolAgentWorkload(Path(chosen.dir), chosen.task, chosen.max_turns,
+                                 tuple(chosen.tools))
     from ollabench.workloads.trace import TraceWorkload
 
     return TraceWorkload(Path(chosen.path), chosen.replay)

@@ -38,11 +38,16 @@ class Source:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class TaskEnded(Exception):
+    """A step not to run: the run's task ended at an earlier step (a final answer)."""
+
+
 class Workload(ABC):
     """A task the agent under test performs once per run."""
 
     name: str
     source: Source
+    tools: list[dict[str, Any]] | None = None  # tool definitions sent with every call
 
     @property
     @abstractmethod
@@ -52,7 +57,7 @@ class Workload(ABC):
     @abstractmethod
     def messages(self, index: int, output_of: Callable[[int], str]) -> list[Message]:
         """The messages of step `index`; output_of(i) is this run's output of step i (only
-        for i in the step's `needs`)."""
+        for i in the step's `needs`). TaskEnded: the step is not to run."""
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -62,6 +67,10 @@ class Workload(ABC):
     def parts(self, index: int) -> tuple[Part, ...]:
         """The parts step `index`'s output must have (none: no such check)."""
         return ()
+
+    def call_fields(self, index: int, output: str) -> dict[str, Any]:
+        """Record fields step `index`'s output adds (the tool agent's task fields)."""
+        return {}
 
     def warmup_messages(self) -> list[Message]:
         """A warm-up call runs the first step's prompt (it has no inputs)."""

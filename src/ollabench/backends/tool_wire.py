@@ -1,0 +1,118 @@
+"""Tool calls on the wire: each engine's format mapped to one canonical output text.
+
+A call's output is canonical JSON whatever the engine, so the records, the journal's resume
+and the workload read it alike: `{"tool": name, "arguments": {...}}` (a JSON list of them
+for several calls in one turn) or `{"final_answer": text}`. Plain text that does not open
+with `{` or `[` is an answer as well (a model answering without calling a tool).
+
+- Ollama: the request carries the tools in its `tools` field; the reply's calls arrive in a
+  chunk's `message.tool_calls`, each `{"function": {"name", "arguments": {...}}}` with the
+  arguments as an object (ollama api/types.go `Message.ToolCalls`, `ToolCall`,
+  `ToolCallFunction`; server/routes.go `ChatHandler` streams them as its tool parser finds
+  them). Earlier calls go back the same way, and tool replies as `role: tool` messages.
+- llama.cpp (embedded): the tools are described in the system message and the output is
+  constrained by a grammar built from CALL_SCHEMA-style JSON schema, so even a tiny model
+  writes a parseable call or answer (it may still name a wrong file or be cut by the cap).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+FINAL_KEY = "final_answer"
+CALL_FORMAT = ('Reply with one JSON object: {"tool": <name>, "arguments": {...}} to call a '
+               'tool, or {"final_answer": <text>} when you know the answer.')
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A turn's output as read: an answer, tool calls, or an unreadable call (problem)."""
+
+    answer: str | None = None
+    calls: tuple[ToolCall, ...] = ()
+    problem: str | None = None
+
+
+def read_turn(output: str) -> Turn:
+    """Read a turn's canonical output (see the module docstring)."""
+    text = output.strip()
+    if not text.startswith(("{", "[")):
+        return Turn(answer=text)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return Turn(problem=f"the tool call is not valid JSON ({exc})")
+    if isinstance(data, dict) and FINAL_KEY in data:
+        answer = data[FINAL_KEY]
+        return Turn(answer=answer) if isinstance(answer, str) else \
+            Turn(problem=f"{FINAL_KEY} must be a string")
+    calls = []
+    for item in data if isinstance(data, list) else [data]:
+        if not isinstance(item, dict) or not isinstance(item.get("tool"), str):
+            return Turn(problem='a tool call needs {"tool": name, "arguments": {...}}')
+        arguments = item.get("arguments", {})
+        if not isinstance(arguments, dict):
+            return Turn(problem="arguments must be a JSON object")
+        calls.append(ToolCall(item["tool"], arguments))
+    return Turn(calls=tuple(calls)) if calls else Turn(problem="an empty list of tool calls")
+
+
+# --------------------------------------------------------------------------- Ollama
+
+
+def calls_from_ollama(tool_calls: list[Any]) -> str:
+    """A reply's `message.tool_calls` as the canonical output (one call: an object)."""
+    calls = [{"tool": (c.get("function") or {}).get("name"),
+              "arguments": (c.get("function") or {}).get("arguments", {})}
+             if isinstance(c, dict) else c for c in tool_calls]
+    return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+
+
+def ollama_messages(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The conversation as Ollama expects it: an assistant turn that called tools carries
+    them in `tool_calls` (its canonical text is not sent as content)."""
+    sent: list[dict[str, Any]] = []
+    for message in messages:
+        turn = read_turn(message["content"]) if message["role"] == "assistant" else None
+        if turn is not None and turn.calls:
+            sent.append({"role": "assistant", "content": "", "tool_calls": [
+                {"function": {"name": c.name, "arguments": c.arguments}} for c in turn.calls]})
+        else:
+            sent.append(dict(message))
+    return sent
+
+
+# --------------------------------------------------------------------------- llama.cpp
+
+
+def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON schema of one turn's output: a call of one of the tools, or an answer."""
+    calls = [{"type": "object",
+              "properties": {"tool": {"const": t["function"]["name"]},
+                             "arguments": t["function"]["parameters"]},
+              "required": ["tool", "arguments"]} for t in tools]
+    answer = {"type": "object", "properties": {FINAL_KEY: {"type": "string"}},
+              "required": [FINAL_KEY]}
+    return {"oneOf": [*calls, answer]}
+
+
+def with_tool_prompt(messages: list[dict[str, str]],
+                     tools: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The messages with the tools and the reply format added to the system message (a new
+    one first if there is none), as Ollama's templates render a model's tools."""
+    listing = "\n".join(f"- {t['function']['name']}: {t['function']['description']} "
+                        f"Arguments: {json.dumps(t['function']['parameters']['properties'])}"
+                        for t in tools)
+    text = f"Tools:\n{listing}\n{CALL_FORMAT}"
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{text}"},
+                *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
