@@ -23,12 +23,21 @@ from ollabench.files import Staging
 from ollabench.paths import (
     CALLS_FILE,
     COMPARISONS_FILE,
+    ENV_FILE,
+    LOOKS_FILE,
     PER_RUN_FILE,
     PER_RUN_WIDE_FILE,
+    PRIMARY_FILE,
     QUALITY_FILE,
     SUMMARY_FILE,
 )
 from ollabench.records import ARMS
+from ollabench.stats.decisions import (
+    looks_table,
+    primary_decisions,
+    primary_table,
+    run_settings,
+)
 from ollabench.stats.frames import read_calls
 from ollabench.stats.grouping import (
     StageFrames,
@@ -54,9 +63,12 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
     from: calls.parquet, or calls.jsonl when no copy matched it."""
     calls, source = read_calls(raw_dir)
     calls, judge = with_judge_scores(calls, judge_dir)
+    env_path = raw_dir / ENV_FILE
+    env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
         _aggregate(calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool,
                    staging, judge)
+        _write_decisions(calls, env, out_dir, threshold_pct, staging)
         staging.commit()
     return source
 
@@ -107,6 +119,15 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
     finally:  # never leave a worker writing into the staging area
         for done in (*background, quality):
             done.result()
+
+
+def _write_decisions(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
+                     threshold_pct: float, staging: Staging) -> None:
+    """primary.csv and looks.csv: the sequential decisions of the primary comparisons."""
+    run, final = run_settings(env, calls, threshold_pct)
+    decisions = primary_decisions(calls, run, final)
+    staging.write(out_dir / PRIMARY_FILE, primary_table(decisions).to_csv(index=False))
+    staging.write(out_dir / LOOKS_FILE, looks_table(decisions).to_csv(index=False))
 
 
 def _by_arm(calls: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -137,10 +137,8 @@ def verdict_test(control: np.ndarray, treatment: np.ndarray) -> dict[str, np.nda
         c = np.where(flags[f"left_out_{CONTROL}"], np.nan, scaled_c - centre)
         t = np.where(flags[f"left_out_{TREATMENT}"], np.nan, scaled_t - centre)
         n_c, mean_c, var_c = _moments(c)
-        n_t, mean_t, var_t = _moments(t)
-        se2 = var_c / n_c + var_t / n_t
-        effect = mean_t - mean_c
-        df = se2**2 / ((var_c / n_c) ** 2 / (n_c - 1) + (var_t / n_t) ** 2 / (n_t - 1))
+        n_t, _, var_t = _moments(t)
+        _, effect, se2, df = welch(c, t)
         p = 2.0 * sps.t.sf(np.abs(effect) / np.sqrt(se2), df)
         # No spread in either arm: the difference is exact, and so is the test.
         p = np.where(se2 == 0, np.where(effect == 0, 1.0, 0.0), p)
@@ -155,6 +153,18 @@ def verdict_test(control: np.ndarray, treatment: np.ndarray) -> dict[str, np.nda
                   + np.sum(flags[f"left_out_{TREATMENT}"], axis=-1))
     return {"p_welch": p, "effect": effect, "mde_pct": mde_pct, "hedges_g": hedges_g,
             "n_left_out": n_left_out, **flags}
+
+
+def welch(control: np.ndarray, treatment: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray, np.ndarray]:
+    """Welch's comparison along the last axis, ignoring NaN: (smaller arm's count, mean
+    difference treatment - control, its squared standard error, Welch-Satterthwaite df)."""
+    with quiet():
+        n_c, mean_c, var_c = _moments(control)
+        n_t, mean_t, var_t = _moments(treatment)
+        se2 = var_c / n_c + var_t / n_t
+        df = se2**2 / ((var_c / n_c) ** 2 / (n_c - 1) + (var_t / n_t) ** 2 / (n_t - 1))
+    return np.minimum(n_c, n_t), mean_t - mean_c, se2, df
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
