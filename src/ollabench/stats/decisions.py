@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ollabench.stats.core import quiet
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
 from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
 from ollabench.stats.sequential import UNDECIDED, Design, Looks, sequential_looks
@@ -126,7 +127,7 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any],
         runs = min(len(control), design.max_runs) // block * block
         looks = sequential_looks(control[:runs], treatment[:runs],
                                  METRIC_BY_NAME[metric].direction, design, final)
-        with np.errstate(all="ignore"):
+        with quiet():  # an arm without values has no mean
             means = [float(np.nanmean(arm[:runs])) if runs else np.nan
                      for arm in (control, treatment)]
         decisions.append(PrimaryDecision(stage, metric, looks, *means))
