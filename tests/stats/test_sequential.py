@@ -17,6 +17,7 @@ from ollabench.stats.sequential import (
     UNDECIDED,
     WORSE,
     Design,
+    block_autocorrelation,
     boundaries,
     estimate,
     paired_levels,
@@ -172,3 +173,14 @@ def test_false_decisions_on_aa_stay_below_alpha_over_all_looks() -> None:
     looks = sequential_looks(control, treatment, "lower", design, final=True)
     first = np.take_along_axis(looks.outcome, looks.decided_at()[:, None], axis=1)[:, 0]
     assert np.isin(first, [BETTER, WORSE]).mean() <= 0.06
+
+
+def test_block_autocorrelation_sees_a_wandering_ratio() -> None:
+    """Per-block ratios that trend (positive lag-1 autocorrelation) against ratios that
+    alternate (negative), and too few blocks to say."""
+    control = np.ones(16)
+    trend = np.exp(np.repeat(np.linspace(0.0, 0.1, 8), 2))
+    assert block_autocorrelation(control, trend, 2) > 0.5
+    alternating = np.exp(np.repeat(np.tile([0.05, -0.05], 4), 2))
+    assert block_autocorrelation(control, alternating, 2) == pytest.approx(-7 / 8)
+    assert math.isnan(block_autocorrelation(control[:6], trend[:6], 2))

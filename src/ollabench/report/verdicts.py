@@ -122,9 +122,26 @@ def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
     if decided:
         items.append("Decided: " + "; ".join(decided) + ".")
     md.new_list(items)
+    drifting = [r for r in primary.to_dict("records") if _autocorrelated(r)]
+    if drifting:
+        md.new_paragraph(
+            "Warning: the per-block ratios of " + "; ".join(
+                f"{r['stage']} {metric_label(r['metric'])} (lag-1 autocorrelation "
+                f"{r['lag1_autocorr']:.2f})" for r in drifting)
+            + " follow each other more than chance allows: the machine drifted or wandered "
+            "faster than a block, and these intervals are too narrow.")
     if figure:
         md.new_paragraph(md.new_inline_image("Each primary ratio's interval against runs",
                                              figure))
+
+
+def _autocorrelated(row: dict[str, Any]) -> bool:
+    """Lag-1 autocorrelation above 2 / sqrt(units): beyond what independent units show."""
+    value = row.get("lag1_autocorr")
+    if value is None or not math.isfinite(value):
+        return False
+    units = max(int(row["runs"]) // 2, 1)
+    return bool(value > 2.0 / math.sqrt(units))
 
 
 def looks_figure(looks: pd.DataFrame, threshold_pct: float, path: Path) -> bool:

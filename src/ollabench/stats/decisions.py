@@ -13,14 +13,21 @@ import pandas as pd
 from ollabench.stats.core import quiet
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
 from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
-from ollabench.stats.sequential import UNDECIDED, Design, Looks, sequential_looks
+from ollabench.stats.sequential import (
+    UNDECIDED,
+    Design,
+    Looks,
+    block_autocorrelation,
+    sequential_looks,
+)
 from ollabench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
 
 # Why an experiment stopped (env.json `stopping.reason`, metrics.json `stop_reason`)
 DECIDED, MAX_RUNS, MAX_MINUTES, FIXED = "decided", "max_runs", "max_minutes", "fixed_runs"
 FINAL_REASONS = frozenset({MAX_RUNS, MAX_MINUTES, FIXED})
 PRIMARY_COLUMNS = ("stage", "metric", "better", "runs", "control_mean", "treatment_mean",
-                   "change_pct", "low_pct", "high_pct", "level", "paired", "verdict")
+                   "change_pct", "low_pct", "high_pct", "level", "paired", "verdict",
+                   "lag1_autocorr")
 LOOK_COLUMNS = ("stage", "metric", "runs", "change_pct", "low_pct", "high_pct", "level",
                 "outcome")
 
@@ -64,6 +71,7 @@ class PrimaryDecision:
     looks: Looks
     control_mean: float
     treatment_mean: float
+    lag1_autocorr: float  # of the per-block log ratios (sequential.block_autocorrelation)
 
     @property
     def at(self) -> int:
@@ -84,7 +92,8 @@ class PrimaryDecision:
                 "control_mean": self.control_mean, "treatment_mean": self.treatment_mean,
                 **{key: float(getattr(looks, key)[k]) if found else np.nan
                    for key in ("change_pct", "low_pct", "high_pct", "level")},
-                "paired": bool(looks.paired[k]) if found else False, "verdict": self.verdict}
+                "paired": bool(looks.paired[k]) if found else False, "verdict": self.verdict,
+                "lag1_autocorr": self.lag1_autocorr}
 
 
 def primary_series(calls: pd.DataFrame, primary: list[str],
@@ -130,7 +139,9 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any],
         with quiet():  # an arm without values has no mean
             means = [float(np.nanmean(arm[:runs])) if runs else np.nan
                      for arm in (control, treatment)]
-        decisions.append(PrimaryDecision(stage, metric, looks, *means))
+        decisions.append(PrimaryDecision(
+            stage, metric, looks, *means,
+            block_autocorrelation(control[:runs], treatment[:runs], design.block_runs)))
     return decisions
 
 
