@@ -49,6 +49,7 @@ from ollabench.records import (
     write_calls_table,
     write_records_atomic,
 )
+from ollabench.run_control import StopRule
 from ollabench.workloads import Step, Workload, load_workload, output_cap
 from ollabench.workloads.base import TaskEnded
 from ollabench.workloads.quality import output_quality, similarity_pct
@@ -87,14 +88,21 @@ class Slot:
         return "warmup" if self.stage == WARMUP_STAGE else "measured"
 
 
+def planned_runs(run: RunConfig) -> int:
+    """Runs per arm the schedule holds: run.runs, or a sequential experiment's budget (it
+    may stop earlier: run_control.StopRule)."""
+    return run.stopping.max_runs if run.stopping.mode == "sequential" else run.runs
+
+
 def arm_order(run: RunConfig) -> list[tuple[int, str]]:
     """(run, arm) pairs in the order they execute."""
     arms = ("control", "treatment")
+    runs = planned_runs(run)
     if run.order == "sequential":
-        return [(r, arm) for arm in arms for r in range(1, run.runs + 1)]
+        return [(r, arm) for arm in arms for r in range(1, runs + 1)]
     rng = random.Random(run.order_seed)
     order: list[tuple[int, str]] = []
-    for r in range(1, run.runs + 1):
+    for r in range(1, runs + 1):
         if run.order == "abba":
             pair = arms if r % 2 else arms[::-1]
         else:
@@ -193,7 +201,10 @@ class Runner:
     def profile_name(self, arm: str) -> str:
         return (self.config.reference if arm == "control" else self.config.profile).name
 
-    def execute(self, slots: list[Slot], progress: bool = True) -> None:
+    def execute(self, slots: list[Slot], progress: bool = True,
+                stop: Callable[[int], bool] | None = None) -> int:
+        """Run the slots not yet done; before each run, ask `stop` whether the runs before
+        it settle the experiment. Returns the runs per arm the experiment ended with."""
         done = self.journal.succeeded()
         self._seq_of = {(s.run, s.arm, s.step): s.seq for s in slots if s.step >= 0}
         pending = [s for s in slots if s.seq not in done]
@@ -201,8 +212,14 @@ class Runner:
                    disable=not progress, dynamic_ncols=True, desc="bench")
         current_arm = None
         self._extra_seq = max([len(slots), *(r.seq for r in self.journal.records)])
+        asked, runs = 0, max((s.run for s in slots), default=0)
         try:
             for slot in pending:
+                if stop is not None and slot.run != asked:
+                    asked = slot.run
+                    if stop(slot.run - 1):
+                        runs = slot.run - 1
+                        break
                 if slot.arm != current_arm:
                     self._switch_arm(current_arm, slot)
                     if slot.phase == "measured":
@@ -218,6 +235,9 @@ class Runner:
             bar.close()
             if current_arm is not None:
                 self._snapshot("after", current_arm)
+        if stop is not None and runs == max((s.run for s in slots), default=0):
+            stop(runs)  # the last look, for its reason
+        return runs
 
     def _extra_slot(self, slot: Slot, stage: str, primer: bool = False) -> Slot:
         """A call outside the plan (a resumed warm-up, a primer): numbered after it."""
@@ -363,8 +383,9 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     start = host_at_start()  # after every check: a refused config is not kept waiting
     if warning := busy_warning(start):
         print(f"ollabench: warning: {warning}", file=sys.stderr)
+    stop_rule = StopRule(config, journal.records)
     try:
-        runner.execute(slots, progress=progress)
+        runs = runner.execute(slots, progress=progress, stop=stop_rule)
         backend_info = backend.provenance()
     finally:
         backend.close()
@@ -377,14 +398,15 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
         "started_at": started_at,
         "finished_at": provenance.utc_now(),
         "engine_states": runner.snapshots,
-        "planned_calls": len(slots),
+        "planned_calls": sum(1 for s in slots if s.run <= runs),
+        "stopping": stop_rule.summary(runs),
         "host_at_start": start,
     }
     write_records_atomic(out_dir / CALLS_FILE, records)
     write_json_atomic(out_dir / ENV_FILE, env)
     write_calls_table(out_dir)
     succeeded = journal.succeeded()
-    failed = sorted(s.seq for s in slots if s.seq not in succeeded)
+    failed = sorted(s.seq for s in slots if s.seq not in succeeded and s.run <= runs)
     if failed:
         raise BenchIncomplete(
             f"{len(failed)} call(s) never succeeded (seq {', '.join(map(str, failed[:10]))}); "

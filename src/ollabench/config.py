@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ollabench.errors import ConfigError
 from ollabench.paths import CONF_DIR
+from ollabench.stopping import StoppingConfig, check_block_fit, parse_primary
 
 # Ollama's documented model options (docs/modelfile.md, api.md; the `ollama` client's Options),
 # with the type and the smallest value each accepts. num_predict is not here on purpose: the
@@ -219,6 +220,14 @@ class RunConfig(_Strict):
     max_retries: int = Field(ge=0)
     retry_backoff_s: float = Field(ge=0)
     practical_threshold_pct: float = Field(gt=0)
+    stopping: StoppingConfig
+    primary: list[str]
+
+    @field_validator("primary")
+    @classmethod
+    def _primary_names(cls, primary: list[str]) -> list[str]:
+        parse_primary(primary)
+        return primary
 
     @field_validator("connect_timeout_s", "first_token_timeout_s", "read_timeout_s",
                      "retry_backoff_s", "practical_threshold_pct", mode="before")
@@ -233,6 +242,7 @@ class RunConfig(_Strict):
         if self.first_token_timeout_s < self.read_timeout_s:
             raise ConfigError(f"run.first_token_timeout_s: must be at least run.read_timeout_s "
                               f"({self.read_timeout_s:g}), got {self.first_token_timeout_s:g}")
+        check_block_fit(self.stopping, self.order)
         return self
 
 

@@ -39,6 +39,8 @@ COMPARISONS_FILE = "comparisons.csv"
 QUALITY_FILE = "quality.json"
 PER_RUN_FILE = "per_run.csv"
 PER_RUN_WIDE_FILE = "per_run_wide.csv"
+PRIMARY_FILE = "primary.csv"  # the primary comparisons' sequential decisions
+LOOKS_FILE = "looks.csv"  # every look of each primary comparison, up to its decision
 
 # compare -> COMPARE_OUT/<A>_vs_<B>, beside its COMPARISONS_FILE
 COMPARISON_MD = "comparison.md"

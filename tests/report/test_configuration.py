@@ -103,7 +103,6 @@ def test_any_workloads_stages_are_reported_in_their_run_order(tmp_path: Path) ->
     text = _report(tmp_path, records)
 
     summary = section(text, "Executive summary")
-    assert summary.index("triage stage:") < summary.index("follow_up stage:") < summary.index(
-        "workflow stage:")
+    assert summary.index("|triage|TTFT|") < summary.index("|follow_up|TTFT|")
     assert "analysis" not in section(text, "Statistical analysis")
     assert (tmp_path / "figures" / "follow_up_by_arm.png").is_file()

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from ollabench import report, stats
+from ollabench.paths import PRIMARY_FILE
+from ollabench.report.verdicts import change_text, verdict_text
 from tests.helpers.synthetic import Scenario, make_records, swap_arms, write_raw
 
 SECTIONS = ("Executive summary", "Aggregate results", "Configuration of both arms",
@@ -27,7 +29,8 @@ def build(tmp_path: Path, scenario: Scenario, swap: bool = False) -> dict[str, o
     report.run_report(raw, processed, path, figures)
     return {"text": path.read_text(), "figures": figures,
             "comparisons": pd.read_csv(processed / stats.COMPARISONS_FILE),
-            "summary": pd.read_csv(processed / stats.SUMMARY_FILE)}
+            "summary": pd.read_csv(processed / stats.SUMMARY_FILE),
+            "primary": pd.read_csv(processed / PRIMARY_FILE)}
 
 
 def section(text: str, title: str) -> str:
@@ -78,21 +81,24 @@ def test_sections_in_order_and_header(improvement: dict[str, object]) -> None:
 def test_figures_are_written_and_embedded(improvement: dict[str, object]) -> None:
     figures = Path(str(improvement["figures"]))
     names = sorted(p.name for p in figures.iterdir())
-    assert names == ["analysis_by_arm.png", "per_run.png", "report_by_arm.png",
-                     "workflow_by_arm.png"]
+    assert names == ["analysis_by_arm.png", "per_run.png", "primary_looks.png",
+                     "report_by_arm.png", "workflow_by_arm.png"]
     for name in names:
         assert (figures / name).read_bytes().startswith(b"\x89PNG")
         assert f"](figures/{name})" in str(improvement["text"])
 
 
+def _primary_line(summary: str, stage: str, metric: str) -> str:
+    return next(line for line in summary.splitlines()
+                if line.startswith(f"|{stage}|{report.metric_label(metric)}|"))
+
+
 def test_improvement_wording(improvement: dict[str, object]) -> None:
     summary = section(str(improvement["text"]), "Executive summary")
-    ttft = next(line for line in summary.splitlines() if line.startswith(
-        "- report stage: median TTFT"))
-    assert re.search(r"\(-\d+\.\d%, faster, better, p", ttft)
-    rate = next(line for line in summary.splitlines() if line.startswith(
-        "- report stage: median eval rate"))
-    assert re.search(r"\(\+\d+\.\d%, faster, better, p", rate)
+    assert re.search(r"\|-\d+\.\d% \(.*\)\|better\|$", _primary_line(summary, "report", "ttft_ms"))
+    assert re.search(r"\|\+\d+\.\d% \(.*\)\|better\|$",
+                     _primary_line(summary, "workflow", "eval_tok_s"))
+    assert summary.splitlines()[3].startswith("Yes: the treatment is better on")
     text = str(improvement["text"]).lower()
     assert not re.search(r"-\d[\d.]*%?\s*(improvement|reduction)", text)
     assert "reduction" not in text and "improvement" not in text
@@ -101,13 +107,11 @@ def test_improvement_wording(improvement: dict[str, object]) -> None:
 def test_regression_wording(regression: dict[str, object]) -> None:
     text = str(regression["text"])
     summary = section(text, "Executive summary")
-    ttft = next(line for line in summary.splitlines() if line.startswith(
-        "- report stage: median TTFT"))
-    assert re.search(r"\(\+\d+\.\d%, slower, worse, p", ttft)  # higher TTFT: slower, worse
-    rate = next(line for line in summary.splitlines() if line.startswith(
-        "- report stage: median eval rate"))
-    assert re.search(r"\(-\d+\.\d%, slower, worse, p", rate)
-    assert "improve" not in text.lower() and "better, p" not in summary
+    # higher TTFT: slower, worse
+    assert re.search(r"\|\+\d+\.\d% \(.*\)\|worse\|$", _primary_line(summary, "report", "ttft_ms"))
+    assert re.search(r"\|-\d+\.\d% \(.*\)\|worse\|$",
+                     _primary_line(summary, "workflow", "eval_tok_s"))
+    assert "improve" not in text.lower() and "|better|" not in summary
 
 
 def test_aa_run_is_presented_as_a_noise_floor(aa_run: dict[str, object]) -> None:
@@ -123,8 +127,9 @@ def test_aa_run_is_presented_as_a_noise_floor(aa_run: dict[str, object]) -> None
 def test_what_could_not_be_concluded_is_said(tmp_path: Path) -> None:
     scenario = Scenario(runs=3, cv_pct=20.0, eval_rate_gain=0.05)
     summary = section(str(build(tmp_path, scenario)["text"]), "Executive summary")
-    assert "Could not be concluded: analysis TTFT" in summary
-    assert "inconclusive: these runs detect only changes above" in summary
+    assert "Not decided: the runs could not tell the arms apart on" in summary
+    assert re.search(r"\|inconclusive: no change larger than \+-\d+\.\d% \(95%\) ruled out\|",
+                     summary)
 
 
 def test_data_quality_lists_failed_calls_and_outliers(improvement: dict[str, object]) -> None:
@@ -165,17 +170,12 @@ def test_every_number_matches_the_csvs(improvement: dict[str, object]) -> None:
             str(row["n"]), report.fmt_num(row["mean"]), report.fmt_num(row["median"]),
             report.fmt_num(row["sd"]), report.fmt_plain_pct(row["cv_pct"])]
     summary = section(text, "Executive summary")
-    for row in comparisons.loc[comparisons["metric"].isin(stats.HEADLINE_METRICS)].to_dict(
-            "records"):
-        line = next(line for line in summary.splitlines() if line.startswith(
-            f"- {row['stage']} stage: median {report.metric_label(row['metric'])} "))
-        allowed = {report.fmt_num(row[k]) for k in ("control_median", "treatment_median",
-                                                   "control_mean", "treatment_mean")}
-        allowed |= {report.fmt_pct(row[k]) for k in ("median_diff_pct", "mean_diff_pct")}
-        allowed |= {report.fmt_plain_pct(row["mde_pct"]), *NUMBER.findall(report.fmt_p(
-            row["p_holm"]))}
-        assert set(NUMBER.findall(line)) <= allowed, line
-        assert row["verdict"] in line or report.verdict_words(pd.Series(row)) in line
+    for row in improvement["primary"].to_dict("records"):
+        assert _primary_line(summary, row["stage"], row["metric"]).strip("|").split("|") == [
+            row["stage"], report.metric_label(row["metric"]),
+            report.fmt_value(row["control_mean"], row["metric"]),
+            report.fmt_value(row["treatment_mean"], row["metric"]), change_text(row),
+            verdict_text(row, 5.0)]
 
 
 def test_a_faster_treatment_with_worse_output_is_not_called_better(tmp_path: Path) -> None:
@@ -183,7 +183,8 @@ def test_a_faster_treatment_with_worse_output_is_not_called_better(tmp_path: Pat
     text = str(build(tmp_path, scenario)["text"])
     summary = section(text, "Executive summary")
     assert "Quality gate: faster, but lower quality." in summary
-    assert "faster, better" not in summary and "faster, but lower quality, p" in summary
+    assert "Yes:" not in summary and "Faster, but lower quality: the treatment is better" \
+        in summary
     assert "not a better profile" in section(text, "Conclusion")
 
 

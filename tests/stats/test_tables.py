@@ -113,8 +113,13 @@ def test_inter_token_figures_appear_when_present(tmp_path: Path) -> None:
 def test_metrics_json_is_compact_and_nan_free(tmp_path: Path) -> None:
     scenario = Scenario(runs=4, eval_rate_gain=0.1)
     metrics = aggregate(tmp_path, make_records(scenario), scenario)["metrics"]
-    assert set(metrics) == {*STAGES, "quality"}
+    assert set(metrics) == {*STAGES, "quality", "runs", "stop_reason", "primary"}
     assert metrics.pop("quality")["verdict"] == "no change detected"
+    assert (metrics.pop("runs"), metrics.pop("stop_reason")) == (4, "fixed_runs")
+    primary = metrics.pop("primary")
+    assert set(primary) == {"workflow/e2e_ms", "analysis/ttft_ms", "report/ttft_ms",
+                            "workflow/eval_tok_s"}
+    assert all(set(entry) == {"change_pct", "verdict"} for entry in primary.values())
     for stage in metrics.values():
         assert set(stage) == set(HEADLINE_METRICS)
         for entry in stage.values():

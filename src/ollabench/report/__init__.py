@@ -29,6 +29,7 @@ from ollabench.report.format import (
 )
 from ollabench.report.inputs import Inputs
 from ollabench.report.sections import render
+from ollabench.report.verdicts import LOOKS_FIGURE, looks_figure
 from ollabench.report.words import metric_label, verdict_words
 
 __all__ = [
@@ -58,6 +59,9 @@ def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
     inputs = Inputs(raw_dir, processed_dir)
     with Staging() as staging:
         names = draw_figures(inputs.per_run, inputs.profiles, staging, figures_dir)
+        if looks_figure(inputs.looks, inputs.quality["settings"]["threshold_pct"],
+                        staging.path(figures_dir / LOOKS_FIGURE)):
+            names["looks"] = LOOKS_FIGURE
         relative = os.path.relpath(figures_dir, report_path.parent)
         links = {key: Path(relative, name).as_posix() for key, name in names.items()}
         staging.write(report_path, render(inputs, links))

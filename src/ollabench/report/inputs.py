@@ -15,7 +15,15 @@ from typing import Any
 import pandas as pd
 
 from ollabench.errors import ReportError
-from ollabench.paths import COMPARISONS_FILE, ENV_FILE, PER_RUN_FILE, QUALITY_FILE, SUMMARY_FILE
+from ollabench.paths import (
+    COMPARISONS_FILE,
+    ENV_FILE,
+    LOOKS_FILE,
+    PER_RUN_FILE,
+    PRIMARY_FILE,
+    QUALITY_FILE,
+    SUMMARY_FILE,
+)
 from ollabench.records import ARMS
 from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
 
@@ -51,6 +59,10 @@ class Inputs:
         self.comparisons = pd.read_csv(paths[COMPARISONS_FILE])
         self.per_run = pd.read_csv(paths[PER_RUN_FILE])
         self.quality = _read_quality(paths[QUALITY_FILE])
+        # The primary comparisons' decisions; empty for an aggregate made before they existed.
+        self.primary, self.looks = (pd.read_csv(processed_dir / name)
+                                    if (processed_dir / name).is_file() else pd.DataFrame()
+                                    for name in (PRIMARY_FILE, LOOKS_FILE))
         env_path = raw_dir / ENV_FILE
         self.env = _read_env(env_path) if env_path.is_file() else {}
         self.config: dict[str, Any] = self.env.get("config") or {}

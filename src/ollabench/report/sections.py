@@ -31,6 +31,7 @@ from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import table, tidy
 from ollabench.report.quality import data_quality
 from ollabench.report.quality_gate import quality_gate, quality_lower
+from ollabench.report.verdicts import answer_sentence, how_it_stopped, primary_table
 from ollabench.report.words import (
     ORDER_WORDS,
     clocks_sentence,
@@ -49,6 +50,8 @@ def render(inputs: Inputs, figures: dict[str, str]) -> str:
     md = MdUtils(file_name="report")
     _header(md, inputs)
     _executive_summary(md, inputs)
+    if not inputs.primary.empty:
+        how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"))
     _aggregate_table(md, inputs, figures)
     configuration(md, inputs)
     _methodology(md, inputs)
@@ -115,12 +118,29 @@ def _executive_summary(md: MdUtils, inputs: Inputs) -> None:
     else:
         md.new_paragraph(
             f"Treatment `{inputs.profiles['treatment']}` against control "
-            f"`{inputs.profiles['control']}`. Differences are (treatment - control) / control; "
-            "p is the Holm-adjusted p-value of the verdict test.")
+            f"`{inputs.profiles['control']}`. Differences are (treatment - control) / control"
+            + ("." if not inputs.primary.empty
+               else "; p is the Holm-adjusted p-value of the verdict test."))
     lower = quality_lower(inputs)
-    md.new_list([summary_sentence(row, inputs.noise_floor, lower)
-                 for row in inputs.headline_rows()])
-    quality_gate(md, inputs)
+    if not inputs.primary.empty:
+        md.new_paragraph(answer_sentence(inputs.primary, lower))
+        primary_table(md, inputs.primary, threshold)
+        quality_gate(md, inputs)
+    else:  # an aggregate made before the primary comparisons existed
+        md.new_list([summary_sentence(row, inputs.noise_floor, lower)
+                     for row in inputs.headline_rows()])
+        quality_gate(md, inputs)
+        _open_headlines(md, inputs, threshold)
+    notes = option_notes(inputs.env)
+    if notes:
+        md.new_paragraph(
+            "This server may ignore " + ", ".join(f"`{name}`" for name in sorted(notes))
+            + " (see Configuration): the differences above are not evidence of "
+            + ("its" if len(notes) == 1 else "their") + " effect.")
+    md.new_paragraph(f"Data quality: {quality_line(inputs.quality)}.")
+
+
+def _open_headlines(md: MdUtils, inputs: Inputs, threshold: float) -> None:
     open_rows = [r for r in inputs.headline_rows() if r["verdict"] == "inconclusive"]
     if open_rows:
         items = "; ".join(f"{r['stage']} {metric_label(r['metric'])} (detectable change "
@@ -131,13 +151,6 @@ def _executive_summary(md: MdUtils, inputs: Inputs) -> None:
             "runs or a quieter machine would be needed.")
     else:
         md.new_paragraph("Every headline comparison reached a verdict.")
-    notes = option_notes(inputs.env)
-    if notes:
-        md.new_paragraph(
-            "This server may ignore " + ", ".join(f"`{name}`" for name in sorted(notes))
-            + " (see Configuration): the differences above are not evidence of "
-            + ("its" if len(notes) == 1 else "their") + " effect.")
-    md.new_paragraph(f"Data quality: {quality_line(inputs.quality)}.")
 
 
 def _aggregate_table(md: MdUtils, inputs: Inputs, figures: dict[str, str]) -> None:
@@ -204,7 +217,9 @@ def _methodology(md: MdUtils, inputs: Inputs) -> None:
 
 def _statistical_analysis(md: MdUtils, inputs: Inputs) -> None:
     md.new_header(2, "Statistical analysis", add_table_of_contents="n")
-    md.new_paragraph("Treatment against control, per stage and metric. Differences are signed "
+    md.new_paragraph("Descriptive comparisons (secondary: Holm-adjusted among themselves, "
+                     "apart from the primary comparisons of the executive summary). "
+                     "Treatment against control, per stage and metric. Differences are signed "
                      "as arithmetic: a positive TTFT difference is slower, a positive eval-rate "
                      "difference is faster; `Better` says which direction is good.")
     header = ["Stage", "Metric", "Better", "n (C/T)", "Control median", "Treatment median",

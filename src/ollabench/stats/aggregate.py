@@ -24,12 +24,22 @@ from ollabench.files import Staging
 from ollabench.paths import (
     CALLS_FILE,
     COMPARISONS_FILE,
+    ENV_FILE,
+    LOOKS_FILE,
     PER_RUN_FILE,
     PER_RUN_WIDE_FILE,
+    PRIMARY_FILE,
     QUALITY_FILE,
     SUMMARY_FILE,
 )
 from ollabench.records import ARMS
+from ollabench.stats.decisions import (
+    FIXED,
+    looks_table,
+    primary_decisions,
+    primary_table,
+    run_settings,
+)
 from ollabench.stats.frames import read_calls
 from ollabench.stats.grouping import (
     StageFrames,
@@ -56,16 +66,20 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
     from: calls.parquet, or calls.jsonl when no copy matched it."""
     calls, source = read_calls(raw_dir)
     calls, judge = with_judge_scores(calls, judge_dir)
+    env_path = raw_dir / ENV_FILE
+    env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
+        stopped = _write_decisions(calls, env, out_dir, threshold_pct, staging)
         _aggregate(calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool,
-                   staging, judge)
+                   staging, judge, stopped)
         staging.commit()
     return source
 
 
 def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_path: Path,
                threshold_pct: float, pool: Executor, staging: Staging,
-               judge: dict[str, Any] | None = None) -> None:
+               judge: dict[str, Any] | None = None,
+               stopped: dict[str, Any] | None = None) -> None:
     """Stage every output file; returns once all of them are written."""
     by_arm = _by_arm(calls)
     if unknown := sorted(set(by_arm) - set(ARMS)):
@@ -105,7 +119,7 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
         staging.write(out_dir / QUALITY_FILE,
                       json_text(quality.result() | {"outliers": outliers, "judge": judge}
                                 | _tasks(measured), indent=None))
-        staging.write(metrics_path, json_text(headline(comparisons)))
+        staging.write(metrics_path, json_text(headline(comparisons) | (stopped or {})))
     finally:  # never leave a worker writing into the staging area
         for done in (*background, quality):
             done.result()
@@ -117,6 +131,24 @@ def _tasks(measured: dict[str, pd.DataFrame]) -> dict[str, Any]:
     return {"tasks": {arm: task_summary(table) for arm, table in tables.items()
                       if table is not None}} if any(t is not None for t in tables.values()) \
         else {}
+
+
+def _write_decisions(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
+                     threshold_pct: float, staging: Staging) -> dict[str, Any]:
+    """primary.csv and looks.csv: the sequential decisions of the primary comparisons.
+    Returns their metrics.json entries: runs per arm, why the bench stopped, and each
+    primary comparison's change and verdict."""
+    run, final = run_settings(env, calls, threshold_pct)
+    decisions = primary_decisions(calls, run, final)
+    table = primary_table(decisions)
+    staging.write(out_dir / PRIMARY_FILE, table.to_csv(index=False))
+    staging.write(out_dir / LOOKS_FILE, looks_table(decisions).to_csv(index=False))
+    stopping = env.get("stopping") or {}
+    return {"runs": stopping.get("runs", run["runs"]),
+            "stop_reason": stopping.get("reason", FIXED),
+            "primary": {f"{r.stage}/{r.metric}": {"change_pct": float(f"{r.change_pct:.4g}"),
+                                                  "verdict": r.verdict}
+                        for r in table.itertuples(index=False)}}
 
 
 def _by_arm(calls: pd.DataFrame) -> dict[str, pd.DataFrame]:

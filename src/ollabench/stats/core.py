@@ -120,12 +120,13 @@ def _moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return n, mean, var
 
 
-def verdict_test(control: np.ndarray, treatment: np.ndarray) -> dict[str, np.ndarray]:
+def verdict_test(control: np.ndarray, treatment: np.ndarray,
+                 alpha: float = ALPHA) -> dict[str, np.ndarray]:
     """The verdict test of treatment against control, along the last axis (NaN = missing):
     Welch's t-test on the test scale with the left-out outliers removed.
 
     Returns p_welch, effect (treatment - control on the test scale), mde_pct (the relative
-    change this design detects with POWER at ALPHA, from the observed spread), hedges_g,
+    change this design detects with POWER at alpha, from the observed spread), hedges_g,
     n_left_out and the outlier flags (see outlier_flags). Works on one comparison (1-D) or
     many at once (2-D)."""
     scaled_c, scaled_t, on_log = on_test_scale(control, treatment)
@@ -137,14 +138,12 @@ def verdict_test(control: np.ndarray, treatment: np.ndarray) -> dict[str, np.nda
         c = np.where(flags[f"left_out_{CONTROL}"], np.nan, scaled_c - centre)
         t = np.where(flags[f"left_out_{TREATMENT}"], np.nan, scaled_t - centre)
         n_c, mean_c, var_c = _moments(c)
-        n_t, mean_t, var_t = _moments(t)
-        se2 = var_c / n_c + var_t / n_t
-        effect = mean_t - mean_c
-        df = se2**2 / ((var_c / n_c) ** 2 / (n_c - 1) + (var_t / n_t) ** 2 / (n_t - 1))
+        n_t, _, var_t = _moments(t)
+        _, effect, se2, df = welch(c, t)
         p = 2.0 * sps.t.sf(np.abs(effect) / np.sqrt(se2), df)
         # No spread in either arm: the difference is exact, and so is the test.
         p = np.where(se2 == 0, np.where(effect == 0, 1.0, 0.0), p)
-        delta = (sps.t.ppf(1 - ALPHA / 2, df) + sps.t.ppf(POWER, df)) * np.sqrt(se2)
+        delta = (sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(POWER, df)) * np.sqrt(se2)
         delta = np.where(se2 == 0, 0.0, delta)
         mde_pct = np.where(on_log, np.expm1(delta),
                            delta / np.abs(mean_c + np.squeeze(centre, -1))) * 100.0
@@ -155,6 +154,18 @@ def verdict_test(control: np.ndarray, treatment: np.ndarray) -> dict[str, np.nda
                   + np.sum(flags[f"left_out_{TREATMENT}"], axis=-1))
     return {"p_welch": p, "effect": effect, "mde_pct": mde_pct, "hedges_g": hedges_g,
             "n_left_out": n_left_out, **flags}
+
+
+def welch(control: np.ndarray, treatment: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray, np.ndarray]:
+    """Welch's comparison along the last axis, ignoring NaN: (smaller arm's count, mean
+    difference treatment - control, its squared standard error, Welch-Satterthwaite df)."""
+    with quiet():
+        n_c, mean_c, var_c = _moments(control)
+        n_t, mean_t, var_t = _moments(treatment)
+        se2 = var_c / n_c + var_t / n_t
+        df = se2**2 / ((var_c / n_c) ** 2 / (n_c - 1) + (var_t / n_t) ** 2 / (n_t - 1))
+    return np.minimum(n_c, n_t), mean_t - mean_c, se2, df
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:

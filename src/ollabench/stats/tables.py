@@ -34,6 +34,7 @@ from ollabench.stats.grouping import (
     stages_of,
 )
 from ollabench.stats.metrics import (
+    ALPHA,
     BOOTSTRAP_SEED,
     COMPARISON_COLUMNS,
     CONTROL,
@@ -78,19 +79,24 @@ def comparisons_with_outliers(control: StageFrames, treatment: StageFrames,
     arms = {CONTROL: control, TREATMENT: treatment}
     causes = {arm: {stage: cause_table(frame) for stage, frame in stages.items()}
               for arm, stages in arms.items()}
-    rows, outliers = [], []
+    tested = []
     for stage_index, stage in enumerate(stages_of(control, treatment)):
         for metric_index, metric in enumerate(METRICS):
             values = {CONTROL: stage_values(control, stage, metric.name),
                       TREATMENT: stage_values(treatment, stage, metric.name)}
-            if all(v.empty for v in values.values()):
-                continue
-            rng = np.random.default_rng([seed, stage_index, metric_index])
-            row, test = _compare_one(stage, metric, values, rng)
-            rows.append(row)
-            for arm in arms:
-                if stage in causes[arm]:
-                    outliers += outlier_rows(arm, row, values[arm], causes[arm][stage], test)
+            if not all(v.empty for v in values.values()):
+                tested.append((stage_index, stage, metric_index, metric, values))
+    # Holm over every row tests the first row at ALPHA / rows: the detectable change is
+    # given at that level, the one a row must reach for sure.
+    row_alpha = ALPHA / max(len(tested), 1)
+    rows, outliers = [], []
+    for stage_index, stage, metric_index, metric, values in tested:
+        rng = np.random.default_rng([seed, stage_index, metric_index])
+        row, test = _compare_one(stage, metric, values, rng, row_alpha)
+        rows.append(row)
+        for arm in arms:
+            if stage in causes[arm]:
+                outliers += outlier_rows(arm, row, values[arm], causes[arm][stage], test)
     table = pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "effect"])
     if not table.empty:
         table["p_holm"] = holm(table["p_welch"].to_numpy(dtype=float))
@@ -101,11 +107,12 @@ def comparisons_with_outliers(control: StageFrames, treatment: StageFrames,
 
 
 def _compare_one(stage: str, metric: Metric, values: dict[str, pd.Series],
-                 rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                 rng: np.random.Generator,
+                 alpha: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     c_runs, t_runs = values[CONTROL], values[TREATMENT]
     c = c_runs.to_numpy(dtype=float)
     t = t_runs.to_numpy(dtype=float)
-    test = verdict_test(c, t)
+    test = verdict_test(c, t, alpha)
     p_mw, cliffs = mann_whitney(c, t)
     ci_low, ci_high = median_diff_ci(c, t, rng)
     with quiet():

@@ -1,0 +1,69 @@
+"""When a sequential experiment stops: after a block of the schedule, once every primary
+comparison is decided or a budget is spent (run.stopping; docs/statistics.md, Sequential
+verdicts). Every answer is a function of the journaled calls, so a resumed run stops where
+an uninterrupted one would have."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ollabench.config import BenchConfig
+from ollabench.records import CallRecord
+from ollabench.stats.decisions import (
+    DECIDED,
+    FIXED,
+    MAX_MINUTES,
+    MAX_RUNS,
+    all_decided,
+    design_for,
+    primary_decisions,
+)
+from ollabench.stats.frames import records_frame
+from ollabench.stopping import BLOCK_RUNS
+
+MS_PER_MINUTE = 60_000.0
+
+
+def minutes_of_calls(records: list[CallRecord]) -> float:
+    """The time the recorded calls took (their end-to-end times), in minutes: the budget's
+    clock, read from the records so that a resumed run counts the same."""
+    return sum(r.e2e_ms or 0.0 for r in records) / MS_PER_MINUTE
+
+
+class StopRule:
+    """Asked after each run of a sequential experiment: stop now? `reason` says why."""
+
+    def __init__(self, config: BenchConfig, records: list[CallRecord]) -> None:
+        self.run = config.run.model_dump(mode="json")
+        self.stopping = config.run.stopping
+        self.records = records  # the journal's list: it grows as calls finish
+        self.block = max(BLOCK_RUNS[config.run.order], 1)
+        runs, _ = design_for(self.run, 1).looks(self.stopping.max_runs, final=False)
+        self.look_runs = frozenset(runs)
+        self.reason = FIXED if self.stopping.mode == "fixed" else MAX_RUNS
+
+    @property
+    def sequential(self) -> bool:
+        return self.stopping.mode == "sequential"
+
+    def __call__(self, runs_done: int) -> bool:
+        """True once runs 1..runs_done (a whole number of blocks) settle the experiment."""
+        if not self.sequential or runs_done <= 0 or runs_done % self.block:
+            return False
+        # Only runs 1..runs_done count: a resumed run may have retried later calls first.
+        records = [r for r in self.records if r.run <= runs_done]
+        if runs_done in self.look_runs:
+            decisions = primary_decisions(records_frame(records), self.run, final=False)
+            if all_decided(decisions):
+                self.reason = DECIDED
+                return True
+        limit = self.stopping.max_minutes
+        if limit is not None and minutes_of_calls(records) >= limit:
+            self.reason = MAX_MINUTES
+            return True
+        return False
+
+    def summary(self, runs: int) -> dict[str, Any]:
+        """env.json `stopping`: the mode, why it stopped, runs per arm, minutes of calls."""
+        return {"mode": self.stopping.mode, "reason": self.reason, "runs": runs,
+                "minutes_of_calls": round(minutes_of_calls(self.records), 3)}

@@ -1,0 +1,168 @@
+"""The primary comparisons' sequential decisions from the calls: what the bench loop asks
+after every block and what the aggregate writes (primary.csv, looks.csv). A pure function
+of the calls and the run settings, so a resumed run reaches the same decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ollabench.stats.core import quiet
+from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
+from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
+from ollabench.stats.sequential import (
+    UNDECIDED,
+    Design,
+    Looks,
+    block_autocorrelation,
+    sequential_looks,
+)
+from ollabench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
+
+# Why an experiment stopped (env.json `stopping.reason`, metrics.json `stop_reason`)
+DECIDED, MAX_RUNS, MAX_MINUTES, FIXED = "decided", "max_runs", "max_minutes", "fixed_runs"
+FINAL_REASONS = frozenset({MAX_RUNS, MAX_MINUTES, FIXED})
+PRIMARY_COLUMNS = ("stage", "metric", "better", "runs", "control_mean", "treatment_mean",
+                   "change_pct", "low_pct", "high_pct", "level", "paired", "verdict",
+                   "lag1_autocorr")
+LOOK_COLUMNS = ("stage", "metric", "runs", "change_pct", "low_pct", "high_pct", "level",
+                "outcome")
+
+
+def run_settings(env: dict[str, Any], calls: pd.DataFrame,
+                 threshold_pct: float) -> tuple[dict[str, Any], bool]:
+    """The run settings the bench ran with (env.json config.run), with threshold_pct, and
+    whether its last look was final (a budget ended it, or it was fixed). Records made
+    before run.stopping existed were fixed experiments on the default primaries."""
+    run = dict(env.get("config", {}).get("run", {}))
+    run.setdefault("order", "abba")
+    run.setdefault("runs", int(calls["run"].max()) if len(calls) else 0)
+    run.setdefault("stopping", {"mode": "fixed"})
+    run.setdefault("primary", list(DEFAULT_PRIMARY))
+    run["practical_threshold_pct"] = threshold_pct
+    reason = env.get("stopping", {}).get("reason", FIXED)
+    return run, reason in FINAL_REASONS
+
+
+def design_for(run: dict[str, Any], comparisons: int) -> Design:
+    """The design of a run's settings (env.json config.run or params.yaml run): a fixed
+    experiment is one look at run.runs that spends all of alpha."""
+    stopping = run["stopping"]
+    block = BLOCK_RUNS[run["order"]]
+    if stopping["mode"] == "fixed":
+        return Design(min_runs=run["runs"], max_runs=run["runs"], look_every_runs=run["runs"],
+                      block_runs=block, threshold_pct=run["practical_threshold_pct"],
+                      comparisons=comparisons)
+    return Design(min_runs=stopping["min_runs"], max_runs=stopping["max_runs"],
+                  look_every_runs=max(block, 1) * stopping["look_every_blocks"],
+                  block_runs=block, threshold_pct=run["practical_threshold_pct"],
+                  comparisons=comparisons)
+
+
+@dataclass(frozen=True)
+class PrimaryDecision:
+    """One primary comparison's looks and the look that decided it (the last if none)."""
+
+    stage: str
+    metric: str
+    looks: Looks
+    control_mean: float
+    treatment_mean: float
+    lag1_autocorr: float  # of the per-block log ratios (sequential.block_autocorrelation)
+
+    @property
+    def at(self) -> int:
+        decided = int(self.looks.decided_at())
+        return decided if decided >= 0 else len(self.looks.runs) - 1
+
+    @property
+    def verdict(self) -> str:
+        return str(self.looks.outcome[self.at]) if len(self.looks.runs) else UNDECIDED
+
+    def row(self) -> dict[str, Any]:
+        k = self.at
+        looks = self.looks
+        found = len(looks.runs) > 0
+        return {"stage": self.stage, "metric": self.metric,
+                "better": METRIC_BY_NAME[self.metric].direction,
+                "runs": int(looks.runs[k]) if found else 0,
+                "control_mean": self.control_mean, "treatment_mean": self.treatment_mean,
+                **{key: float(getattr(looks, key)[k]) if found else np.nan
+                   for key in ("change_pct", "low_pct", "high_pct", "level")},
+                "paired": bool(looks.paired[k]) if found else False, "verdict": self.verdict,
+                "lag1_autocorr": self.lag1_autocorr}
+
+
+def primary_series(calls: pd.DataFrame, primary: list[str],
+                   ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Per-run values of each primary (stage, metric) for both arms, index i = run i + 1
+    (NaN: no known value)."""
+    measured = measured_calls(calls)
+    if measured.empty:
+        return {}
+    pairs = primary_comparisons(primary, stage_order(measured))
+    last_run = int(measured["run"].max())
+    values: dict[str, pd.DataFrame] = {}
+    for arm in (CONTROL, TREATMENT):
+        arm_calls = measured[measured["arm"] == arm]
+        values[arm] = per_run_values(arm_calls) if not arm_calls.empty else pd.DataFrame()
+    series = {}
+    for stage, metric in pairs:
+        arrays = []
+        for arm in (CONTROL, TREATMENT):
+            frame = values[arm]
+            column = np.full(last_run, np.nan)
+            if not frame.empty and metric in frame:
+                rows = frame[frame["stage"].astype(str) == stage]
+                known = rows[metric].notna()
+                column[rows.loc[known, "run"].to_numpy(dtype=int) - 1] = \
+                    rows.loc[known, metric].to_numpy(dtype=float)
+            arrays.append(column)
+        series[(stage, metric)] = (arrays[0], arrays[1])
+    return series
+
+
+def primary_decisions(calls: pd.DataFrame, run: dict[str, Any],
+                      final: bool) -> list[PrimaryDecision]:
+    """Each primary comparison's looks over the runs recorded so far (complete blocks)."""
+    series = primary_series(calls, run["primary"])
+    design = design_for(run, max(len(series), 1))
+    block = max(design.block_runs, 1)
+    decisions = []
+    for (stage, metric), (control, treatment) in series.items():
+        runs = min(len(control), design.max_runs) // block * block
+        looks = sequential_looks(control[:runs], treatment[:runs],
+                                 METRIC_BY_NAME[metric].direction, design, final)
+        with quiet():  # an arm without values has no mean
+            means = [float(np.nanmean(arm[:runs])) if runs else np.nan
+                     for arm in (control, treatment)]
+        decisions.append(PrimaryDecision(
+            stage, metric, looks, *means,
+            block_autocorrelation(control[:runs], treatment[:runs], design.block_runs)))
+    return decisions
+
+
+def all_decided(decisions: list[PrimaryDecision]) -> bool:
+    """Every primary comparison has a decision (better, worse or equivalent)."""
+    return bool(decisions) and all(d.verdict != UNDECIDED for d in decisions)
+
+
+def primary_table(decisions: list[PrimaryDecision]) -> pd.DataFrame:
+    """primary.csv: one row per primary comparison, at the look that decided it."""
+    return pd.DataFrame([d.row() for d in decisions], columns=list(PRIMARY_COLUMNS))
+
+
+def looks_table(decisions: list[PrimaryDecision]) -> pd.DataFrame:
+    """looks.csv: every look of every primary comparison up to its decision (the figure of
+    the interval narrowing)."""
+    rows = []
+    for d in decisions:
+        for k in range(d.at + 1 if len(d.looks.runs) else 0):
+            rows.append({"stage": d.stage, "metric": d.metric, "runs": int(d.looks.runs[k]),
+                         **{key: float(getattr(d.looks, key)[k])
+                            for key in ("change_pct", "low_pct", "high_pct", "level")},
+                         "outcome": str(d.looks.outcome[k])})
+    return pd.DataFrame(rows, columns=list(LOOK_COLUMNS))

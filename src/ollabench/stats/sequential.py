@@ -1,0 +1,279 @@
+"""Sequential verdicts: a group-sequential confidence interval of each primary ratio,
+looked at after every few ABBA blocks, and the four outcomes it supports.
+
+Looking after every block and stopping when an interval excludes 1 would find differences
+that are not there; O'Brien-Fleming-type alpha spending (Lan-DeMets) spends the error rate
+over the looks, so that the chance of any false better/worse over all looks stays at the
+level asked. numpy and scipy only; docs/statistics.md ("Sequential verdicts") explains why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import optimize
+from scipy import stats as sps
+
+from ollabench.stats.core import on_test_scale, outlier_flags, quiet, welch
+from ollabench.stats.metrics import ALPHA
+
+BETTER, WORSE, EQUIVALENT = "better", "worse", "equivalent"
+UNDECIDED, INCONCLUSIVE = "undecided", "inconclusive"  # still running / the budget ended
+GRID_POINTS = 601  # quadrature points of the boundary recursion
+FAR_Z = 40.0
+# Blocks before the paired estimator takes over: fewer leave too few degrees of freedom.
+MIN_PAIRED_BLOCKS = 4
+CALIBRATION_PATHS = 200_000
+CALIBRATION_SEED = 11  # a boundary that no finite sample reaches (nothing spent at this look)
+
+
+def spent_alpha(alpha: float, fraction: float) -> float:
+    """Lan-DeMets O'Brien-Fleming-type spending function, two-sided (alpha/2 per side):
+    the error spent by information fraction t, 4 - 4 Phi(z_{1-alpha/4} / sqrt(t)); all of
+    alpha at t >= 1."""
+    if fraction >= 1.0:
+        return alpha
+    if fraction <= 0.0:
+        return 0.0
+    return float(4.0 * sps.norm.sf(sps.norm.isf(alpha / 4) / math.sqrt(fraction)))
+
+
+@lru_cache(maxsize=256)
+def boundaries(fractions: tuple[float, ...], alpha: float) -> tuple[float, ...]:
+    """Two-sided z boundaries c_k at information fractions t_1 < ... < t_K (each boundary
+    depends only on the looks up to it): P(|Z_j| < c_j for j < k, |Z_k| >= c_k) under no
+    change equals the alpha spent between t_{k-1} and t_k. Exact recursion (Armitage,
+    McPherson and Rowe) for the score S_k = Z_k sqrt(t_k), a Brownian motion in t,
+    integrated on a grid over the continuation region."""
+    out: list[float] = []
+    grid = mass = None  # the continuation region's sub-density of S, times the weights
+    previous_t = previous_spent = 0.0
+    for t in fractions:
+        if t <= previous_t:
+            raise ValueError(f"information fractions must increase, got {fractions}")
+        spend = spent_alpha(alpha, t) - previous_spent
+        sd = math.sqrt(t - previous_t)
+
+        def crossing(b: float, sd: float = sd, grid: np.ndarray | None = grid,
+                     mass: np.ndarray | None = mass) -> float:
+            if grid is None or mass is None:
+                return float(2.0 * sps.norm.sf(b / sd))
+            return float(np.sum(mass * (sps.norm.sf((b - grid) / sd)
+                                        + sps.norm.cdf((-b - grid) / sd))))
+
+        far = FAR_Z * math.sqrt(t)
+        if spend <= 0.0 or crossing(far) >= spend:
+            b = far
+        else:
+            b = optimize.brentq(lambda b, spend=spend: crossing(b) - spend, 0.0, far,
+                              xtol=1e-10)
+        out.append(b / math.sqrt(t))
+        half = min(b, 12.0 * math.sqrt(t))  # beyond 12 sd nothing is left to integrate
+        new_grid = np.linspace(-half, half, GRID_POINTS)
+        weights = np.full(GRID_POINTS, new_grid[1] - new_grid[0])
+        weights[[0, -1]] /= 2.0
+        if grid is None or mass is None:
+            density = sps.norm.pdf(new_grid / sd) / sd
+        else:
+            density = sps.norm.pdf((new_grid[:, None] - grid[None, :]) / sd) @ mass / sd
+        grid, mass = new_grid, density * weights
+        previous_t, previous_spent = t, previous_spent + spend
+    return tuple(out)
+
+
+def nominal_alpha(z_boundary: float) -> float:
+    """The two-sided level of one look whose boundary is z_boundary."""
+    return float(2.0 * sps.norm.sf(z_boundary))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """log(treatment / control) per experiment (the leading axes) with its standard error
+    and degrees of freedom; NaN where the values cannot say."""
+
+    log_ratio: np.ndarray
+    se: np.ndarray
+    df: np.ndarray
+    paired: np.ndarray
+
+
+def estimate(control: np.ndarray, treatment: np.ndarray, block_runs: int) -> Estimate:
+    """The log ratio from per-run values along the last axis, aligned by run (index i =
+    run i + 1; NaN missing).
+
+    Welch on the logs (core.welch, core's left-out outliers removed) until the schedule has
+    MIN_PAIRED_BLOCKS blocks of block_runs runs (ABBA: 2; 0 = no pairing); from then on the
+    mean of the per-block differences of mean logs, which cancels drift slower than a block.
+    The choice follows the schedule, never the data: taking whichever interval is narrower
+    would make them too narrow (docs/statistics.md). NaN with fewer than two values per
+    arm, or with a zero or negative value (no log scale)."""
+    c, t, on_log = on_test_scale(control, treatment)
+    flags = outlier_flags(control, treatment)
+    c = np.where(flags["left_out_control"], np.nan, c)
+    t = np.where(flags["left_out_treatment"], np.nan, t)
+    n_min, effect, se2, df = welch(c, t)
+    known = on_log & (n_min >= 2) & np.isfinite(se2)
+    se = np.sqrt(se2)
+    with quiet():
+        found = Estimate(np.where(known, effect, np.nan), np.where(known, se, np.nan),
+                         df, np.zeros(np.shape(effect), dtype=bool))
+        if block_runs < 1 or c.shape[-1] < MIN_PAIRED_BLOCKS * block_runs:
+            return found
+        blocks = c.shape[-1] // block_runs
+        shape = (*c.shape[:-1], blocks, block_runs)
+        diffs = (np.nanmean(t[..., :blocks * block_runs].reshape(shape), axis=-1)
+                 - np.nanmean(c[..., :blocks * block_runs].reshape(shape), axis=-1))
+        count = np.sum(np.isfinite(diffs), axis=-1)
+        pair_effect = np.nanmean(diffs, axis=-1)
+        pair_se = np.nanstd(diffs, axis=-1, ddof=1) / np.sqrt(count)
+        pair_df = count - 1.0
+    use = known & (count >= MIN_PAIRED_BLOCKS)
+    return Estimate(np.where(use, pair_effect, found.log_ratio),
+                    np.where(use, pair_se, found.se), np.where(use, pair_df, df), use)
+
+
+def block_autocorrelation(control: np.ndarray, treatment: np.ndarray,
+                          block_runs: int) -> float:
+    """Lag-1 autocorrelation of the per-block log ratios (per-run ones without blocks), the
+    units the paired interval treats as independent: clearly positive, drift or a
+    wandering machine makes the intervals too narrow. NaN with fewer than 4 units."""
+    size = max(block_runs, 1)
+    units = len(control) // size
+    with quiet():
+        c, t, on_log = on_test_scale(control[:units * size], treatment[:units * size])
+        diffs = (np.nanmean(t.reshape(units, size), axis=1)
+                 - np.nanmean(c.reshape(units, size), axis=1))
+    diffs = diffs[np.isfinite(diffs)]
+    if not bool(on_log) or len(diffs) < 4 or not np.any(diffs != diffs[0]):
+        return math.nan
+    centred = diffs - diffs.mean()
+    return float(np.sum(centred[1:] * centred[:-1]) / np.sum(centred**2))
+
+
+@dataclass(frozen=True)
+class Design:
+    """When to look and how strict to be: looks at min_runs per arm, then every
+    look_every_runs, up to max_runs (information fraction = runs / max_runs); alpha is
+    family-wise over `comparisons` primary comparisons (Bonferroni)."""
+
+    min_runs: int
+    max_runs: int
+    look_every_runs: int
+    block_runs: int
+    threshold_pct: float
+    comparisons: int
+    alpha: float = ALPHA
+
+    def looks(self, available_runs: int, final: bool) -> tuple[list[int], tuple[float, ...]]:
+        """Runs per arm at each look reached with available_runs, and each look's nominal
+        two-sided level. A final look before max_runs (a time budget ran out) spends all
+        that is left: its information fraction counts as 1."""
+        points = list(range(self.min_runs, self.max_runs + 1, self.look_every_runs))
+        if points[-1] != self.max_runs:
+            points.append(self.max_runs)
+        reached = [n for n in points if n <= available_runs]
+        if final and available_runs >= 2 and (not reached or reached[-1] < available_runs):
+            reached.append(available_runs)
+        fractions = [n / self.max_runs for n in reached]
+        if final and fractions:
+            fractions[-1] = 1.0
+        alpha = self.alpha / self.comparisons
+        if self.block_runs and reached and reached[0] >= MIN_PAIRED_BLOCKS * self.block_runs:
+            blocks = tuple(n // self.block_runs for n in reached)
+            return reached, paired_levels(blocks, tuple(fractions), alpha)
+        return reached, tuple(nominal_alpha(z) for z in boundaries(tuple(fractions), alpha))
+
+
+@lru_cache(maxsize=64)
+def paired_levels(blocks: tuple[int, ...], fractions: tuple[float, ...],
+                  alpha: float) -> tuple[float, ...]:
+    """Nominal two-sided levels of the paired t intervals at looks after blocks_1 < ...
+    blocks, calibrated so that the error spent by each look is exactly the spending
+    function's. The boundaries of boundaries() assume a known variance; with a t statistic
+    of a few degrees of freedom re-estimated at every look, their t quantiles let about 10%
+    more errors through over 17 looks. Under no change, the sequence of paired t statistics
+    does not depend on the spread, so CALIBRATION_PATHS seeded simulated sequences give
+    each look's boundary (a pure function of its arguments)."""
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    draws = rng.standard_normal((CALIBRATION_PATHS, blocks[-1]))
+    sums, squares = np.cumsum(draws, axis=1), np.cumsum(draws**2, axis=1)
+    alive = np.ones(CALIBRATION_PATHS, dtype=bool)
+    levels: list[float] = []
+    previous_spent = 0.0
+    for b, fraction in zip(blocks, fractions, strict=True):
+        spent = spent_alpha(alpha, fraction)
+        mean = sums[:, b - 1] / b
+        sd = np.sqrt(np.maximum(squares[:, b - 1] - b * mean**2, 0.0) / (b - 1))
+        statistic = np.abs(mean) / (sd / math.sqrt(b))
+        crossing = round((spent - previous_spent) * CALIBRATION_PATHS)
+        candidates = np.sort(statistic[alive])[::-1]
+        if crossing < 1 or len(candidates) <= crossing:
+            boundary = math.inf
+        else:  # halfway between the last path that crosses and the first that does not
+            boundary = float(candidates[crossing - 1] + candidates[crossing]) / 2.0
+        alive &= statistic < boundary
+        levels.append(float(2.0 * sps.t.sf(boundary, b - 1)))
+        previous_spent = spent
+    return tuple(levels)
+
+
+@dataclass(frozen=True)
+class Looks:
+    """One comparison's looks (last axis) for each experiment (leading axes)."""
+
+    runs: np.ndarray
+    level: np.ndarray  # confidence of each look's interval
+    change_pct: np.ndarray
+    low_pct: np.ndarray
+    high_pct: np.ndarray
+    outcome: np.ndarray
+    paired: np.ndarray
+
+    def decided_at(self) -> np.ndarray:
+        """Index of the look that decided (the first not undecided), -1 for none yet."""
+        decided = self.outcome != UNDECIDED
+        return np.where(decided.any(axis=-1), np.argmax(decided, axis=-1), -1)
+
+
+def judge(found: Estimate, level_alpha: float, direction: str, threshold_pct: float,
+          final: bool) -> dict[str, np.ndarray]:
+    """The outcome of one look. Equivalent when the whole interval lies within
+    +-threshold_pct (two one-sided tests on the log scale, each at half this look's level;
+    a significant change smaller than the threshold is equivalent too); better or worse
+    when it excludes no change on the metric's good or bad side; else undecided, or
+    inconclusive at the final look. level_alpha is this look's nominal two-sided level."""
+    with quiet():
+        half = np.where(found.se > 0, sps.t.isf(level_alpha / 2, found.df) * found.se, 0.0)
+        low = np.expm1(found.log_ratio - half) * 100.0
+        high = np.expm1(found.log_ratio + half) * 100.0
+        up = low > 0
+        label = np.where(direction == "neither", "different",
+                         np.where(up == (direction == "higher"), BETTER, WORSE))
+        outcome = np.where((-threshold_pct < low) & (high < threshold_pct), EQUIVALENT,
+                           np.where(up | (high < 0), label,
+                                    INCONCLUSIVE if final else UNDECIDED))
+    return {"change_pct": np.expm1(found.log_ratio) * 100.0, "low_pct": low,
+            "high_pct": high, "outcome": outcome}
+
+
+def sequential_looks(control: np.ndarray, treatment: np.ndarray, direction: str,
+                     design: Design, final: bool) -> Looks:
+    """Every look the runs so far allow (the last axis holds runs 1, 2, ...): a pure
+    function of the values, so a resumed experiment reaches the same decisions."""
+    runs, levels = design.looks(control.shape[-1], final)
+    columns: dict[str, list[np.ndarray]] = {}
+    for k, (n, level_alpha) in enumerate(zip(runs, levels, strict=True)):
+        found = estimate(control[..., :n], treatment[..., :n], design.block_runs)
+        for key, value in judge(found, level_alpha, direction, design.threshold_pct,
+                                final and k == len(runs) - 1).items():
+            columns.setdefault(key, []).append(np.broadcast_to(value, found.se.shape))
+        columns.setdefault("paired", []).append(found.paired)
+    lead = control.shape[:-1]
+    stacked = {key: np.stack(values, axis=-1) if values else np.empty((*lead, 0))
+               for key, values in columns.items()}
+    return Looks(runs=np.array(runs), level=1.0 - np.array(levels),
+                 **{key: stacked.get(key, np.empty((*lead, 0)))
+                    for key in ("change_pct", "low_pct", "high_pct", "outcome", "paired")})

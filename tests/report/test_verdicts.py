@@ -1,0 +1,50 @@
+"""The primary comparisons' words: each outcome, the precision an open one reached, and the
+one sentence that answers whether the treatment is better."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ollabench.report.verdicts import answer_sentence, verdict_text
+
+
+def _row(stage: str, metric: str, verdict: str, change: float, low: float,
+         high: float) -> dict[str, Any]:
+    return {"stage": stage, "metric": metric, "verdict": verdict, "change_pct": change,
+            "low_pct": low, "high_pct": high, "runs": 8, "control_mean": 1.0,
+            "treatment_mean": 1.0 + change / 100}
+
+
+def test_an_open_comparison_states_the_precision_reached() -> None:
+    row = _row("workflow", "e2e_ms", "inconclusive", 1.0, -6.2, 8.0)
+    assert verdict_text(row, 5.0) == ("inconclusive: no change larger than +-8.0% (95%) "
+                                      "ruled out")
+
+
+def test_a_significant_change_below_the_threshold_says_so() -> None:
+    assert verdict_text(_row("workflow", "e2e_ms", "equivalent", 2.0, 0.5, 3.5), 5.0) == \
+        "equivalent (within +-5.0%), significant but smaller than the threshold"
+    assert verdict_text(_row("workflow", "e2e_ms", "equivalent", 0.0, -2.0, 2.0), 5.0) == \
+        "equivalent (within +-5.0%)"
+
+
+def test_the_answer_leads_with_the_whole_run() -> None:
+    rows = pd.DataFrame([_row("analysis", "ttft_ms", "better", -20.0, -25.0, -15.0),
+                         _row("workflow", "e2e_ms", "better", -12.0, -15.0, -9.0)])
+    assert answer_sentence(rows, quality_lower=False) == (
+        "Yes: the treatment is better on analysis TTFT, workflow end-to-end time; workflow "
+        "end-to-end time changed by -12.0% (95% interval -15.0% to -9.0%).")
+    assert answer_sentence(rows, quality_lower=True).startswith(
+        "Faster, but lower quality: the treatment is better on")
+
+
+def test_the_answer_for_equivalent_and_open_comparisons() -> None:
+    same = pd.DataFrame([_row("workflow", "e2e_ms", "equivalent", 0.5, -2.0, 3.0)])
+    assert answer_sentence(same, False).startswith("No change that matters")
+    open_ = pd.DataFrame([_row("workflow", "e2e_ms", "inconclusive", 0.5, -9.0, 10.0)])
+    assert answer_sentence(open_, False).startswith(
+        "Not decided: the runs could not tell the arms apart on workflow end-to-end time")
+    worse = pd.DataFrame([_row("workflow", "e2e_ms", "worse", 30.0, 20.0, 40.0)])
+    assert answer_sentence(worse, False).startswith("No: the treatment is worse")
