@@ -235,6 +235,8 @@ class Looks:
     def decided_at(self) -> np.ndarray:
         """Index of the look that decided (the first not undecided), -1 for none yet."""
         decided = self.outcome != UNDECIDED
+        if decided.shape[-1] == 0:  # no look yet (fewer runs than the first look needs)
+            return np.full(decided.shape[:-1], -1)
         return np.where(decided.any(axis=-1), np.argmax(decided, axis=-1), -1)
 
 
