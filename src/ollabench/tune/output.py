@@ -154,12 +154,20 @@ def _figures(result: TuneResult, out_dir: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    xs = [c.number for c in measured if math.isfinite(c.result.ratio)]
-    ys = [change_pct(c.result) for c in measured if math.isfinite(c.result.ratio)]
-    ax.plot(xs, ys, "o", color="tab:blue")
+    shown = [c for c in measured if math.isfinite(c.result.ratio)]
+    for feasible, color in ((True, "tab:blue"), (False, "tab:red")):
+        ax.plot([c.number for c in shown if c.result.feasible == feasible],
+                [change_pct(c.result) for c in shown if c.result.feasible == feasible], "o",
+                color=color, label="feasible" if feasible else "infeasible")
     sign = 1.0 if result.direction == "lower" else -1.0
-    best = [sign * min(sign * y for y in ys[:i + 1]) for i in range(len(ys))]
-    ax.step(xs, best, where="post", color="tab:green", label="best so far")
+    best, xs, running = [], [], math.inf
+    for c in shown:
+        if c.result.feasible:
+            running = min(running, sign * change_pct(c.result))
+        if math.isfinite(running):
+            xs.append(c.number)
+            best.append(sign * running)
+    ax.step(xs, best, where="post", color="tab:green", label="best feasible so far")
     ax.axhline(0.0, color="grey", linewidth=1)
     ax.set_xlabel("trial")
     ax.set_ylabel("change against the baseline (%)")
