@@ -23,6 +23,7 @@ from ollabench.records import read_records
 from ollabench.tune import run_tune
 from ollabench.tune.search import finished, open_study
 from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, validate_tune
+from tests.helpers.fake_ollama import Script
 from tests.helpers.project import ROOT
 from tests.helpers.speed_surface import MODEL, SurfaceOllama, grid_surface
 
@@ -140,3 +141,24 @@ def test_a_killed_tune_resumes_the_same_study(tune_raw, raw_config, tmp_path: Pa
     records = read_records(Path(resumed.result.out_dir) / "raw" / "calls.jsonl")
     assert {r.key for r in kept} <= {r.key for r in records}  # its journal resumed
     assert {r.started_at for r in kept} <= {r.started_at for r in records}
+
+
+def test_when_no_setting_beats_the_baseline_nothing_is_written(
+        tune_raw, raw_config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "tune" / "slower.yaml").write_text(yaml.safe_dump(
+        tune_raw | {"space": {"num_batch": [64]}}))
+
+    def slower_with_any_option(options: dict[str, Any]) -> Script:
+        return Script(ttft_ms=5.0, token_ms=2.0 if "num_batch" in options else 1.0, tokens=12)
+
+    with SurfaceOllama(slower_with_any_option) as server:
+        code = main(["tune", "--tune", "slower", "--conf", str(conf), "--root", str(tmp_path),
+                     "--no-progress", *_model_overrides(server.url, raw_config)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "no setting beat the baseline by more than the threshold" in out
+    assert "trial 0 [num_batch=64]: workflow/e2e_ms +" in out
+    assert not list(conf.glob("profile/tuned_*"))
+    assert (tmp_path / "reports" / "tune" / "tune-qwen2.5-7b" / "tune.md").is_file()
