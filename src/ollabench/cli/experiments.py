@@ -13,6 +13,7 @@ from ollabench.paths import (
     COMPARE_OUT,
     COMPARISON_MD,
     COMPARISONS_FILE,
+    CONF_DIR,
     HISTORY_OUT,
     LEADERBOARD_OUT,
     METRICS_JSON,
@@ -91,8 +92,50 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_INCOMPLETE if failed or not results else 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from ollabench.tune import load, run_tune
+    from ollabench.tune.output import candidate_line, summary
+
+    config, tune = load(args.overrides, args.tune, conf_dir=args.conf)
+    outcome = run_tune(config, tune, args.root, progress=not args.no_progress,
+                       on_candidate=lambda c: print(candidate_line(c, tune.objective),
+                                                    flush=True))
+    print(summary(outcome.result))
+    if outcome.profile is not None:
+        print(f"wrote {outcome.profile}: use it with `dvc exp run -S "
+              f"profile={outcome.profile.stem}`")
+    print(f"wrote {outcome.report}")
+    return 0
+
+
+def add_tune_command(sub: argparse._SubParsersAction) -> None:
+    """Register `tune`."""
+    p = sub.add_parser(
+        "tune", help="search the fastest settings for this model on this machine, and prove it",
+        description="Search the options of conf/tune/NAME.yaml (Optuna; its study in "
+                    ".ollabench/tune/<study>.db, so a killed tune resumes) against the "
+                    "reference arm (profile@reference, the baseline). Each candidate is a "
+                    "bench of baseline vs baseline + its options, raced with the sequential "
+                    "stopping rule on the objective; one that truncates prompts, fails calls "
+                    "or lowers answer quality is infeasible. The best feasible candidate is "
+                    "measured again on fresh runs; only a confirmed winner is written to "
+                    "conf/profile/tuned_<model>.yaml. Candidates' records: data/tune/<study>/; "
+                    "report: reports/tune/<study>/tune.md.")
+    p.add_argument("overrides", nargs="*",
+                   help="Hydra overrides of the benchmark (model=qwen2.5-7b, "
+                        "profile@reference=baseline) and of the search "
+                        "(tune.budget.max_candidates=6, tune.space.num_batch=[128,256])")
+    p.add_argument("--tune", default="default", metavar="NAME",
+                   help="the search: conf/tune/NAME.yaml (default)")
+    p.add_argument("--conf", type=Path, default=CONF_DIR, help=f"config folder ({CONF_DIR})")
+    p.add_argument("--root", type=Path, default=Path("."),
+                   help="project folder for the study, records, report and profile (.)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_tune)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register `compare`, `leaderboard`, `history` and `sweep`."""
+    """Register `compare`, `leaderboard`, `history`, `sweep` and `tune`."""
     p = sub.add_parser(
         "compare", help="compare one arm across two revisions or DVC experiments",
         description="Read the raw records of A and B through DVC (local cache or DVC remote, "
@@ -177,3 +220,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"jobs' folders: clones, logs, Hydra files; on a cluster a shared "
                         f"file system ({SWEEP_ROOT})")
     p.set_defaults(func=_cmd_sweep)
+
+    add_tune_command(sub)

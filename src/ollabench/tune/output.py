@@ -1,0 +1,177 @@
+"""What a search leaves: the tuning report (Markdown and two figures) and, for a confirmed
+winner only, conf/profile/tuned_<model>.yaml with a comment naming the study, the trial and
+the confirmatory result."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from ollabench.files import write_text_atomic
+from ollabench.tune.candidate import CandidateResult
+from ollabench.tune.search import Candidate, TuneResult
+from ollabench.tune.settings import PROFILE_DIR, slug
+
+NO_WINNER = "no setting beat the baseline by more than the threshold"
+REPORT_MD = "tune.md"
+CANDIDATES_PNG, HISTORY_PNG = "candidates.png", "history.png"
+
+
+def change_pct(result: CandidateResult) -> float:
+    return (result.ratio - 1.0) * 100.0
+
+
+def summary(result: TuneResult) -> str:
+    """One sentence: the confirmed winner, or why there is none."""
+    if result.confirmed and result.best is not None and result.confirm is not None:
+        return (f"trial {result.best.number} ({_options(result.best.result)}) is confirmed: "
+                f"{result.objective} {change_pct(result.confirm):+.1f}% "
+                f"[{result.confirm.low_pct:+.1f}%, {result.confirm.high_pct:+.1f}%] against "
+                f"the baseline on fresh runs")
+    if result.best is None:
+        return f"{NO_WINNER}: no feasible candidate was faster in the search"
+    verdict = result.confirm.verdict if result.confirm else "not run"
+    return (f"{NO_WINNER}: the best candidate, trial {result.best.number}, was not confirmed "
+            f"on fresh runs (verdict: {verdict})")
+
+
+def candidate_line(candidate: Candidate, objective: str) -> str:
+    """One line per measured candidate, as the search goes."""
+    r = candidate.result
+    state = "feasible" if r.feasible else "infeasible: " + "; ".join(r.violations)
+    return (f"trial {candidate.number} [{_options(r)}]: {objective} {_pct(change_pct(r))} "
+            f"({r.verdict} after {r.runs} runs per arm), {state}")
+
+
+def _options(result: CandidateResult) -> str:
+    return ", ".join(f"{k}={v}" for k, v in result.options.items())
+
+
+def write_profile(result: TuneResult, model: str, reference: str,
+                  conf_dir: Path = PROFILE_DIR) -> Path | None:
+    """conf/profile/tuned_<model>.yaml for a confirmed winner; None (nothing written)
+    otherwise."""
+    if not (result.confirmed and result.best and result.confirm):
+        return None
+    name = f"tuned_{slug(model)}"
+    confirm = result.confirm
+    header = (
+        f"# Found by `ollabench tune`: study {result.study}, trial {result.best.number} "
+        f"(data/tune/{result.study}/trial-{result.best.number}/).\n"
+        f"# Confirmed on fresh runs against {reference} (data/tune/{result.study}/confirm/): "
+        f"{result.objective} {change_pct(confirm):+.1f}% [{confirm.low_pct:+.1f}%, "
+        f"{confirm.high_pct:+.1f}%], verdict {confirm.verdict} after {confirm.runs} runs per "
+        f"arm.\n")
+    body = {"defaults": ["baseline", "_self_"], "name": name,
+            "options": dict(result.best.result.options)}
+    path = conf_dir / f"{name}.yaml"
+    write_text_atomic(path, header + yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _row(label: str, result: CandidateResult, note: str = "") -> str:
+    feasible = "yes" if result.feasible else "no: " + "; ".join(result.violations)
+    return (f"| {label} | {_options(result) or '-'} | {result.runs} | "
+            f"{_pct(change_pct(result))} | [{_pct(result.low_pct)}, {_pct(result.high_pct)}] | "
+            f"{result.verdict} | {feasible}{note} |")
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1f}%" if math.isfinite(value) else "-"
+
+
+def shrinkage_lines(result: TuneResult) -> list[str]:
+    """The winner's curse: the effect the search saw for its pick against the effect fresh
+    runs confirm; picking the best of several noisy estimates inflates the former."""
+    if result.best is None or result.confirm is None:
+        return ["No candidate was confirmed, so there is no shrinkage to estimate."]
+    selected, confirmed = change_pct(result.best.result), change_pct(result.confirm)
+    lines = [f"- selection effect (search runs): {_pct(selected)}",
+             f"- confirmed effect (fresh runs): {_pct(confirmed)}",
+             f"- shrinkage: {confirmed - selected:+.1f} percentage points"]
+    if selected and math.isfinite(confirmed):
+        lines.append(f"- the confirmed effect is {confirmed / selected:.0%} of the selected one")
+    return lines
+
+
+def write_report(result: TuneResult, out_dir: Path) -> Path:
+    """tune.md and its figures in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _figures(result, out_dir)
+    measured = [c for c in result.candidates if c.duplicate_of is None]
+    lines = [f"# Tuning report: {result.study}", "",
+             f"**{summary(result)}.**", "",
+             f"Objective: {result.objective} ({result.direction} is better), treatment / "
+             f"baseline. {len(measured)} candidate(s) measured; the search stopped: "
+             f"{result.stop_reason}.", "",
+             "## Candidates against the baseline", "",
+             f"![candidates]({CANDIDATES_PNG})", "",
+             "| trial | options | runs per arm | change | interval | verdict | feasible |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in measured:
+        mark = " (best)" if result.best and c.number == result.best.number else ""
+        lines.append(_row(str(c.number), c.result, mark))
+    lines += ["", "## Search history", "", f"![history]({HISTORY_PNG})", "",
+              "## Confirmatory run", ""]
+    if result.confirm is None:
+        lines.append("Not run: no feasible candidate beat the baseline in the search.")
+    else:
+        lines += ["| run | options | runs per arm | change | interval | verdict | feasible |",
+                  "| --- | --- | --- | --- | --- | --- | --- |",
+                  _row("confirm", result.confirm)]
+    lines += ["", "## Winner's curse", "", *shrinkage_lines(result), ""]
+    path = out_dir / REPORT_MD
+    write_text_atomic(path, "\n".join(lines))
+    return path
+
+
+def _figures(result: TuneResult, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [c for c in result.candidates if c.duplicate_of is None]
+    rows = [(f"trial {c.number}", c.result) for c in measured]
+    if result.confirm is not None:
+        rows.append(("confirm", result.confirm))
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(rows) + 1.5))
+    for y, (_, r) in enumerate(rows):
+        x = change_pct(r)
+        if not math.isfinite(x):
+            continue
+        low, high = r.low_pct, r.high_pct
+        err = [[x - low], [high - x]] if math.isfinite(low) and math.isfinite(high) else None
+        ax.errorbar(x, y, xerr=err, fmt="o", capsize=3,
+                    color="tab:blue" if r.feasible else "tab:red")
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.set_xlabel(f"{result.objective}: change against the baseline (%); red: infeasible")
+    fig.tight_layout()
+    fig.savefig(out_dir / CANDIDATES_PNG, dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    shown = [c for c in measured if math.isfinite(c.result.ratio)]
+    for feasible, color in ((True, "tab:blue"), (False, "tab:red")):
+        ax.plot([c.number for c in shown if c.result.feasible == feasible],
+                [change_pct(c.result) for c in shown if c.result.feasible == feasible], "o",
+                color=color, label="feasible" if feasible else "infeasible")
+    sign = 1.0 if result.direction == "lower" else -1.0
+    best, xs, running = [], [], math.inf
+    for c in shown:
+        if c.result.feasible:
+            running = min(running, sign * change_pct(c.result))
+        if math.isfinite(running):
+            xs.append(c.number)
+            best.append(sign * running)
+    ax.step(xs, best, where="post", color="tab:green", label="best feasible so far")
+    ax.axhline(0.0, color="grey", linewidth=1)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("change against the baseline (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / HISTORY_PNG, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,164 @@
+"""`ollabench tune`: bad settings refused before the first call (one line naming the key, exit
+2), and a search against a fake Ollama server with a known speed surface that finds the
+best pair, never picks the faster setting that truncates, confirms the winner and writes
+its profile; a killed search resumes the same study."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ollabench.cli import main
+from ollabench.config import validate_config
+from ollabench.records import read_records
+from ollabench.tune import run_tune
+from ollabench.tune.search import finished, open_study
+from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, validate_tune
+from tests.helpers.fake_ollama import Script
+from tests.helpers.project import ROOT
+from tests.helpers.speed_surface import MODEL, SurfaceOllama, grid_surface
+
+BEST = (256, 2)
+CUT_CTX = 16  # below the tiny workload's prompt: cut, and fastest of all
+SPACE = {"num_batch": [256, 512], "num_thread": [2, 4], "num_ctx": [CUT_CTX, 2048]}
+
+
+@pytest.fixture
+def tune_raw(composed: dict[str, Any]) -> dict[str, Any]:
+    raw = yaml.safe_load((ROOT / "conf" / "tune" / "default.yaml").read_text())
+    return raw | {"space": copy.deepcopy(SPACE), "race": {**raw["race"], "max_runs": 8},
+                  "confirm": {**raw["confirm"], "max_runs": 12}}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"space": {}}, "tune.space: empty"),
+    ({"space": {"num_thread": {"low": 4, "high": 1, "step": 1}}},
+     "tune.space.num_thread: low (4) is greater than high (1)"),
+    ({"space": {"num_bach": [1, 2]}}, "tune.space.num_bach: unknown option"),
+    ({"space": {"mirostat": [0, 1]}}, "tune.space.mirostat: Ollama 0.12.5 ignores this option"),
+    ({"objective": "workflow/ttft_ms"},
+     "tune.objective: 'workflow/ttft_ms' is not a primary comparison"),
+    ({"budget": {"max_candidates": 0, "max_minutes": 60}},
+     "tune.budget.max_candidates: too small for one candidate"),
+    ({"budget": {"max_candidates": 4, "max_minutes": 1}},
+     "tune.budget.max_minutes: 1 is too small for one candidate"),
+])
+def test_bad_settings_stop_before_the_first_call_with_one_line(
+        change: dict[str, Any], message: str, tune_raw: dict[str, Any], raw_config,
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "tune" / "bad.yaml").write_text(yaml.safe_dump(tune_raw | change))
+    with SurfaceOllama(grid_surface(BEST, CUT_CTX)) as server:
+        code = main(["tune", "--tune", "bad", "--conf", str(conf), "--root", str(tmp_path),
+                     *_model_overrides(server.url, raw_config)])
+        assert server.chats() == []
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"ollabench: error: {message}"), err
+
+
+def _model_overrides(url: str, raw_config: dict[str, Any]) -> list[str]:
+    return ["model=qwen2.5-7b", f"model.host='{url}'",
+            f"workload.dir='{raw_config['workload']['dir']}'",
+            "workload.num_predict.analysis=12", "workload.num_predict.report=12",
+            "run.read_timeout_s=5", "run.retry_backoff_s=0.01", "run.max_retries=1"]
+
+
+def _config(raw_config: dict[str, Any], url: str):
+    raw = copy.deepcopy(raw_config)
+    raw["model"] = {"name": MODEL, "backend": "ollama", "gguf": None, "host": url,
+                    "think": None, "keep_alive": None}
+    raw["workload"]["num_predict"] = {"analysis": 12, "report": 12}
+    raw["run"].update(retry_backoff_s=0.01, read_timeout_s=5.0, max_retries=1)
+    return validate_config(raw)
+
+
+@pytest.mark.slow
+def test_tune_finds_the_best_pair_skips_the_truncating_one_and_confirms_it(
+        tune_raw, raw_config, tmp_path: Path) -> None:
+    with SurfaceOllama(grid_surface(BEST, CUT_CTX)) as server:
+        config = _config(raw_config, server.url)
+        outcome = run_tune(config, validate_tune(tune_raw, config), tmp_path, progress=False)
+
+    result = outcome.result
+    assert len([c for c in result.candidates if c.duplicate_of is None]) == 8  # the grid
+    cut = [c for c in result.candidates if c.result.options["num_ctx"] == CUT_CTX]
+    assert cut and all(not c.result.feasible for c in cut)
+    assert all(any(v.startswith("truncation") for v in c.result.violations) for c in cut)
+    assert result.best is not None
+    assert result.best.result.options == {"num_batch": 256, "num_thread": 2, "num_ctx": 2048}
+    assert result.confirmed and result.confirm.verdict == "better"
+    profile = yaml.safe_load(outcome.profile.read_text())
+    assert profile["options"] == result.best.result.options
+    assert f"trial {result.best.number}" in outcome.profile.read_text()
+    assert "Winner's curse" in outcome.report.read_text()
+    assert (outcome.report.parent / "candidates.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_killed_tune_resumes_the_same_study(tune_raw, raw_config, tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "tune" / "small.yaml").write_text(yaml.safe_dump(
+        tune_raw | {"space": {"num_batch": [256, 512], "num_thread": [2]}}))
+    with SurfaceOllama(grid_surface(BEST, CUT_CTX)) as server:
+        args = ["tune", "--tune", "small", "--conf", str(conf), "--root", str(tmp_path),
+                "--no-progress", *_model_overrides(server.url, raw_config)]
+        proc = subprocess.Popen([sys.executable, "-m", "ollabench.cli", *args], cwd=tmp_path,
+                                stdout=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()  # the first candidate is measured ...
+        journal = tmp_path / TUNE_ROOT / "tune-qwen2.5-7b" / "journal"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+                p.read_text().count("\n") >= 3 for p in journal.rglob("calls.jsonl")):
+            time.sleep(0.01)  # ... and the second is in flight
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert first.startswith("trial 0 ")
+        kept = read_records(next(journal.rglob("calls.jsonl")))
+        trial0 = tmp_path / TUNE_DATA / "tune-qwen2.5-7b" / "trial-0" / "metrics.json"
+        measured_at = trial0.stat().st_mtime_ns
+
+        assert main(args) == 0
+
+    assert trial0.stat().st_mtime_ns == measured_at  # not measured again
+    study = open_study(validate_tune(yaml.safe_load((conf / "tune" / "small.yaml").read_text()),
+                                     _config(raw_config, server.url)),
+                       "tune-qwen2.5-7b", tmp_path / TUNE_ROOT / "tune-qwen2.5-7b.db", "lower")
+    measured = [c for c in finished(study) if c.duplicate_of is None]
+    assert sorted(c.result.options["num_batch"] for c in measured) == [256, 512]
+    resumed = next(c for c in measured if c.number != 0)
+    records = read_records(Path(resumed.result.out_dir) / "raw" / "calls.jsonl")
+    assert {r.key for r in kept} <= {r.key for r in records}  # its journal resumed
+    assert {r.started_at for r in kept} <= {r.started_at for r in records}
+
+
+def test_when_no_setting_beats_the_baseline_nothing_is_written(
+        tune_raw, raw_config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "tune" / "slower.yaml").write_text(yaml.safe_dump(
+        tune_raw | {"space": {"num_batch": [64]}}))
+
+    def slower_with_any_option(options: dict[str, Any]) -> Script:
+        return Script(ttft_ms=5.0, token_ms=2.0 if "num_batch" in options else 1.0, tokens=12)
+
+    with SurfaceOllama(slower_with_any_option) as server:
+        code = main(["tune", "--tune", "slower", "--conf", str(conf), "--root", str(tmp_path),
+                     "--no-progress", *_model_overrides(server.url, raw_config)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "no setting beat the baseline by more than the threshold" in out
+    assert "trial 0 [num_batch=64]: workflow/e2e_ms +" in out
+    assert not list(conf.glob("profile/tuned_*"))
+    assert (tmp_path / "reports" / "tune" / "tune-qwen2.5-7b" / "tune.md").is_file()
