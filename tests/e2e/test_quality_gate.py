@@ -39,7 +39,6 @@ def test_noise_sampling_gets_a_lower_quality_verdict(repo: Path,
     monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(repo.parent / "dvc-site"))
     quality = quality_of(repo, *GREEDY, *NOISE)
     assert quality["verdict"] == "lower", quality
-    assert str(quality["summary"]).endswith("lower quality")
     report = (repo / "reports" / "report.md").read_text()
     assert "lower quality" in report and "faster, better" not in report
 

@@ -25,9 +25,7 @@ def test_lower_quality_is_found_and_named_beside_the_speed_up(tmp_path: Path) ->
     assert verdict(table, "workflow", "faithful_pct") == "worse"
     assert quality_verdict(table) == "lower"
     assert gate_words(table) == "faster, but lower quality"
-    quality = out["metrics"]["quality"]
-    assert quality["verdict"] == "lower" and quality["summary"] == "faster, but lower quality"
-    assert quality["parts_pct"]["verdict"] == "worse"
+    assert out["metrics"]["quality"] == {"verdict": "lower"}
 
 
 def test_no_quality_change_in_an_a_a_run(tmp_path: Path) -> None:

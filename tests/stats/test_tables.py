@@ -111,20 +111,18 @@ def test_inter_token_figures_appear_when_present(tmp_path: Path) -> None:
 
 
 def test_metrics_json_is_compact_and_nan_free(tmp_path: Path) -> None:
+    """A dozen leaves: `dvc exp show` stays readable in a terminal (issue 11 item 7)."""
     scenario = Scenario(runs=4, eval_rate_gain=0.1)
     metrics = aggregate(tmp_path, make_records(scenario), scenario)["metrics"]
-    assert set(metrics) == {*STAGES, "quality", "runs", "stop_reason", "primary"}
-    assert metrics.pop("quality")["verdict"] == "no change detected"
-    assert (metrics.pop("runs"), metrics.pop("stop_reason")) == (4, "fixed_runs")
-    primary = metrics.pop("primary")
+    assert set(metrics) == {"quality", "runs", "stop_reason", "primary"}
+    assert metrics["quality"] == {"verdict": "no change detected"}
+    assert (metrics["runs"], metrics["stop_reason"]) == (4, "fixed_runs")
+    primary = metrics["primary"]
     assert set(primary) == {"workflow/e2e_ms", "analysis/ttft_ms", "report/ttft_ms",
                             "workflow/eval_tok_s"}
     assert all(set(entry) == {"change_pct", "verdict"} for entry in primary.values())
-    for stage in metrics.values():
-        assert set(stage) == set(HEADLINE_METRICS)
-        for entry in stage.values():
-            assert set(entry) == {"control_median", "treatment_median", "median_diff_pct",
-                                  "p_holm", "verdict"}
+    assert all(math.isfinite(entry["change_pct"]) for entry in primary.values())
+    assert primary["workflow/eval_tok_s"]["change_pct"] > 0
 
 
 def test_compare_arms_takes_rows_from_two_experiments() -> None:

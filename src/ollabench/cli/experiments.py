@@ -16,7 +16,6 @@ from ollabench.paths import (
     CONF_DIR,
     HISTORY_OUT,
     LEADERBOARD_OUT,
-    METRICS_JSON,
     SWEEP_ROOT,
 )
 
@@ -159,7 +158,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "one metric and stage, with its bootstrap CI and its verdict against its "
                     "own control arm. Prints a table and writes Markdown and CSV.")
     p.add_argument("--metric", default="eval_tok_s",
-                   help=f"a headline metric of {METRICS_JSON} (eval_tok_s)")
+                   help="ttft_ms, eval_tok_s or e2e_ms, a headline metric (eval_tok_s)")
     p.add_argument("--stage", default="workflow",
                    help="a stage of the workload (analysis, report, or a trace's stage "
                         "labels) or workflow, the whole run (workflow)")

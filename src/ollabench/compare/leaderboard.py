@@ -1,7 +1,8 @@
 """Every DVC experiment of the repository, ranked by the treatment median of one metric.
 
-Each row comes from the files its experiment committed (metrics.json, per_run.csv,
-params.yaml); a file that cannot be read becomes a note on its row, not an error.
+Each row comes from the files its experiment committed (comparisons.csv, per_run.csv,
+metrics.json's quality verdict, params.yaml); a file that cannot be read becomes a note on its
+row, not an error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import yaml
 from ollabench.compare.revisions import Revision
 from ollabench.errors import CompareError
 from ollabench.files import write_all_atomic
-from ollabench.paths import METRICS_JSON, PARAMS_YAML, PER_RUN_FILE, PROCESSED_DIR, in_repo
+from ollabench.paths import (
+    COMPARISONS_FILE,
+    METRICS_JSON,
+    PARAMS_YAML,
+    PER_RUN_FILE,
+    PROCESSED_DIR,
+    in_repo,
+)
 from ollabench.report.format import Table, fmt_num, fmt_p, fmt_pct
 from ollabench.stats import (
     ALPHA,
@@ -61,7 +69,7 @@ def leaderboard(root: Path, metric: str, stage: str) -> pd.DataFrame:
     """Experiments ranked by the treatment median of one metric and stage (best first)."""
     if metric not in HEADLINE_METRICS:
         raise CompareError(f"--metric: must be one of {', '.join(HEADLINE_METRICS)} "
-                           f"(the metrics in {in_repo(METRICS_JSON)}), got {metric!r}")
+                           f"(the headline metrics), got {metric!r}")
     experiments = list_experiments(root)
     if not experiments:
         raise CompareError("this repository has no DVC experiments: run some with `dvc exp run`,"
@@ -84,7 +92,7 @@ def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
     notes: list[str] = []
     metrics = _optional(lambda: json.loads(revision.read_text(str(in_repo(METRICS_JSON)))),
                         {}, notes)
-    published = metrics.get(stage, {}).get(metric, {})
+    published = _optional(lambda: _comparison(revision, metric, stage), {}, notes)
     values = _optional(lambda: _per_run_values(revision, metric, stage), None, notes)
     if values is not None and not len(values):
         notes.append(f"no per-run {stage} values (a stage of another workload?)")
@@ -116,6 +124,14 @@ def _optional(read: Callable[[], T], default: T, notes: list[str]) -> T:
 def _params(revision: Revision) -> dict[str, Any]:
     return _optional(lambda: yaml.safe_load(revision.read_text(str(in_repo(PARAMS_YAML))))
                      or {}, {}, [])
+
+
+def _comparison(revision: Revision, metric: str, stage: str) -> dict[str, Any]:
+    """The experiment's own comparisons.csv row for metric and stage (empty when absent)."""
+    table = pd.read_csv(io.StringIO(revision.read_text(str(in_repo(PROCESSED_DIR
+                                                                   / COMPARISONS_FILE)))))
+    rows = table.loc[(table["stage"] == stage) & (table["metric"] == metric)]
+    return {} if rows.empty else rows.iloc[0].to_dict()
 
 
 def _per_run_values(revision: Revision, metric: str, stage: str) -> np.ndarray:
@@ -187,9 +203,9 @@ def write_leaderboard(frame: pd.DataFrame, metric: str, stage: str, out_dir: Pat
         f"({direction} is better). CI: 95% percentile bootstrap of that median over runs "
         f"(from {in_repo(PROCESSED_DIR / PER_RUN_FILE)}). Difference, p and verdict: against "
         f"the experiment's own control arm, as `aggregate` published them "
-        f"({in_repo(METRICS_JSON)}). Quality: the quality gate's verdict against that control "
-        f"(docs/statistics.md); an experiment of `lower` quality is fast by spoiling its "
-        f"output, not a better setting.",
+        f"({in_repo(PROCESSED_DIR / COMPARISONS_FILE)}). Quality: the quality gate's verdict "
+        f"against that control ({in_repo(METRICS_JSON)}; docs/statistics.md): an experiment of "
+        f"`lower` quality is fast by spoiling its output, not a better setting.",
         leaderboard_table(frame).markdown(),
         *(["## Notes", "\n".join(notes)] if notes else []),
     ]

@@ -23,7 +23,7 @@ from ollabench.stats.core import (
     verdict_test,
     verdicts,
 )
-from ollabench.stats.gate import gate_words, quality_verdict, workflow_rows
+from ollabench.stats.gate import quality_verdict
 from ollabench.stats.grouping import (
     StageFrames,
     measured_calls,
@@ -38,11 +38,9 @@ from ollabench.stats.metrics import (
     BOOTSTRAP_SEED,
     COMPARISON_COLUMNS,
     CONTROL,
-    HEADLINE_METRICS,
     METRIC_BY_NAME,
     METRICS,
     QUALITY_KEY,
-    QUALITY_METRICS,
     SUMMARY_COLUMNS,
     TREATMENT,
     Metric,
@@ -155,28 +153,7 @@ def compare_arms(control: pd.DataFrame, treatment: pd.DataFrame, threshold_pct: 
 
 
 def headline(comparisons: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """metrics.json for `dvc exp show`: per stage, the headline metrics' medians and verdict;
-    under `quality`, the quality gate's verdict and phrase and the whole-run quality
-    metrics' medians and verdicts."""
-    out: dict[str, dict[str, Any]] = {}
-    for row in comparisons.itertuples(index=False):
-        if row.metric in HEADLINE_METRICS:
-            out.setdefault(row.stage, {})[row.metric] = {
-                "control_median": _rounded(row.control_median),
-                "treatment_median": _rounded(row.treatment_median),
-                "median_diff_pct": _rounded(row.median_diff_pct),
-                "p_holm": _rounded(row.p_holm),
-                "verdict": row.verdict,
-            }
-    out[QUALITY_KEY] = {"verdict": quality_verdict(comparisons),
-                        "summary": gate_words(comparisons)}
-    for row in workflow_rows(comparisons, QUALITY_METRICS).itertuples(index=False):
-        out[QUALITY_KEY][row.metric] = {"control_median": _rounded(row.control_median),
-                                        "treatment_median": _rounded(row.treatment_median),
-                                        "verdict": row.verdict}
-    return out
-
-
-def _rounded(value: float) -> float | None:
-    """Four significant digits keep `dvc exp show` narrow; NaN becomes null."""
-    return None if not math.isfinite(value) else float(f"{value:.4g}")
+    """metrics.json's quality entry: the quality gate's verdict alone. The file stays a few
+    leaves wide so `dvc exp show` fits a terminal; every median, difference and p-value is
+    in comparisons.csv."""
+    return {QUALITY_KEY: {"verdict": quality_verdict(comparisons)}}
