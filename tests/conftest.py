@@ -23,9 +23,18 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 @pytest.fixture(scope="session")
-def composed() -> dict[str, Any]:
+def committed_config() -> dict[str, Any]:
     """conf/ composed with no overrides: what params.yaml must hold."""
     return compose(conf_dir=ROOT / "conf")
+
+
+@pytest.fixture(scope="session")
+def composed(committed_config: dict[str, Any]) -> dict[str, Any]:
+    """The committed config with a fixed number of runs (`run.runs`): the default stops
+    sequentially, which the tests of the stopping rule ask for themselves."""
+    raw = copy.deepcopy(committed_config)
+    raw["run"]["stopping"]["mode"] = "fixed"
+    return raw
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +49,7 @@ def tiny_workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def raw_config(composed: dict[str, Any], tiny_workload: Path) -> dict[str, Any]:
-    """A mutable copy of the composed config, on the tiny workload."""
+    """A mutable copy of the composed config (fixed runs), on the tiny workload."""
     raw = copy.deepcopy(composed)
     raw["workload"]["dir"] = str(tiny_workload)
     return raw

@@ -14,17 +14,32 @@ from ollabench.errors import ConfigError
 from tests.helpers.project import ROOT
 
 
-def test_params_yaml_equals_composition_of_conf(composed: dict[str, Any]) -> None:
+def test_params_yaml_equals_composition_of_conf(committed_config: dict[str, Any]) -> None:
     committed = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert committed == composed, "params.yaml is stale: run `ollabench params`"
+    assert committed == committed_config, "params.yaml is stale: run `ollabench params`"
 
 
-def test_default_config_is_an_aa_run_and_valid(composed: dict[str, Any]) -> None:
-    config = validate_config(composed)
+def test_default_config_is_an_aa_run_and_valid(committed_config: dict[str, Any]) -> None:
+    config = validate_config(committed_config)
     assert config.profile == config.reference
     assert config.profile.name == "baseline" and config.profile.options == {}
     assert config.model.backend == "llamacpp"
-    assert config.run.runs == 10 and config.run.order == "abba"
+    assert config.run.order == "abba"
+
+
+def test_the_default_runs_until_decided_within_a_make_repro_budget(
+        committed_config: dict[str, Any]) -> None:
+    """Issue 11 item 9: the committed default stops sequentially; 9 minutes of calls keep
+    `make repro` near 10 minutes on a 2-core machine."""
+    stopping = validate_config(committed_config).run.stopping
+    assert stopping.mode == "sequential"
+    assert stopping.max_minutes is not None and stopping.max_minutes <= 9.0
+    assert stopping.min_runs <= stopping.max_runs
+
+
+def test_quick_is_a_fixed_smoke_run() -> None:
+    run = validate_config(compose(["run=quick"], conf_dir=ROOT / "conf")).run
+    assert run.stopping.mode == "fixed" and run.runs == 2
 
 
 def test_chimera_and_quick_compose() -> None:

@@ -38,7 +38,7 @@ READ_MISSING = {"function": {"name": "read_file", "arguments": {"file": "nope.cs
 
 @pytest.fixture(scope="module")
 def tool_raw() -> dict[str, Any]:
-    return compose(["workload=tool_agent"], conf_dir=ROOT / "conf")
+    return compose(["workload=tool_agent", "run.stopping.mode=fixed"], conf_dir=ROOT / "conf")
 
 
 def agent(folder: Path, max_turns: int = 4) -> ToolAgentWorkload:

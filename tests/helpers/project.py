@@ -37,8 +37,10 @@ BackendFactory = Callable[..., OllamaBackend]
 AGENT_STEPS = (Step("analysis"), Step("report", needs=(0,)))
 
 def default_run_config(**overrides: float) -> RunConfig:
-    """The committed run defaults (conf/run/default.yaml) with some values replaced."""
+    """The committed run defaults (conf/run/default.yaml) with a fixed number of runs and
+    some values replaced."""
     raw = yaml.safe_load((ROOT / "conf" / "run" / "default.yaml").read_text(encoding="utf-8"))
+    raw["stopping"]["mode"] = "fixed"
     return RunConfig.model_validate({**raw, **overrides})
 
 
@@ -103,7 +105,7 @@ def run_cmd(cmd: list[str], cwd: Path) -> str:
 
 
 def make_project(dest: Path, runs: int = 2, caps: int = 8) -> Path:
-    """A copy of the tracked project, with a small run as the committed default."""
+    """A copy of the tracked project, with a small fixed run as the committed default."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     for rel in tracked:
@@ -113,7 +115,10 @@ def make_project(dest: Path, runs: int = 2, caps: int = 8) -> Path:
     for group, values in (("run/default", {"runs": runs}),
                           ("workload/agent", {"num_predict": {"analysis": caps, "report": caps}})):
         path = dest / "conf" / f"{group}.yaml"
-        path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | values, sort_keys=False))
+        changed = yaml.safe_load(path.read_text()) | values
+        if "stopping" in changed:
+            changed["stopping"]["mode"] = "fixed"
+        path.write_text(yaml.safe_dump(changed, sort_keys=False))
     run_cmd([sys.executable, "-m", "ollabench.cli", "params"], dest)
     run_cmd(["git", "init", "-q", "-b", "main"], dest)
     run_cmd(["dvc", "config", "--local", "core.site_cache_dir", str(dest.parent / "dvc-site")],
