@@ -6,6 +6,7 @@ its profile; a killed search resumes the same study."""
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -21,7 +23,9 @@ from ollabench.cli import main
 from ollabench.config import validate_config
 from ollabench.records import read_records
 from ollabench.tune import run_tune
-from ollabench.tune.search import finished, open_study
+from ollabench.tune.candidate import CandidateResult, worst_quality_change
+from ollabench.tune.output import pareto_front, speed_gain_pct
+from ollabench.tune.search import Candidate, finished, open_study
 from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, validate_tune
 from tests.helpers.fake_ollama import Script
 from tests.helpers.project import ROOT
@@ -103,6 +107,8 @@ def test_tune_finds_the_best_pair_skips_the_truncating_one_and_confirms_it(
     assert f"trial {result.best.number}" in outcome.profile.read_text()
     assert "Winner's curse" in outcome.report.read_text()
     assert (outcome.report.parent / "candidates.png").stat().st_size > 0
+    assert "## Speed and quality" in outcome.report.read_text()
+    assert (outcome.report.parent / "pareto.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -162,3 +168,31 @@ def test_when_no_setting_beats_the_baseline_nothing_is_written(
     assert "trial 0 [num_batch=64]: workflow/e2e_ms +" in out
     assert not list(conf.glob("profile/tuned_*"))
     assert (tmp_path / "reports" / "tune" / "tune-qwen2.5-7b" / "tune.md").is_file()
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both_speed_and_quality() -> None:
+    """Known truth, objective e2e_ms (lower is better): speed gain = -change."""
+    def cand(number: int, faster_pct: float, quality_pct: float) -> Candidate:
+        return Candidate(number, CandidateResult(options={"num_batch": number},
+                                                 ratio=1.0 - faster_pct / 100.0,
+                                                 quality_pct=quality_pct))
+
+    candidates = [cand(0, 10.0, 0.0),     # faster, no loss: on the front
+                  cand(1, 20.0, -30.0),   # fastest, at a price: on the front
+                  cand(2, 5.0, -5.0),     # beaten by 0 on both
+                  cand(3, -5.0, 2.0),     # slower but better: nothing beats its quality
+                  cand(4, -3.0, -1.0),    # beaten by the baseline itself
+                  cand(5, 50.0, math.nan)]  # no quality figure: off the chart
+    front = pareto_front(candidates, "lower")
+    assert [c.number for c in front] == [0, 1, 3]
+    assert speed_gain_pct(candidates[1].result, "lower") == pytest.approx(20.0)
+    assert speed_gain_pct(candidates[1].result, "higher") == pytest.approx(-20.0)
+
+
+def test_the_quality_axis_is_the_worst_whole_run_quality_change() -> None:
+    rows = [("workflow", "parts_pct", -12.5), ("workflow", "faithful_pct", 3.0),
+            ("workflow", "judge_score", math.nan), ("analysis", "parts_pct", -40.0),
+            ("workflow", "e2e_ms", -50.0)]
+    table = pd.DataFrame(rows, columns=["stage", "metric", "median_diff_pct"])
+    assert worst_quality_change(table) == pytest.approx(-12.5)
+    assert math.isnan(worst_quality_change(table.iloc[3:]))

@@ -19,11 +19,13 @@ from ollabench.errors import BenchIncomplete, OllabenchError
 from ollabench.paths import CALLS_FILE, COMPARISONS_FILE, PRIMARY_FILE
 from ollabench.records import read_records
 from ollabench.stats.aggregate import run_aggregate
-from ollabench.stats.gate import LOWER, quality_verdict
+from ollabench.stats.gate import LOWER, quality_verdict, workflow_rows
+from ollabench.stats.metrics import METRIC_BY_NAME, QUALITY_METRICS
 from ollabench.stopping import parse_primary
 from ollabench.tune.settings import Constraints, Stopping
 
 RAW, PROCESSED, METRICS = "raw", "processed", "metrics.json"
+NAN_FIELDS = ("ratio", "low_pct", "high_pct", "quality_pct")  # null in the Optuna storage
 
 
 @dataclass
@@ -37,6 +39,9 @@ class CandidateResult:
     verdict: str = "not measured"
     runs: int = 0
     minutes: float = 0.0  # the candidate's recorded calls
+    # Its worst whole-run quality change against the baseline, in % of the control median,
+    # negative when worse (NaN: no quality metric could be compared)
+    quality_pct: float = math.nan
     violations: list[str] = field(default_factory=list)  # broken constraints, in words
     out_dir: str = ""
 
@@ -51,8 +56,8 @@ class CandidateResult:
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> CandidateResult:
         names = cls.__dataclass_fields__
-        return cls(**{k: (math.nan if v is None and k in ("ratio", "low_pct", "high_pct")
-                          else v) for k, v in attrs.items() if k in names})
+        return cls(**{k: (math.nan if v is None and k in NAN_FIELDS else v)
+                      for k, v in attrs.items() if k in names})
 
 
 def candidate_config(config: BenchConfig, options: dict[str, Any], name: str,
@@ -89,9 +94,19 @@ def measure(config: BenchConfig, options: dict[str, Any], out_dir: Path,
         return result
     _read_objective(result, out_dir / PROCESSED / PRIMARY_FILE, objective)
     comparisons = pd.read_csv(out_dir / PROCESSED / COMPARISONS_FILE)
+    result.quality_pct = worst_quality_change(comparisons)
     if constraints.quality and quality_verdict(comparisons) == LOWER:
         result.violations.append("lower quality (a quality metric is significantly worse)")
     return result
+
+
+def worst_quality_change(comparisons: pd.DataFrame) -> float:
+    """The quality axis of the speed-quality trade-off: over the whole-run quality metrics,
+    the largest loss (median difference in %, signed so that worse is negative)."""
+    changes = [value if METRIC_BY_NAME[row.metric].direction == "higher" else -value
+               for row in workflow_rows(comparisons, QUALITY_METRICS).itertuples(index=False)
+               if math.isfinite(value := float(row.median_diff_pct))]
+    return min(changes, default=math.nan)
 
 
 def _read_records(result: CandidateResult, calls: Path, constraints: Constraints) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -16,7 +17,7 @@ from ollabench.tune.settings import PROFILE_DIR, slug
 
 NO_WINNER = "no setting beat the baseline by more than the threshold"
 REPORT_MD = "tune.md"
-CANDIDATES_PNG, HISTORY_PNG = "candidates.png", "history.png"
+CANDIDATES_PNG, HISTORY_PNG, PARETO_PNG = "candidates.png", "history.png", "pareto.png"
 
 
 def change_pct(result: CandidateResult) -> float:
@@ -82,6 +83,44 @@ def _pct(value: float) -> str:
     return f"{value:+.1f}%" if math.isfinite(value) else "-"
 
 
+def speed_gain_pct(result: CandidateResult, direction: str) -> float:
+    """The objective's change signed so that faster is positive, whatever its direction."""
+    return -change_pct(result) if direction == "lower" else change_pct(result)
+
+
+def pareto_front(candidates: list[Candidate], direction: str) -> list[Candidate]:
+    """The candidates that neither another candidate nor the baseline (no change on either
+    axis) beats on both speed and quality: the trade-offs worth a look, feasible or not."""
+    points = [(c, speed_gain_pct(c.result, direction), c.result.quality_pct)
+              for c in candidates
+              if math.isfinite(c.result.ratio) and math.isfinite(c.result.quality_pct)]
+    others = [(speed, quality) for _, speed, quality in points] + [(0.0, 0.0)]
+    return [c for c, speed, quality in points
+            if not any(s >= speed and q >= quality and (s > speed or q > quality)
+                       for s, q in others)]
+
+
+def pareto_lines(result: TuneResult) -> list[str]:
+    """The speed-quality section: each candidate's two axes and whether it is on the front."""
+    measured = [c for c in result.candidates if c.duplicate_of is None]
+    front = {c.number for c in pareto_front(measured, result.direction)}
+    lines = [f"Speed: {result.objective}'s change against the baseline, signed so that faster "
+             "is positive. Quality: the largest loss of any whole-run quality metric "
+             "(median difference; 0 or above: no loss). The front holds the candidates that no "
+             "other candidate, nor the baseline, beats on both.", "",
+             f"![speed and quality]({PARETO_PNG})", "",
+             "| trial | options | speed | quality | on the front | feasible |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {c.number} | {_options(c.result) or '-'} | "
+              f"{_pct(speed_gain_pct(c.result, result.direction))} | "
+              f"{_pct(c.result.quality_pct)} | {'yes' if c.number in front else 'no'} | "
+              f"{'yes' if c.result.feasible else 'no'} |" for c in measured]
+    if not any(math.isfinite(c.result.quality_pct) for c in measured):
+        lines += ["", "No quality metric could be compared (every control median was 0 or "
+                  "missing), so there is no trade-off to show."]
+    return lines
+
+
 def shrinkage_lines(result: TuneResult) -> list[str]:
     """The winner's curse: the effect the search saw for its pick against the effect fresh
     runs confirm; picking the best of several noisy estimates inflates the former."""
@@ -113,7 +152,8 @@ def write_report(result: TuneResult, out_dir: Path) -> Path:
     for c in measured:
         mark = " (best)" if result.best and c.number == result.best.number else ""
         lines.append(_row(str(c.number), c.result, mark))
-    lines += ["", "## Search history", "", f"![history]({HISTORY_PNG})", "",
+    lines += ["", "## Speed and quality", "", *pareto_lines(result),
+              "", "## Search history", "", f"![history]({HISTORY_PNG})", "",
               "## Confirmatory run", ""]
     if result.confirm is None:
         lines.append("Not run: no feasible candidate beat the baseline in the search.")
@@ -153,6 +193,8 @@ def _figures(result: TuneResult, out_dir: Path) -> None:
     fig.savefig(out_dir / CANDIDATES_PNG, dpi=100)
     plt.close(fig)
 
+    _pareto_figure(plt, measured, result.direction, out_dir / PARETO_PNG)
+
     fig, ax = plt.subplots(figsize=(7, 3.5))
     shown = [c for c in measured if math.isfinite(c.result.ratio)]
     for feasible, color in ((True, "tab:blue"), (False, "tab:red")):
@@ -174,4 +216,34 @@ def _figures(result: TuneResult, out_dir: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / HISTORY_PNG, dpi=100)
+    plt.close(fig)
+
+
+def _pareto_figure(plt: Any, measured: list[Candidate], direction: str, path: Path) -> None:
+    """Speed gain against quality change per candidate, the baseline at the origin and the
+    front joined by a line."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    shown = [c for c in measured
+             if math.isfinite(c.result.ratio) and math.isfinite(c.result.quality_pct)]
+    for feasible, color in ((True, "tab:blue"), (False, "tab:red")):
+        mine = [c for c in shown if c.result.feasible == feasible]
+        ax.plot([speed_gain_pct(c.result, direction) for c in mine],
+                [c.result.quality_pct for c in mine], "o", color=color,
+                label="feasible" if feasible else "infeasible")
+        for c in mine:
+            ax.annotate(str(c.number), (speed_gain_pct(c.result, direction),
+                                        c.result.quality_pct), fontsize=8,
+                        xytext=(3, 3), textcoords="offset points")
+    front = sorted(pareto_front(measured, direction),
+                   key=lambda c: speed_gain_pct(c.result, direction))
+    ax.plot([speed_gain_pct(c.result, direction) for c in front],
+            [c.result.quality_pct for c in front], "-", color="tab:green", label="front")
+    ax.plot([0.0], [0.0], "s", color="grey", label="baseline")
+    ax.axhline(0.0, color="grey", linewidth=1)
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_xlabel("speed: faster than the baseline (%)")
+    ax.set_ylabel("quality: largest loss of a quality metric (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
