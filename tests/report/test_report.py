@@ -70,7 +70,7 @@ def test_sections_in_order_and_header(improvement: dict[str, object]) -> None:
     for fact in ("Date: 2025-01-01T00:10:00+00:00",
                  "Model: smollm2-135m (SmolLM2-135M-Instruct.Q4_1.gguf, sha256 abababababab)",
                  "Backend: llamacpp (llama.cpp (llama-cpp-python)) 0.3.36",
-                 "Runs: 10 planned per arm", "Host: testhost", "`chimera` (profile)"):
+                 "Runs: 10 runs per arm, fixed", "Host: testhost", "`chimera` (profile)"):
         assert fact in header
     runs = section(text, "Run-by-run results")
     assert "### Control (`baseline`)" in runs and "### Treatment (`chimera`)" in runs
@@ -128,8 +128,7 @@ def test_what_could_not_be_concluded_is_said(tmp_path: Path) -> None:
     scenario = Scenario(runs=3, cv_pct=20.0, eval_rate_gain=0.05)
     summary = section(str(build(tmp_path, scenario)["text"]), "Executive summary")
     assert "Not decided: the runs could not tell the arms apart on" in summary
-    assert re.search(r"\|inconclusive: no change larger than \+-\d+\.\d% \(95%\) ruled out\|",
-                     summary)
+    assert re.search(r"\|inconclusive: no change larger than \+-\d+\.\d% \(95%\)\|", summary)
 
 
 def test_data_quality_lists_failed_calls_and_outliers(improvement: dict[str, object]) -> None:
@@ -192,3 +191,11 @@ def test_an_a_a_run_shows_no_quality_change(aa_run: dict[str, object]) -> None:
     summary = section(str(aa_run["text"]), "Executive summary")
     assert "Quality (A/A): no quality change detected." in summary
     assert "alike in the analysis stage" in summary and "alike in the report stage" in summary
+
+
+def test_the_header_states_the_sequential_budget_not_a_fixed_count() -> None:
+    from ollabench.report.sections import _planned_runs
+
+    sequential = {"runs": 10, "stopping": {"mode": "sequential", "min_runs": 8, "max_runs": 40}}
+    assert _planned_runs(sequential) == "until decided, 8 to 40 per arm (sequential)"
+    assert _planned_runs({"runs": 10, "stopping": {"mode": "fixed"}}) == "10 runs per arm, fixed"

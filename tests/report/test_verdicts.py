@@ -19,8 +19,7 @@ def _row(stage: str, metric: str, verdict: str, change: float, low: float,
 
 def test_an_open_comparison_states_the_precision_reached() -> None:
     row = _row("workflow", "e2e_ms", "inconclusive", 1.0, -6.2, 8.0)
-    assert verdict_text(row, 5.0) == ("inconclusive: no change larger than +-8.0% (95%) "
-                                      "ruled out")
+    assert verdict_text(row, 5.0) == "inconclusive: no change larger than +-8.0% (95%)"
 
 
 def test_a_significant_change_below_the_threshold_says_so() -> None:
@@ -46,5 +45,11 @@ def test_the_answer_for_equivalent_and_open_comparisons() -> None:
     open_ = pd.DataFrame([_row("workflow", "e2e_ms", "inconclusive", 0.5, -9.0, 10.0)])
     assert answer_sentence(open_, False).startswith(
         "Not decided: the runs could not tell the arms apart on workflow end-to-end time")
+    mixed = pd.DataFrame([_row("workflow", "e2e_ms", "equivalent", 0.2, -4.1, 4.7),
+                          _row("report", "ttft_ms", "inconclusive", -1.9, -7.8, 4.3)])
+    assert answer_sentence(mixed, False) == (
+        "Not decided: equivalent within the practical threshold on workflow end-to-end time; "
+        "the runs could not tell the arms apart on report TTFT (no change larger than +-7.8%); "
+        "workflow end-to-end time changed by +0.2% (95% interval -4.1% to +4.7%).")
     worse = pd.DataFrame([_row("workflow", "e2e_ms", "worse", 30.0, 20.0, 40.0)])
     assert answer_sentence(worse, False).startswith("No: the treatment is worse")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from mdutils.mdutils import MdUtils
@@ -75,7 +76,7 @@ def _header(md: MdUtils, inputs: Inputs) -> None:
         f"Date: {env.get('finished_at') or env.get('started_at') or NOT_RECORDED}",
         f"Model: {_model_text(inputs)}",
         f"Backend: {_backend_text(inputs)}",
-        f"Runs: {fmt_int(run.get('runs'))} planned per arm; measured runs: control "
+        f"Runs: {_planned_runs(run)}; measured runs: control "
         f"{arms['control']['runs']}, treatment {arms['treatment']['runs']}",
         f"Arms: control = `{inputs.profiles['control']}` (reference), "
         f"treatment = `{inputs.profiles['treatment']}` (profile)",
@@ -84,6 +85,15 @@ def _header(md: MdUtils, inputs: Inputs) -> None:
         f"{fmt_int(host.get('cpu_cores_logical'))} threads, "
         f"{fmt_num(host.get('memory_gib'))} GiB",
     ])
+
+
+def _planned_runs(run: dict[str, Any]) -> str:
+    """What the config asked for: a fixed count, or the sequential rule's budget."""
+    stopping = run.get("stopping") or {}
+    if stopping.get("mode") != "sequential":
+        return f"{fmt_int(run.get('runs'))} runs per arm, fixed"
+    return (f"until decided, {fmt_int(stopping.get('min_runs'))} to "
+            f"{fmt_int(stopping.get('max_runs'))} per arm (sequential)")
 
 
 def _model_text(inputs: Inputs) -> str:
@@ -185,7 +195,7 @@ def _methodology(md: MdUtils, inputs: Inputs) -> None:
     run = inputs.config.get("run") or {}
     s = inputs.quality["settings"]
     md.new_list([
-        f"Schedule: {fmt_int(run.get('runs'))} runs per arm, arm order "
+        f"Schedule: {_planned_runs(run)}, arm order "
         f"`{run.get('order', NOT_RECORDED)}` ({ORDER_WORDS.get(run.get('order'), 'not known')}"
         "); each run makes one call per stage.",
         f"Warm-up: {fmt_int(run.get('warmup'))} call(s) after every switch of arm absorb a "

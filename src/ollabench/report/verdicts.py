@@ -34,10 +34,13 @@ def verdict_text(row: dict[str, Any], threshold_pct: float) -> str:
             words += ", significant but smaller than the threshold"
         return words
     if verdict in ("inconclusive", "undecided"):
-        precision = max(abs(row["low_pct"]), abs(row["high_pct"]))
-        return (f"{verdict}: no change larger than +-{fmt_plain_pct(precision)} "
-                "(95%) ruled out")
+        return f"{verdict}: no change larger than {_precision(row)} (95%)"
     return str(verdict)
+
+
+def _precision(row: dict[str, Any]) -> str:
+    """The largest change the interval still allows, either way."""
+    return f"+-{fmt_plain_pct(max(abs(row['low_pct']), abs(row['high_pct'])))}"
 
 
 def change_text(row: dict[str, Any]) -> str:
@@ -83,9 +86,13 @@ def answer_sentence(primary: pd.DataFrame, quality_lower: bool) -> str:
     if rows and len(same) == len(rows):
         return ("No change that matters: every primary comparison is equivalent within the "
                 f"practical threshold{how_much}.")
-    return ("Not decided: the runs could not tell the arms apart on "
-            f"{_names([r for r in rows if r not in same])}{how_much}; see the precision "
-            "reached in the table.")
+    settled = (f"equivalent within the practical threshold on {_names(same)}; "
+               if same else "")
+    open_rows = [r for r in rows if r not in same]
+    return (f"Not decided: {settled}the runs could not tell the arms apart on "
+            + ", ".join(f"{r['stage']} {metric_label(r['metric'])} (no change larger than "
+                        f"{_precision(r)})" for r in open_rows)
+            + f"{how_much}.")
 
 
 def _lead(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
