@@ -53,14 +53,17 @@ def test_a_spinning_child_process_shows_as_other_cpu() -> None:
     assert host_load(before, after)["host_other_cpu_pct"] > 100 / cpus / 4
 
 
-@pytest.mark.parametrize(("other", "load", "busy"), [
-    (5.0, 0.3, False), (40.0, 0.3, True), (5.0, 1.8, True), (None, None, False)])
-def test_a_busy_host_is_warned_about_before_the_first_call(other, load, busy) -> None:
-    start = {"host_other_cpu_pct": other, "host_load_1m": load, "host_steal_pct": 0.0,
+@pytest.mark.parametrize(("other", "steal", "load", "busy"), [
+    (5.0, 0.0, 0.3, False), (40.0, 0.0, 0.3, True), (5.0, 15.0, 0.3, True),
+    # a high load average with an idle probe: ollabench's own previous bench, not a busy host
+    (0.5, 0.0, 1.8, False), (None, None, None, False)])
+def test_a_busy_host_is_warned_about_before_the_first_call(other, steal, load, busy) -> None:
+    start = {"host_other_cpu_pct": other, "host_load_1m": load, "host_steal_pct": steal,
              "cpu_count": 2.0}
     warning = busy_warning(start)
     assert (warning is not None) == busy
     if busy:
+        assert f"other processes using {other}% of the CPU, steal {steal}%" in warning
         assert f"load {load} on 2 CPU(s)" in warning
 
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import psutil
 
 # Before the first call: other processes using more than this share of the machine's CPU,
-# or a 1-minute load average above this many runnable tasks per logical CPU, is a busy host.
+# or the hypervisor stealing more than this share, is a busy host. The load average is not a
+# trigger: it decays over minutes and counts ollabench's own engine threads, so right after
+# a previous bench (a tune's last candidate, a queued experiment) it reads busy on an idle host.
 BUSY_OTHER_CPU_PCT = 25.0
-BUSY_LOAD_PER_CPU = 0.75
+BUSY_STEAL_PCT = 10.0
 IDLE_PROBE_S = 1.0
 
 
@@ -92,11 +94,11 @@ def host_at_start(probe_s: float = IDLE_PROBE_S) -> dict[str, float | None]:
 def busy_warning(start: dict[str, float | None]) -> str | None:
     """A one-line warning when the host is busy before the first call, else None."""
     cpus = start["cpu_count"] or 1.0
-    other, load = start["host_other_cpu_pct"], start["host_load_1m"]
+    other, steal = start["host_other_cpu_pct"], start["host_steal_pct"]
     busy = (other is not None and other > BUSY_OTHER_CPU_PCT) \
-        or (load is not None and load > BUSY_LOAD_PER_CPU * cpus)
+        or (steal is not None and steal > BUSY_STEAL_PCT)
     if not busy:
         return None
-    return (f"host busy before the first call: load {load} on {cpus:.0f} CPU(s), other "
-            f"processes using {other}% of the CPU, steal {start['host_steal_pct']}%; "
+    return (f"host busy before the first call: other processes using {other}% of the CPU, "
+            f"steal {steal}%, load {start['host_load_1m']} on {cpus:.0f} CPU(s); "
             f"timings will be noisier (each call records the host's load)")
