@@ -3,7 +3,7 @@
 Run as `python benchmarks/bench_aggregate.py [--records N] [--repeat K]`. The records are
 generated straight into a temporary calls.jsonl (every field of the record contract; empty
 `output` and `options`) and its columnar copy is written as the bench stage writes it
-(`records.write_calls_table`, timed once). Then each repeat runs, in a fresh Python process
+(`calls_table.write_calls_table`, timed once). Then each repeat runs, in a fresh Python process
 each:
 
 - `stats.read_calls` alone: the columnar copy, checked against calls.jsonl's SHA-256,
@@ -33,8 +33,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from ollabench.calls_table import write_calls_table  # noqa: E402
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE, ENV_FILE  # noqa: E402
-from ollabench.records import SCHEMA_VERSION, write_calls_table  # noqa: E402
+from ollabench.records import SCHEMA_VERSION  # noqa: E402
 
 TARGET_S = 5.0
 TARGET_MIB = 2048.0

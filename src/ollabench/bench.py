@@ -1,8 +1,7 @@
 """Run the agent workload for both arms and record every call.
 
-The schedule interleaves the arms (ABBA by default) so slow drift hits both alike, and puts
-warm-up calls after every switch of arm, where a server reloads the model (at least one when
-the arms' options make the engine reload, even with run.warmup 0). Both arms meet the same
+The schedule (schedule.py) interleaves the arms and puts warm-up calls after every switch of
+arm. Both arms meet the same
 prompt-cache state: with run.prompt_cache false every call is cold (a fresh nonce opens the
 prompt where the engine's cache cannot be cleared), with true a primer call (phase "prime")
 warms the cache right before each measured call. Every finished call is appended to a
@@ -14,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,8 @@ from tqdm import tqdm
 from ollabench import provenance
 from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
-from ollabench.config import BenchConfig, RunConfig
+from ollabench.calls_table import write_calls_table
+from ollabench.config import BenchConfig
 from ollabench.errors import BenchIncomplete
 from ollabench.files import write_json_atomic
 from ollabench.host import busy_warning, host_at_start, host_load, read_host
@@ -38,19 +37,17 @@ from ollabench.records import (
     NO_FINAL_CHUNK,
     NOT_REACHED,
     OK,
-    PRIME_PHASE,
     SKIPPED,
-    UNREACHED_PHASE,
     WARMUP_STAGE,
     CallMeasurement,
     CallRecord,
     append_record,
     read_records,
-    write_calls_table,
     write_records_atomic,
 )
 from ollabench.run_control import StopRule
-from ollabench.workloads import Step, Workload, load_workload, output_cap
+from ollabench.schedule import Slot, plan, warmups_per_switch
+from ollabench.workloads import Workload, load_workload, output_cap
 from ollabench.workloads.base import TaskEnded
 from ollabench.workloads.quality import output_quality, similarity_pct
 
@@ -65,69 +62,6 @@ OTHER_ARM = {"control": "treatment", "treatment": "control"}
 
 class MissingInput(Exception):
     """A step's input, the output of an earlier step of the same run, never succeeded."""
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One call of the schedule; `seq` is its 1-based position."""
-
-    seq: int
-    run: int
-    arm: str
-    stage: str
-    step: int = -1  # index into the workload's steps; -1 for a warm-up
-    primer: bool = False
-    unreached: bool = False  # not run: the run's task ended at an earlier step
-
-    @property
-    def phase(self) -> str:
-        if self.primer:
-            return PRIME_PHASE
-        if self.unreached:
-            return UNREACHED_PHASE
-        return "warmup" if self.stage == WARMUP_STAGE else "measured"
-
-
-def planned_runs(run: RunConfig) -> int:
-    """Runs per arm the schedule holds: run.runs, or a sequential experiment's budget (it
-    may stop earlier: run_control.StopRule)."""
-    return run.stopping.max_runs if run.stopping.mode == "sequential" else run.runs
-
-
-def arm_order(run: RunConfig) -> list[tuple[int, str]]:
-    """(run, arm) pairs in the order they execute."""
-    arms = ("control", "treatment")
-    runs = planned_runs(run)
-    if run.order == "sequential":
-        return [(r, arm) for arm in arms for r in range(1, runs + 1)]
-    rng = random.Random(run.order_seed)
-    order: list[tuple[int, str]] = []
-    for r in range(1, runs + 1):
-        if run.order == "abba":
-            pair = arms if r % 2 else arms[::-1]
-        else:
-            pair = tuple(rng.sample(arms, 2))
-        order.extend((r, arm) for arm in pair)
-    return order
-
-
-def warmups_per_switch(run: RunConfig, switch_reloads: bool) -> int:
-    """run.warmup, but at least one where switching arms makes the engine reload."""
-    return max(run.warmup, int(switch_reloads))
-
-
-def plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool = False) -> list[Slot]:
-    """The full schedule: warm-ups after each arm switch, then the workload's steps."""
-    slots: list[Slot] = []
-    previous_arm = None
-    for r, arm in arm_order(run):
-        if arm != previous_arm:
-            for _ in range(warmups_per_switch(run, switch_reloads)):
-                slots.append(Slot(len(slots) + 1, r, arm, WARMUP_STAGE))
-        previous_arm = arm
-        for index, step in enumerate(steps):
-            slots.append(Slot(len(slots) + 1, r, arm, step.stage, index))
-    return slots
 
 
 def new_nonce() -> str:

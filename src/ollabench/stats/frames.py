@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from ollabench.records import FIELD_BY_NAME, CallRecord, read_calls_table, records_table
+from ollabench.calls_table import read_calls_table, records_table
+from ollabench.records import FIELD_BY_NAME, CallRecord
 from ollabench.stats.metrics import METRICS, SHARE_COUNTS
 
 # Share metrics (faithful_pct, ...) are not fields: grouping derives them from SHARE_COUNTS;
@@ -52,7 +53,7 @@ def records_frame(records: list[CallRecord]) -> pd.DataFrame:
 
 def read_calls(raw_dir: Path) -> tuple[pd.DataFrame, Path]:
     """The calls of raw_dir as a frame, and the file it was read from: the columnar copy
-    when it matches calls.jsonl, else calls.jsonl (see records.read_calls_table)."""
+    when it matches calls.jsonl, else calls.jsonl (see calls_table.read_calls_table)."""
     table, source = read_calls_table(raw_dir, CALLS_SCHEMA)
     return _calls_frame(table), source
 
