@@ -3,6 +3,7 @@ one sentence that answers whether the treatment is better."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -53,3 +54,15 @@ def test_the_answer_for_equivalent_and_open_comparisons() -> None:
         "workflow end-to-end time changed by +0.2% (95% interval -4.1% to +4.7%).")
     worse = pd.DataFrame([_row("workflow", "e2e_ms", "worse", 30.0, 20.0, 40.0)])
     assert answer_sentence(worse, False).startswith("No: the treatment is worse")
+
+
+def test_autocorrelation_is_judged_against_the_schedules_units() -> None:
+    """16 runs are 8 ABBA blocks (limit 2/sqrt(8) = 0.71) but 16 units in random order
+    (limit 0.5): the same 0.6 is chance in one and drift in the other."""
+    from ollabench.report.verdicts import _autocorrelated
+
+    row = _row("workflow", "e2e_ms", "inconclusive", 1.0, -6.0, 8.0) | {"runs": 16,
+                                                                         "lag1_autocorr": 0.6}
+    assert not _autocorrelated(row, block_runs=2)
+    assert _autocorrelated(row, block_runs=1)
+    assert not _autocorrelated(row | {"lag1_autocorr": math.nan}, block_runs=1)

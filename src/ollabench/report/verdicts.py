@@ -15,6 +15,7 @@ from mdutils.mdutils import MdUtils
 from ollabench.report.format import fmt_int, fmt_num, fmt_pct, fmt_plain_pct, fmt_value
 from ollabench.report.markdown import table
 from ollabench.report.words import metric_label
+from ollabench.stopping import BLOCK_RUNS
 
 LOOKS_FIGURE = "primary_looks.png"
 REASON_WORDS = {
@@ -129,7 +130,8 @@ def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
     if decided:
         items.append("Decided: " + "; ".join(decided) + ".")
     md.new_list(items)
-    drifting = [r for r in primary.to_dict("records") if _autocorrelated(r)]
+    block = BLOCK_RUNS.get(run.get("order", "abba"), 2)
+    drifting = [r for r in primary.to_dict("records") if _autocorrelated(r, block)]
     if drifting:
         md.new_paragraph(
             "Warning: the per-block ratios of " + "; ".join(
@@ -142,12 +144,13 @@ def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
                                              figure))
 
 
-def _autocorrelated(row: dict[str, Any]) -> bool:
-    """Lag-1 autocorrelation above 2 / sqrt(units): beyond what independent units show."""
+def _autocorrelated(row: dict[str, Any], block_runs: int) -> bool:
+    """Lag-1 autocorrelation above 2 / sqrt(units): beyond what independent units show. The
+    units are the schedule's blocks (ABBA: 2 runs), single runs where it has none."""
     value = row.get("lag1_autocorr")
     if value is None or not math.isfinite(value):
         return False
-    units = max(int(row["runs"]) // 2, 1)
+    units = max(int(row["runs"]) // max(block_runs, 1), 1)
     return bool(value > 2.0 / math.sqrt(units))
 
 
