@@ -69,6 +69,9 @@ def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("profile.options", {"temperature": -1}, r"temperature: must be at least 0"),
         ("profile.options", {"top_p": 1.5}, r"top_p: must be between 0 and 1"),
         ("profile.options", {"use_mmap": "yes"}, r"use_mmap: must be true or false"),
+        ("profile.options", {"kv_cache_type": "q5_1"},
+         r"profile\.options\.kv_cache_type: must be one of f16, q8_0, q4_0, got 'q5_1'"),
+        ("profile.options", {"flash_attention": "on"}, r"flash_attention: must be true or false"),
         ("reference.options", {"num_predict": 5},
          r"reference\.options\.num_predict: .*workload\.num_predict"),
         ("run.runs", 0, r"run\.runs: input should be greater than or equal to 1"),
@@ -136,3 +139,15 @@ def test_params_check_detects_drift(tmp_path) -> None:
     assert main(["params", "--conf", str(ROOT / "conf"), "--out", str(out), "--check"]) == 0
     out.write_text(out.read_text().replace("runs: 10", "runs: 3"))
     assert main(["params", "--conf", str(ROOT / "conf"), "--out", str(out), "--check"]) == 1
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("profile=nope", "Could not find 'profile/nope' Available options in 'profile': baseline"),
+    ("run.nosuchkey=1", "Could not override 'run.nosuchkey'"),
+])
+def test_a_bad_override_is_one_line_not_a_traceback(override, expected, tmp_path,
+                                                    capsys) -> None:
+    assert main(["params", "--out", str(tmp_path / "params.yaml"), override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ollabench: error: overrides: ") and expected in err
+    assert len(err.splitlines()) == 1

@@ -51,6 +51,12 @@ OLLAMA_OPTIONS: dict[str, tuple[type, float | None]] = {
     "stop": (list, None),
 }
 UNIT_INTERVAL_OPTIONS = frozenset({"top_p", "min_p", "typical_p"})
+# Load-time engine settings that an Ollama server takes only from its own environment, never
+# from a request (the variable named here): the embedded llama.cpp backend takes them as
+# options, the Ollama backend refuses them. KV cache types are llama.cpp's (GGML) names.
+ENGINE_OPTIONS = {"flash_attention": "OLLAMA_FLASH_ATTENTION",
+                  "kv_cache_type": "OLLAMA_KV_CACHE_TYPE"}
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
 def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
@@ -61,10 +67,16 @@ def validate_options(options: dict[str, Any], where: str) -> dict[str, Any]:
         if name == "num_predict":
             raise ConfigError(f"{key}: the output cap is the same for both arms; set "
                               "workload.num_predict or run.max_output_tokens")
-        if name not in OLLAMA_OPTIONS:
-            allowed = ", ".join(sorted(OLLAMA_OPTIONS))
+        if name == "kv_cache_type":
+            if value not in KV_CACHE_TYPES:
+                raise ConfigError(f"{key}: must be one of {', '.join(KV_CACHE_TYPES)}, "
+                                  f"got {value!r}")
+            checked[name] = value
+            continue
+        if name not in OLLAMA_OPTIONS and name not in ENGINE_OPTIONS:
+            allowed = ", ".join(sorted([*OLLAMA_OPTIONS, *ENGINE_OPTIONS]))
             raise ConfigError(f"{key}: unknown option; allowed options: {allowed}")
-        kind, minimum = OLLAMA_OPTIONS[name]
+        kind, minimum = OLLAMA_OPTIONS.get(name, (bool, None))  # flash_attention: a bool
         checked[name] = _coerce(key, value, kind, minimum)
         if name in UNIT_INTERVAL_OPTIONS and checked[name] > 1:
             raise ConfigError(f"{key}: must be between 0 and 1, got {value!r}")
@@ -385,10 +397,16 @@ def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> di
     """Compose conf/ exactly as `dvc exp run` does (Hydra, config name `config`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=overrides or [])
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=overrides or [])
+    except (HydraException, OmegaConfBaseException) as exc:
+        # Hydra's own words (a bad override, a missing group option), without its traceback
+        raise ConfigError(f"overrides: {' '.join(str(exc).split())}") from None
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
