@@ -53,6 +53,22 @@ def test_load_time_options_reload_and_others_do_not(backend) -> None:
     assert not backend.expects_reload({"num_ctx": 768}, {"num_ctx": 768, "top_k": 5})
 
 
+def test_flash_attention_and_a_quantized_cache_load_and_answer(backend) -> None:
+    """Load-time engine settings (Ollama takes them from its environment): each change
+    reloads, and a quantized cache without flash attention is refused before a call."""
+    plain = {"num_predict": 4, "seed": 3, "num_ctx": 512}
+    flash = backend.chat(MESSAGES, plain | {"flash_attention": True})
+    quantized = backend.chat(MESSAGES, plain | {"flash_attention": True, "kv_cache_type": "q8_0"})
+    assert flash.error is None and quantized.error is None
+    assert flash.output_tokens == quantized.output_tokens == 4
+    assert quantized.reloaded is True and quantized.reload_expected is True
+    loaded = backend.snapshot()["load_options"]
+    assert (loaded["flash_attention"], loaded["kv_cache_type"]) == (True, "q8_0")
+    with pytest.raises(ConfigError, match="kv_cache_type: q4_0 needs flash_attention: true"):
+        backend.validate_options({"kv_cache_type": "q4_0"}, "profile.options")
+    assert backend.effective_options({})["kv_cache_type"] == "f16"
+
+
 def test_same_seed_same_text(backend) -> None:
     options = {"num_predict": 12, "seed": 7, "num_ctx": 1024}
     assert backend.chat(MESSAGES, options).output == backend.chat(MESSAGES, options).output

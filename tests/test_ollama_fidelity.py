@@ -214,6 +214,18 @@ def test_a_dropped_option_is_refused_naming_the_server_version(
                                   "provided'); remove it")
 
 
+@pytest.mark.parametrize(("option", "value", "variable"), [
+    ("flash_attention", True, "OLLAMA_FLASH_ATTENTION"), ("kv_cache_type", "q8_0",
+                                                          "OLLAMA_KV_CACHE_TYPE")])
+def test_an_engine_setting_is_refused_naming_the_servers_variable(
+        make_backend: BackendFactory, option: str, value: object, variable: str) -> None:
+    """server/sched.go and envconfig: these come from the server's environment; a request
+    field of that name is dropped as an invalid option (api/types.go Options.FromMap)."""
+    with pytest.raises(ConfigError, match=rf"^profile\.options\.{option}: an Ollama server "
+                                          rf"takes this from its own environment \({variable}\)"):
+        make_backend().validate_options({option: value}, "profile.options")
+
+
 @pytest.mark.parametrize(("fake_ollama", "model", "verdict"), [
     ("0.24.0", "gemma3:4b", "refused"),
     ("0.24.0", "llama3.1:8b", "honoured"),

@@ -45,7 +45,14 @@ LOAD_OPTIONS = {
     "use_mmap": "use_mmap",
     "use_mlock": "use_mlock",
     "repeat_last_n": "last_n_tokens_size",
+    "flash_attention": "flash_attn",
+    "kv_cache_type": "type_k",  # and type_v: both caches, as a GGML type (_llama_params)
 }
+# llama-cpp-python's own defaults for the engine settings an Ollama server takes from its
+# environment (config.ENGINE_OPTIONS); a quantized cache needs flash attention (llama.cpp
+# refuses a quantized V cache without it, and Ollama applies OLLAMA_KV_CACHE_TYPE only then).
+ENGINE_DEFAULTS = {"flash_attention": False, "kv_cache_type": "f16"}
+GGML_CACHE_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
 # Per-call sampling options, with their llama.cpp names.
 SAMPLING_OPTIONS = {
     "num_predict": "max_tokens",
@@ -102,6 +109,16 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _llama_params(load: dict[str, Any]) -> dict[str, Any]:
+    """Llama()'s keyword arguments for the load-time options (LOAD_OPTIONS)."""
+    import llama_cpp
+
+    params = {LOAD_OPTIONS[k]: value for k, value in load.items()}
+    params["type_k"] = params["type_v"] = getattr(llama_cpp,
+                                                  GGML_CACHE_TYPES[load["kv_cache_type"]])
+    return params
+
+
 def _chat_formatter(llm: Any) -> Any:
     """The model's own chat template (from the GGUF), as Ollama applies it."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -141,7 +158,12 @@ class LlamaCppBackend(Backend):
             raise ConfigError(
                 f"options.{unsupported[0]}: not supported by the llamacpp backend; "
                 f"supported: {', '.join(sorted(SUPPORTED_OPTIONS))}")
-        return {**ollama_defaults(), **options}
+        filled = {**ollama_defaults(), **ENGINE_DEFAULTS, **options}
+        if filled["kv_cache_type"] != "f16" and not filled["flash_attention"]:
+            raise ConfigError(f"options.kv_cache_type: {filled['kv_cache_type']} needs "
+                              "flash_attention: true (llama.cpp quantizes the cache only with "
+                              "flash attention)")
+        return filled
 
     def context_length(self, options: dict[str, Any]) -> int | None:
         return int(self.effective_options(options)["num_ctx"])
@@ -241,7 +263,7 @@ class LlamaCppBackend(Backend):
             measurement.cache_controlled = False
 
     def _load_options(self, opts: dict[str, Any]) -> tuple[Any, ...]:
-        filled = {**ollama_defaults(), **opts}
+        filled = {**ollama_defaults(), **ENGINE_DEFAULTS, **opts}
         return tuple(filled[k] for k in LOAD_OPTIONS)
 
     def _ensure_loaded(self, opts: dict[str, Any]) -> bool:
@@ -252,8 +274,8 @@ class LlamaCppBackend(Backend):
         from llama_cpp import Llama
 
         self.close()
-        params = {LOAD_OPTIONS[k]: opts[k] for k in LOAD_OPTIONS}
-        self._llm = Llama(model_path=str(self.model_path), verbose=False, **params)
+        self._llm = Llama(model_path=str(self.model_path), verbose=False,
+                          **_llama_params(dict(zip(LOAD_OPTIONS, key, strict=True))))
         self._load_key = key
         self._chat_format = _chat_formatter(self._llm)
         return True

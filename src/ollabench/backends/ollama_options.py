@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ollabench.config import ENGINE_OPTIONS
 from ollabench.errors import ConfigError
 
 Version = tuple[int, int, int]
@@ -147,6 +148,11 @@ def check_options(options: dict[str, Any], server: ServerModel, where: str) -> d
     notes: dict[str, str] = {}
     ollama = f"Ollama {server.version_text}"
     for name in options:
+        if name in ENGINE_OPTIONS:
+            raise ConfigError(f"{where}.{name}: an Ollama server takes this from its own "
+                              f"environment ({ENGINE_OPTIONS[name]}), not from a request; set "
+                              "it where the server starts, or measure it on the embedded "
+                              "llamacpp backend")
         dropped = DROPPED_IN.get(name)
         if dropped is not None and server.version >= dropped:
             raise ConfigError(f"{where}.{name}: {ollama} ignores this option (dropped in "
