@@ -49,7 +49,7 @@ LOAD_OPTIONS = {
     "kv_cache_type": "type_k",  # and type_v: both caches, as a GGML type (_llama_params)
 }
 # llama-cpp-python's own defaults for the engine settings an Ollama server takes from its
-# environment (config.ENGINE_OPTIONS); a quantized cache needs flash attention (llama.cpp
+# environment (options.ENGINE_OPTIONS); a quantized cache needs flash attention (llama.cpp
 # refuses a quantized V cache without it, and Ollama applies OLLAMA_KV_CACHE_TYPE only then).
 ENGINE_DEFAULTS = {"flash_attention": False, "kv_cache_type": "f16"}
 GGML_CACHE_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
@@ -109,6 +109,11 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a call runs with: Ollama's defaults, then the engine's, then the profile's."""
+    return {**ollama_defaults(), **ENGINE_DEFAULTS, **options}
+
+
 def _llama_params(load: dict[str, Any]) -> dict[str, Any]:
     """Llama()'s keyword arguments for the load-time options (LOAD_OPTIONS)."""
     import llama_cpp
@@ -158,7 +163,7 @@ class LlamaCppBackend(Backend):
             raise ConfigError(
                 f"options.{unsupported[0]}: not supported by the llamacpp backend; "
                 f"supported: {', '.join(sorted(SUPPORTED_OPTIONS))}")
-        filled = {**ollama_defaults(), **ENGINE_DEFAULTS, **options}
+        filled = _with_defaults(options)
         if filled["kv_cache_type"] != "f16" and not filled["flash_attention"]:
             raise ConfigError(f"options.kv_cache_type: {filled['kv_cache_type']} needs "
                               "flash_attention: true (llama.cpp quantizes the cache only with "
@@ -263,7 +268,7 @@ class LlamaCppBackend(Backend):
             measurement.cache_controlled = False
 
     def _load_options(self, opts: dict[str, Any]) -> tuple[Any, ...]:
-        filled = {**ollama_defaults(), **ENGINE_DEFAULTS, **opts}
+        filled = _with_defaults(opts)
         return tuple(filled[k] for k in LOAD_OPTIONS)
 
     def _ensure_loaded(self, opts: dict[str, Any]) -> bool:

@@ -126,17 +126,20 @@ def _params(revision: Revision) -> dict[str, Any]:
                      or {}, {}, [])
 
 
+def _processed_csv(revision: Revision, name: str) -> pd.DataFrame:
+    """One of the aggregate's CSV files as the experiment committed it."""
+    return pd.read_csv(io.StringIO(revision.read_text(str(in_repo(PROCESSED_DIR / name)))))
+
+
 def _comparison(revision: Revision, metric: str, stage: str) -> dict[str, Any]:
     """The experiment's own comparisons.csv row for metric and stage (empty when absent)."""
-    table = pd.read_csv(io.StringIO(revision.read_text(str(in_repo(PROCESSED_DIR
-                                                                   / COMPARISONS_FILE)))))
+    table = _processed_csv(revision, COMPARISONS_FILE)
     rows = table.loc[(table["stage"] == stage) & (table["metric"] == metric)]
     return {} if rows.empty else rows.iloc[0].to_dict()
 
 
 def _per_run_values(revision: Revision, metric: str, stage: str) -> np.ndarray:
-    runs = pd.read_csv(io.StringIO(revision.read_text(str(in_repo(PROCESSED_DIR
-                                                                  / PER_RUN_FILE)))))
+    runs = _processed_csv(revision, PER_RUN_FILE)
     chosen = runs.loc[(runs["arm"] == "treatment") & (runs["stage"] == stage), metric]
     return chosen.dropna().to_numpy(dtype=float)
 

@@ -18,8 +18,9 @@ from pydantic import (
     model_validator,
 )
 
-from ollabench.config import BenchConfig, validate_options
+from ollabench.config import BenchConfig
 from ollabench.errors import ConfigError
+from ollabench.options import validate_options
 from ollabench.stats.metrics import METRIC_BY_NAME
 from ollabench.stopping import BLOCK_RUNS, EACH_STAGE, parse_primary
 
