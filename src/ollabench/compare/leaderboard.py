@@ -22,6 +22,7 @@ import yaml
 from ollabench.compare.revisions import Revision
 from ollabench.errors import CompareError
 from ollabench.files import write_all_atomic
+from ollabench.overrides import changed_keys, override_value
 from ollabench.paths import (
     COMPARISONS_FILE,
     METRICS_JSON,
@@ -156,28 +157,9 @@ def median_ci(values: np.ndarray) -> tuple[float, float]:
 
 def param_changes(base: Mapping[str, Any], params: Mapping[str, Any]) -> str:
     """The parameters an experiment changed against its baseline, as Hydra overrides."""
-    old, new = _by_dotted_key(base), _by_dotted_key(params)
-    changed = [f"{key}={_override_value(value)}" for key, value in new.items()
-               if old.get(key) != value]
-    removed = [f"~{key}" for key in old if key not in new]
-    return " ".join(changed + removed) or "(none)"
-
-
-def _by_dotted_key(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as one level keyed by Hydra's dotted paths: {"run.seed": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            flat.update(_by_dotted_key(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _override_value(value: Any) -> str:
-    """A value as Hydra's override grammar reads it back: text as is, the rest as JSON
-    (null, true, 0.6, [1, 2])."""
-    return value if isinstance(value, str) else json.dumps(value)
+    changed, removed = changed_keys(base, params)
+    return " ".join([f"{key}={override_value(value)}" for key, value in changed.items()]
+                    + [f"~{key}" for key in removed]) or "(none)"
 
 
 def _number(value: Any) -> float:
