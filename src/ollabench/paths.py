@@ -17,6 +17,9 @@ METRICS_JSON = Path("reports/metrics.json")
 REPORT_MD = Path("reports/report.md")
 FIGURES_DIR = Path("reports/figures")
 JOURNAL_ROOT = Path(".ollabench/journal")
+# Overrides JOURNAL_ROOT for the bench stage: `tune` points the DVC experiment of a candidate
+# at the journal it measured the candidate into, so the experiment resumes those calls.
+JOURNAL_DIR_ENV = "OLLABENCH_JOURNAL_DIR"
 JUDGE_DIR = Path("data/judge")
 JUDGE_ROOT = Path(".ollabench/judge")  # the judge stage's resume journals
 SWEEP_ROOT = Path(".ollabench/sweep")

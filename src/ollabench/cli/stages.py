@@ -8,6 +8,7 @@ hand on any raw data.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from ollabench.errors import ConfigError
 from ollabench.paths import (
     CONF_DIR,
     FIGURES_DIR,
+    JOURNAL_DIR_ENV,
     JOURNAL_ROOT,
     JUDGE_DIR,
     JUDGE_ROOT,
@@ -138,7 +140,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=RAW_DIR,
                    help="folder for calls.jsonl, its columnar copy calls.parquet and env.json "
                         f"({RAW_DIR})")
-    _add_model_run_options(p, JOURNAL_ROOT)
+    _add_model_run_options(p, JOURNAL_ROOT, JOURNAL_DIR_ENV)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("judge", help="score every measured output with a judge model "
@@ -182,9 +184,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
-def _add_model_run_options(p: argparse.ArgumentParser, journal_root: Path) -> None:
+def _add_model_run_options(p: argparse.ArgumentParser, journal_root: Path,
+                           journal_env: str | None = None) -> None:
     """The options of a stage that calls a model: its config, resume journals, progress."""
     p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
-    p.add_argument("--journal-dir", type=Path, default=journal_root,
-                   help=f"resume journals, keyed by config hash ({journal_root})")
+    chosen = os.environ.get(journal_env) if journal_env else None
+    where = f"${journal_env}, else {journal_root}" if journal_env else str(journal_root)
+    p.add_argument("--journal-dir", type=Path, default=Path(chosen) if chosen else journal_root,
+                   help=f"resume journals, keyed by config hash ({where})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
