@@ -92,7 +92,8 @@ def test_tune_finds_the_best_pair_skips_the_truncating_one_and_confirms_it(
         tune_raw, raw_config, tmp_path: Path) -> None:
     with SurfaceOllama(grid_surface(BEST, CUT_CTX)) as server:
         config = _config(raw_config, server.url)
-        outcome = run_tune(config, validate_tune(tune_raw, config), tmp_path, progress=False)
+        outcome = run_tune(config, validate_tune(tune_raw, config), tmp_path, progress=False,
+                           experiments=False)
 
     result = outcome.result
     assert len([c for c in result.candidates if c.duplicate_of is None]) == 8  # the grid
@@ -119,7 +120,7 @@ def test_a_killed_tune_resumes_the_same_study(tune_raw, raw_config, tmp_path: Pa
         tune_raw | {"space": {"num_batch": [256, 512], "num_thread": [2]}}))
     with SurfaceOllama(grid_surface(BEST, CUT_CTX)) as server:
         args = ["tune", "--tune", "small", "--conf", str(conf), "--root", str(tmp_path),
-                "--no-progress", *_model_overrides(server.url, raw_config)]
+                "--no-progress", "--no-experiments", *_model_overrides(server.url, raw_config)]
         proc = subprocess.Popen([sys.executable, "-m", "ollabench.cli", *args], cwd=tmp_path,
                                 stdout=subprocess.PIPE, text=True)
         first = proc.stdout.readline()  # the first candidate is measured ...
@@ -161,7 +162,8 @@ def test_when_no_setting_beats_the_baseline_nothing_is_written(
 
     with SurfaceOllama(slower_with_any_option) as server:
         code = main(["tune", "--tune", "slower", "--conf", str(conf), "--root", str(tmp_path),
-                     "--no-progress", *_model_overrides(server.url, raw_config)])
+                     "--no-progress", "--no-experiments",
+                     *_model_overrides(server.url, raw_config)])
     out = capsys.readouterr().out
     assert code == 0
     assert "no setting beat the baseline by more than the threshold" in out

@@ -57,6 +57,12 @@ class SweepError(OllabenchError):
     """A sweep that cannot be started (remote, name or overrides at fault)."""
 
 
+class TuneError(OllabenchError):
+    """A measured candidate that its DVC experiment could not reproduce."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
 class BenchIncomplete(OllabenchError):
     """Some measured call never succeeded; everything else was still written."""
 

@@ -98,7 +98,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     config, tune = load(args.overrides, args.tune, conf_dir=args.conf)
     outcome = run_tune(config, tune, args.root, progress=not args.no_progress,
                        on_candidate=lambda c: print(candidate_line(c, tune.objective),
-                                                    flush=True))
+                                                    flush=True),
+                       experiments=not args.no_experiments)
     print(summary(outcome.result))
     if outcome.profile is not None:
         print(f"wrote {outcome.profile}: use it with `dvc exp run -S "
@@ -130,6 +131,10 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=Path("."),
                    help="project folder for the study, records, report and profile (.)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-experiments", action="store_true",
+                   help="keep the candidates out of DVC (by default each measured candidate "
+                        "and the confirmatory run is a DVC experiment, <study>-trial-<n> and "
+                        "<study>-confirm, for `dvc exp show`, compare, leaderboard, history)")
     p.set_defaults(func=_cmd_tune)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from ollabench.config import BenchConfig, compose, validate_config
 from ollabench.errors import ConfigError
 from ollabench.paths import CONF_DIR
-from ollabench.tune.settings import TUNE_REPORTS, TuneConfig, validate_tune
+from ollabench.tune.experiments import ExperimentRecorder
+from ollabench.tune.settings import TUNE_REPORTS, TUNE_ROOT, TuneConfig, validate_tune
 
 __all__ = ["TuneConfig", "TuneOutcome", "check_against_backend", "load", "run_tune"]
 
@@ -53,13 +54,21 @@ class TuneOutcome:
 
 
 def run_tune(config: BenchConfig, tune: TuneConfig, root: Path, progress: bool = True,
-             on_candidate: Any = None) -> TuneOutcome:
-    """Check, search, confirm, write the report and (a confirmed winner only) the profile."""
+             on_candidate: Any = None, experiments: bool = True) -> TuneOutcome:
+    """Check, search, confirm, write the report and (a confirmed winner only) the profile.
+    `experiments`: record each measured candidate as a DVC experiment of the repository at
+    root (tune/experiments.py)."""
     from ollabench.tune.output import write_profile, write_report
     from ollabench.tune.search import search
 
     check_against_backend(config, tune)
-    result = search(config, tune, root, progress, on_candidate)
+    recorder = None
+    if experiments:
+        study = tune.study_name(config)
+        recorder = ExperimentRecorder(root, root / TUNE_ROOT / study / "replay",
+                                      root / TUNE_ROOT / study / "experiments")
+        recorder.check_repository()
+    result = search(config, tune, root, progress, on_candidate, recorder)
     report = write_report(result, root / TUNE_REPORTS / result.study)
     profile = write_profile(result, config.model.name, config.reference.name,
                             root / "conf" / "profile")

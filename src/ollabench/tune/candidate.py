@@ -44,6 +44,8 @@ class CandidateResult:
     quality_pct: float = math.nan
     violations: list[str] = field(default_factory=list)  # broken constraints, in words
     out_dir: str = ""
+    complete: bool = False  # every call of its bench succeeded and the statistics exist
+    experiment: str | None = None  # the DVC experiment that holds it (tune/experiments.py)
 
     @property
     def feasible(self) -> bool:
@@ -78,10 +80,12 @@ def measure(config: BenchConfig, options: dict[str, Any], out_dir: Path,
     """Run (or resume) one candidate's bench (config: candidate_config) and aggregate into
     out_dir. A candidate the engine refuses or whose calls fail is infeasible, not raised."""
     result = CandidateResult(options=options, out_dir=str(out_dir))
+    complete = True
     try:
         run_bench(config, out_dir / RAW, journal_root=journal_root, progress=progress)
     except BenchIncomplete as exc:
         result.violations.append(f"failed calls: {exc}")
+        complete = False
     except OllabenchError as exc:
         result.violations.append(f"refused: {exc}")
         return result
@@ -92,6 +96,7 @@ def measure(config: BenchConfig, options: dict[str, Any], out_dir: Path,
     except OllabenchError as exc:
         result.violations.append(f"no statistics: {exc}")
         return result
+    result.complete = complete
     _read_objective(result, out_dir / PROCESSED / PRIMARY_FILE, objective)
     comparisons = pd.read_csv(out_dir / PROCESSED / COMPARISONS_FILE)
     result.quality_pct = worst_quality_change(comparisons)

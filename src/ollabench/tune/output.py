@@ -42,8 +42,9 @@ def candidate_line(candidate: Candidate, objective: str) -> str:
     """One line per measured candidate, as the search goes."""
     r = candidate.result
     state = "feasible" if r.feasible else "infeasible: " + "; ".join(r.violations)
+    recorded = f"; DVC experiment {r.experiment}" if r.experiment else ""
     return (f"trial {candidate.number} [{_options(r)}]: {objective} {_pct(change_pct(r))} "
-            f"({r.verdict} after {r.runs} runs per arm), {state}")
+            f"({r.verdict} after {r.runs} runs per arm), {state}{recorded}")
 
 
 def _options(result: CandidateResult) -> str:
@@ -58,10 +59,12 @@ def write_profile(result: TuneResult, model: str, reference: str,
         return None
     name = f"tuned_{slug(model)}"
     confirm = result.confirm
+    folder = f"data/tune/{result.study}"
     header = (
         f"# Found by `ollabench tune`: study {result.study}, trial {result.best.number} "
-        f"(data/tune/{result.study}/trial-{result.best.number}/).\n"
-        f"# Confirmed on fresh runs against {reference} (data/tune/{result.study}/confirm/): "
+        f"({_where(result.best.result, f'{folder}/trial-{result.best.number}/')}).\n"
+        f"# Confirmed on fresh runs against {reference} "
+        f"({_where(confirm, f'{folder}/confirm/')}): "
         f"{result.objective} {change_pct(confirm):+.1f}% [{confirm.low_pct:+.1f}%, "
         f"{confirm.high_pct:+.1f}%], verdict {confirm.verdict} after {confirm.runs} runs per "
         f"arm.\n")
@@ -72,11 +75,16 @@ def write_profile(result: TuneResult, model: str, reference: str,
     return path
 
 
+def _where(result: CandidateResult, folder: str) -> str:
+    """Where a measurement lives: its DVC experiment, else its folder of records."""
+    return f"DVC experiment {result.experiment}" if result.experiment else folder
+
+
 def _row(label: str, result: CandidateResult, note: str = "") -> str:
     feasible = "yes" if result.feasible else "no: " + "; ".join(result.violations)
     return (f"| {label} | {_options(result) or '-'} | {result.runs} | "
             f"{_pct(change_pct(result))} | [{_pct(result.low_pct)}, {_pct(result.high_pct)}] | "
-            f"{result.verdict} | {feasible}{note} |")
+            f"{result.verdict} | {feasible}{note} | {result.experiment or '-'} |")
 
 
 def _pct(value: float) -> str:
@@ -147,8 +155,8 @@ def write_report(result: TuneResult, out_dir: Path) -> Path:
              f"{result.stop_reason}.", "",
              "## Candidates against the baseline", "",
              f"![candidates]({CANDIDATES_PNG})", "",
-             "| trial | options | runs per arm | change | interval | verdict | feasible |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| trial | options | runs per arm | change | interval | verdict | feasible | "
+             "DVC experiment |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in measured:
         mark = " (best)" if result.best and c.number == result.best.number else ""
         lines.append(_row(str(c.number), c.result, mark))
@@ -158,8 +166,8 @@ def write_report(result: TuneResult, out_dir: Path) -> Path:
     if result.confirm is None:
         lines.append("Not run: no feasible candidate beat the baseline in the search.")
     else:
-        lines += ["| run | options | runs per arm | change | interval | verdict | feasible |",
-                  "| --- | --- | --- | --- | --- | --- | --- |",
+        lines += ["| run | options | runs per arm | change | interval | verdict | feasible | "
+                  "DVC experiment |", "| --- | --- | --- | --- | --- | --- | --- | --- |",
                   _row("confirm", result.confirm)]
     lines += ["", "## Winner's curse", "", *shrinkage_lines(result), ""]
     path = out_dir / REPORT_MD

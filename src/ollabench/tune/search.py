@@ -24,8 +24,9 @@ from ollabench.config import BenchConfig
 from ollabench.stats.metrics import METRIC_BY_NAME
 from ollabench.stats.sequential import BETTER
 from ollabench.stopping import parse_primary
-from ollabench.tune.candidate import CandidateResult, candidate_config, measure
-from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, Range, TuneConfig
+from ollabench.tune.candidate import RAW, CandidateResult, candidate_config, measure
+from ollabench.tune.experiments import CONFIRM_LABEL, ExperimentRecorder, experiment_name
+from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, Range, TuneConfig, journal_dir
 
 RESULT_KEY, DUPLICATE_KEY, CONSTRAINT_KEY = "result", "duplicate_of", "constraints"
 CONFIRM_KEY = "confirm"  # study user attr: {"trial": n, "result": attrs}
@@ -138,13 +139,15 @@ def _tell(study: Any, trial: Any, result: CandidateResult, duplicate_of: int | N
 
 
 def search(config: BenchConfig, tune: TuneConfig, root: Path, progress: bool = True,
-           report: Callable[[Candidate], None] | None = None) -> TuneResult:
-    """Measure candidates until the budget or the space is spent, then confirm the best."""
+           report: Callable[[Candidate], None] | None = None,
+           recorder: ExperimentRecorder | None = None) -> TuneResult:
+    """Measure candidates until the budget or the space is spent, then confirm the best.
+    With a recorder, each measured candidate also becomes a DVC experiment."""
     name = tune.study_name(config)
     _, metric = parse_primary([tune.objective])[0]
     direction = METRIC_BY_NAME[metric].direction
     study = open_study(tune, name, root / TUNE_ROOT / f"{name}.db", direction)
-    journal = root / TUNE_ROOT / name / "journal"
+    journal = journal_dir(root, name)
     distributions = _distributions(tune, tune.sampler_kind() == "grid")
     reason, repeats = "", 0
     while not reason:
@@ -170,10 +173,19 @@ def search(config: BenchConfig, tune: TuneConfig, root: Path, progress: bool = T
                                tune.race, tune.budget.max_minutes - minutes)
         result = measure(cfg, options, root / TUNE_DATA / name / f"trial-{trial.number}",
                          journal, tune.objective, tune.constraints, progress)
+        _record(recorder, result, experiment_name(name, f"trial-{trial.number}"), cfg)
         _tell(study, trial, result, None)
         if report is not None:
             report(Candidate(trial.number, result))
-    return _confirm(config, tune, root, study, direction, reason, progress)
+    return _confirm(config, tune, root, study, direction, reason, progress, recorder)
+
+
+def _record(recorder: ExperimentRecorder | None, result: CandidateResult, name: str,
+            config: BenchConfig) -> None:
+    """Before the trial is told: a process killed while recording measures (resumes) and
+    records the candidate again."""
+    if recorder is not None and result.complete:
+        result.experiment = recorder.record(name, config, Path(result.out_dir) / RAW)
 
 
 def best_candidate(candidates: list[Candidate], direction: str) -> Candidate | None:
@@ -187,7 +199,7 @@ def best_candidate(candidates: list[Candidate], direction: str) -> Candidate | N
 
 
 def _confirm(config: BenchConfig, tune: TuneConfig, root: Path, study: Any, direction: str,
-             reason: str, progress: bool) -> TuneResult:
+             reason: str, progress: bool, recorder: ExperimentRecorder | None) -> TuneResult:
     """Measure the best candidate again on fresh runs (its own journal), once per study."""
     name = tune.study_name(config)
     candidates = finished(study)
@@ -201,9 +213,10 @@ def _confirm(config: BenchConfig, tune: TuneConfig, root: Path, study: Any, dire
             options = best.result.options
             cfg = candidate_config(config, options, f"confirm-{profile_name(options)}",
                                    tune.objective, tune.confirm)
-            confirm = measure(cfg, options, root / TUNE_DATA / name / "confirm",
-                              root / TUNE_ROOT / name / "journal", tune.objective,
-                              tune.constraints, progress)
+            confirm = measure(cfg, options, root / TUNE_DATA / name / CONFIRM_LABEL,
+                              journal_dir(root, name), tune.objective, tune.constraints,
+                              progress)
+            _record(recorder, confirm, experiment_name(name, CONFIRM_LABEL), cfg)
             study.set_user_attr(CONFIRM_KEY, {"trial": best.number,
                                               "result": confirm.attrs()})
     confirmed = confirm is not None and confirm.feasible and confirm.verdict == BETTER

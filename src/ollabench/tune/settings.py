@@ -31,6 +31,11 @@ PROFILE_DIR = Path("conf/profile")  # tuned_<model>.yaml, written for a confirme
 Value = int | float | bool | str
 
 
+def journal_dir(root: Path, study: str) -> Path:
+    """The bench journals of a study's candidates, keyed by their configs."""
+    return root / TUNE_ROOT / study / "journal"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
