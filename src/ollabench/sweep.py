@@ -79,29 +79,46 @@ class SweepJob:
 
     def run_experiment(self, out: Path, experiment: str, overrides: list[str]) -> None:
         """Clone at the sweep's commit, run the experiment, push it with its data."""
-        clone = out / CLONE_DIR
+        clone = clone_at(self.git_url, self.commit, out)
         dvc = [sys.executable, "-m", "dvc"]
         remote = ["--remote", self.dvc_remote] if self.dvc_remote else []
-        steps = [
-            (["git", "clone", "--quiet", "--no-checkout", self.git_url, str(clone)], out),
-            (["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", self.commit],
-             clone),
-            ([*dvc, "exp", "run", "--name", experiment,
-              *(arg for o in overrides for arg in ("-S", o))], clone),
-            ([*dvc, "exp", "push", *remote, "origin", experiment], clone),
-        ]
-        # Stages call `ollabench`: the one of this Python, whatever PATH the node has.
-        env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-                                    f"{os.environ.get('PATH', '')}"}
-        with (out / JOB_LOG).open("a", encoding="utf-8") as log:
-            for command, cwd in steps:
-                log.write(f"$ {' '.join(command)}\n")
-                log.flush()
-                done = subprocess.run(command, cwd=cwd, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, check=False)
-                if done.returncode:
-                    raise JobFailed(f"`{' '.join(command[:4])}` exited {done.returncode}: "
-                                    f"{_last_line(out / JOB_LOG)} (log: {out / JOB_LOG})")
+        log = out / JOB_LOG
+        run_logged([*dvc, "exp", "run", "--name", experiment,
+                    *(arg for o in overrides for arg in ("-S", o))], clone, log)
+        run_logged([*dvc, "exp", "push", *remote, "origin", experiment], clone, log)
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process: DVC's stages call `ollabench`, which must be the
+    one of this Python, whatever PATH the node has."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return os.environ | extra | {"PATH": path}
+
+
+def run_logged(command: list[str], cwd: Path, log: Path,
+               env: dict[str, str] | None = None) -> None:
+    """Run command with its output appended to log; a failure raises JobFailed with the
+    log's last line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(command)}\n")
+        out.flush()
+        done = subprocess.run(command, cwd=cwd, env=env or tool_env(), stdout=out,
+                              stderr=subprocess.STDOUT, check=False)
+    if done.returncode:
+        raise JobFailed(f"`{' '.join(command[:4])}` exited {done.returncode}: "
+                        f"{_last_line(log)} (log: {log})")
+
+
+def clone_at(git_url: str, commit: str, out: Path) -> Path:
+    """A job's own clone of the repository at the driver's commit, in out/repo (DVC's repo
+    lock forbids two experiments in one checkout)."""
+    clone = out / CLONE_DIR
+    log = out / JOB_LOG
+    run_logged(["git", "clone", "--quiet", "--no-checkout", git_url, str(clone)], out, log)
+    run_logged(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", commit],
+               clone, log)
+    return clone
 
 
 def _last_line(path: Path) -> str:
