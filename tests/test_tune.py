@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from optuna.trial import TrialState
 
 from ollabench.cli import main
 from ollabench.config import validate_config
@@ -25,7 +26,7 @@ from ollabench.records import read_records
 from ollabench.tune import run_tune
 from ollabench.tune.candidate import CandidateResult, worst_quality_change
 from ollabench.tune.output import pareto_front, speed_gain_pct
-from ollabench.tune.search import Candidate, finished, open_study
+from ollabench.tune.search import Candidate, _running, finished, open_study, stop_reason
 from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, validate_tune
 from tests.helpers.fake_ollama import Script
 from tests.helpers.project import ROOT
@@ -139,9 +140,10 @@ def test_a_killed_tune_resumes_the_same_study(tune_raw, raw_config, tmp_path: Pa
         assert main(args) == 0
 
     assert trial0.stat().st_mtime_ns == measured_at  # not measured again
-    study = open_study(validate_tune(yaml.safe_load((conf / "tune" / "small.yaml").read_text()),
-                                     _config(raw_config, server.url)),
-                       "tune-qwen2.5-7b", tmp_path / TUNE_ROOT / "tune-qwen2.5-7b.db", "lower")
+    tune = validate_tune(yaml.safe_load((conf / "tune" / "small.yaml").read_text()),
+                         _config(raw_config, server.url))
+    study = open_study(tune, "tune-qwen2.5-7b", tune.storage_spec(tmp_path, "tune-qwen2.5-7b"),
+                       "lower")
     measured = [c for c in finished(study) if c.duplicate_of is None]
     assert sorted(c.result.options["num_batch"] for c in measured) == [256, 512]
     resumed = next(c for c in measured if c.number != 0)
@@ -198,3 +200,27 @@ def test_the_quality_axis_is_the_worst_whole_run_quality_change() -> None:
     table = pd.DataFrame(rows, columns=["stage", "metric", "median_diff_pct"])
     assert worst_quality_change(table) == pytest.approx(-12.5)
     assert math.isnan(worst_quality_change(table.iloc[3:]))
+
+
+def test_jobs_sharing_a_journal_file_see_each_others_candidates_in_flight(
+        tune_raw, raw_config, tmp_path: Path) -> None:
+    """What the jobs of `tune --workers` rely on: a candidate one job measures counts against
+    the budget of the others, which leave it running; only a driver's open closes it."""
+    tune = validate_tune(tune_raw | {"space": {"num_batch": [256, 512]},
+                                     "storage": "jobs/study.journal"},
+                         _config(raw_config, "http://127.0.0.1:9"))
+    storage = tune.storage_spec(tmp_path, "s")
+    assert storage == str(tmp_path.resolve() / "jobs" / "study.journal")
+    first = open_study(tune, "s", storage, "lower", reopen=False)
+    in_flight = first.ask()
+    in_flight.suggest_categorical("num_batch", [256, 512])  # a grid point enqueued by open
+    second = open_study(tune, "s", storage, "lower", reopen=False)
+    assert [t.number for t in _running(second)] == [in_flight.number]
+    second.ask().suggest_categorical("num_batch", [256, 512])
+    assert stop_reason(second, tune) == "every point of the space measured"
+    assert stop_reason(second, tune.model_copy(
+        update={"space": {"num_batch": [128, 256, 512]}})) == ""
+
+    driver = open_study(tune, "s", storage, "lower")  # a rerun's driver: nothing runs now
+    assert _running(driver) == []
+    assert len(driver.get_trials(states=(TrialState.WAITING,))) == 2  # asked again first

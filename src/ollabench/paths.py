@@ -23,6 +23,7 @@ JOURNAL_DIR_ENV = "OLLABENCH_JOURNAL_DIR"
 JUDGE_DIR = Path("data/judge")
 JUDGE_ROOT = Path(".ollabench/judge")  # the judge stage's resume journals
 SWEEP_ROOT = Path(".ollabench/sweep")
+TUNE_JOBS = Path(".ollabench/tune/jobs")  # `tune --workers`: <study>/ per cluster search
 COMPARE_OUT = Path("reports/compare")
 LEADERBOARD_OUT = Path("reports/leaderboard")
 HISTORY_OUT = Path("reports/history")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import Any
 
 from ollabench.errors import EXIT_INCOMPLETE, OllabenchError
 from ollabench.paths import (
@@ -17,7 +18,11 @@ from ollabench.paths import (
     HISTORY_OUT,
     LEADERBOARD_OUT,
     SWEEP_ROOT,
+    TUNE_JOBS,
 )
+
+# an override for Hydra itself (the launcher), not for the benchmark
+HYDRA_OVERRIDE = re.compile(r"^\+{0,2}hydra[./]")
 
 
 def repo_root() -> Path:
@@ -93,19 +98,65 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from ollabench.tune import load, run_tune
-    from ollabench.tune.output import candidate_line, summary
+    from ollabench.tune.output import candidate_line
 
-    config, tune = load(args.overrides, args.tune, conf_dir=args.conf)
-    outcome = run_tune(config, tune, args.root, progress=not args.no_progress,
-                       on_candidate=lambda c: print(candidate_line(c, tune.objective),
-                                                    flush=True),
-                       experiments=not args.no_experiments)
+    hydra_args = [o for o in args.overrides if HYDRA_OVERRIDE.match(o)]
+    overrides = [o for o in args.overrides if not HYDRA_OVERRIDE.match(o)]
+    _check_tune_args(args, hydra_args)
+    config, tune = load(overrides, args.tune, conf_dir=args.conf)
+
+    def show(candidate: Any) -> None:
+        print(candidate_line(candidate, tune.objective), flush=True)
+
+    if args.role:
+        from ollabench.tune.cluster import run_job
+
+        run_job(config, tune, args.root, args.role, args.journal_dir, args.git_remote,
+                args.dvc_remote, show)
+        return 0
+    if args.workers:
+        from ollabench.tune.cluster import run_cluster
+
+        cluster = run_cluster(config, tune, args.tune, overrides, hydra_args, args.workers,
+                              args.root, args.git_remote, args.dvc_remote, args.workdir)
+        for job in cluster.jobs:
+            status = "done" if job["status"] == "done" else f"FAILED: {job.get('error')}"
+            print(f"{job['role']} job #{job['job']} on {job['node']}: {status}")
+        for candidate in cluster.outcome.result.candidates:
+            if candidate.duplicate_of is None:
+                show(candidate)
+        _print_outcome(cluster.outcome)
+        print(f"jobs in {cluster.folder}; fetch the experiments with "
+              f"`dvc exp pull {args.git_remote}`")
+        return EXIT_INCOMPLETE if any(j["status"] != "done" for j in cluster.jobs) else 0
+    _print_outcome(run_tune(config, tune, args.root, progress=not args.no_progress,
+                            on_candidate=show, experiments=not args.no_experiments))
+    return 0
+
+
+def _check_tune_args(args: argparse.Namespace, hydra_args: list[str]) -> None:
+    if args.workers is not None and args.workers < 1:
+        raise OllabenchError(f"--workers: must be at least 1, got {args.workers}")
+    if not args.workers:
+        if hydra_args:
+            raise OllabenchError(f"{hydra_args[0]}: launcher settings need --workers N")
+        return
+    if args.no_experiments:
+        raise OllabenchError("--no-experiments: a cluster search brings its candidates home "
+                             "as DVC experiments; it cannot run without them")
+    if args.conf != CONF_DIR:
+        raise OllabenchError(f"--conf: the jobs compose the committed {CONF_DIR}/ of their "
+                             "clone; commit your search there instead")
+
+
+def _print_outcome(outcome: Any) -> None:
+    from ollabench.tune.output import summary
+
     print(summary(outcome.result))
     if outcome.profile is not None:
         print(f"wrote {outcome.profile}: use it with `dvc exp run -S "
               f"profile={outcome.profile.stem}`")
     print(f"wrote {outcome.report}")
-    return 0
 
 
 def add_tune_command(sub: argparse._SubParsersAction) -> None:
@@ -119,8 +170,11 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:
                     "stopping rule on the objective; one that truncates prompts, fails calls "
                     "or lowers answer quality is infeasible. The best feasible candidate is "
                     "measured again on fresh runs; only a confirmed winner is written to "
-                    "conf/profile/tuned_<model>.yaml. Candidates' records: data/tune/<study>/; "
-                    "report: reports/tune/<study>/tune.md.")
+                    "conf/profile/tuned_<model>.yaml. Each measured candidate and the "
+                    "confirmatory run is a DVC experiment (<study>-trial-<n>, <study>-confirm); "
+                    "their records are also in data/tune/<study>/; report: "
+                    "reports/tune/<study>/tune.md. With --workers N the search runs as N jobs "
+                    "of a Hydra launcher (SLURM), sharing the study (docs/experiments.md).")
     p.add_argument("overrides", nargs="*",
                    help="Hydra overrides of the benchmark (model=qwen2.5-7b, "
                         "profile@reference=baseline) and of the search "
@@ -135,6 +189,21 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:
                    help="keep the candidates out of DVC (by default each measured candidate "
                         "and the confirmatory run is a DVC experiment, <study>-trial-<n> and "
                         "<study>-confirm, for `dvc exp show`, compare, leaderboard, history)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run the search as N jobs of a Hydra launcher (add "
+                        "hydra/launcher=submitit_slurm and hydra.launcher.* overrides, as for "
+                        "`sweep`), each on its node with its own server, sharing the study; "
+                        "then one job confirms the winner")
+    p.add_argument("--git-remote", default="origin",
+                   help="with --workers: the git remote the jobs clone and push to (origin)")
+    p.add_argument("--dvc-remote", default=None,
+                   help="with --workers: the DVC remote for the jobs' data (the default one)")
+    p.add_argument("--workdir", type=Path, default=TUNE_JOBS,
+                   help=f"with --workers: the jobs' folders and the shared study journal, on a "
+                        f"file system every node sees ({TUNE_JOBS}/<study>/)")
+    # What each job of a cluster search runs in its clone (tune/cluster.py).
+    p.add_argument("--role", choices=("search", "confirm"), help=argparse.SUPPRESS)
+    p.add_argument("--journal-dir", type=Path, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_tune)
 
 

@@ -53,22 +53,34 @@ class TuneOutcome:
     profile: Path | None
 
 
+def recorder_for(root: Path, study: str, git_remote: str | None = None,
+                 dvc_remote: str | None = None) -> ExperimentRecorder:
+    """Records the study's candidates as DVC experiments of the repository at root (and on a
+    cluster pushes them); checks the repository first."""
+    recorder = ExperimentRecorder(root, root / TUNE_ROOT / study / "replay",
+                                  root / TUNE_ROOT / study / "experiments",
+                                  git_remote, dvc_remote)
+    recorder.check_repository()
+    return recorder
+
+
 def run_tune(config: BenchConfig, tune: TuneConfig, root: Path, progress: bool = True,
              on_candidate: Any = None, experiments: bool = True) -> TuneOutcome:
     """Check, search, confirm, write the report and (a confirmed winner only) the profile.
     `experiments`: record each measured candidate as a DVC experiment of the repository at
     root (tune/experiments.py)."""
-    from ollabench.tune.output import write_profile, write_report
     from ollabench.tune.search import search
 
     check_against_backend(config, tune)
-    recorder = None
-    if experiments:
-        study = tune.study_name(config)
-        recorder = ExperimentRecorder(root, root / TUNE_ROOT / study / "replay",
-                                      root / TUNE_ROOT / study / "experiments")
-        recorder.check_repository()
-    result = search(config, tune, root, progress, on_candidate, recorder)
+    recorder = recorder_for(root, tune.study_name(config)) if experiments else None
+    return write_outcome(search(config, tune, root, progress, on_candidate, recorder), config,
+                         root)
+
+
+def write_outcome(result: Any, config: BenchConfig, root: Path) -> TuneOutcome:
+    """The tuning report, and conf/profile/tuned_<model>.yaml for a confirmed winner."""
+    from ollabench.tune.output import write_profile, write_report
+
     report = write_report(result, root / TUNE_REPORTS / result.study)
     profile = write_profile(result, config.model.name, config.reference.name,
                             root / "conf" / "profile")

@@ -14,7 +14,6 @@ in any experiment. Nothing is measured twice."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ollabench.config import BenchConfig, compose, validate_config
-from ollabench.errors import OllabenchError, TuneError
+from ollabench.errors import JobFailed, OllabenchError, TuneError
 from ollabench.overrides import changed_keys, overrides_between
 from ollabench.paths import CALLS_FILE, CONF_DIR, ENV_FILE, JOURNAL_DIR_ENV
+from ollabench.sweep import run_logged, tool_env
 
 CONFIRM_LABEL = "confirm"
 
@@ -42,6 +42,9 @@ class ExperimentRecorder:
     root: Path
     replay: Path  # the journals the experiments resume
     logs: Path  # one `dvc exp run` log per experiment
+    # On a cluster: push each experiment, with its data, to this git remote (and DVC remote)
+    git_remote: str | None = None
+    dvc_remote: str | None = None
 
     def check_repository(self) -> None:
         """Before the first call: DVC needs a repository with a commit to hang them on."""
@@ -77,24 +80,21 @@ class ExperimentRecorder:
         journal = self.replay / key
         journal.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(raw_dir / CALLS_FILE, journal / CALLS_FILE)
-        self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
-        command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--force",
-                   "--name", name, *(arg for o in overrides for arg in ("-S", o))]
-        # Stages call `ollabench`: the one of this Python, whatever PATH says.
-        env = os.environ | {JOURNAL_DIR_ENV: str(self.replay.resolve()),
-                            "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-                                    f"{os.environ.get('PATH', '')}"}
-        with log.open("w", encoding="utf-8") as out:
-            done = subprocess.run(command, cwd=self.root, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, check=False)
-        if done.returncode:
-            lines = [line for line in log.read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
-            raise TuneError(f"`dvc exp run --name {name}` exited {done.returncode}: "
-                            f"{lines[-1].strip() if lines else ''} (log: {log})")
-        if journal.exists():
-            shutil.rmtree(journal)
-            raise TuneError(f"experiment {name} did not resume the calls the search measured; "
-                            f"its bench config differs from the candidate's (log: {log})")
+        log.unlink(missing_ok=True)
+        try:
+            run_logged([sys.executable, "-m", "dvc", "exp", "run", "--temp", "--force",
+                        "--name", name, *(arg for o in overrides for arg in ("-S", o))],
+                       self.root, log, tool_env(**{JOURNAL_DIR_ENV: str(self.replay.resolve())}))
+            if journal.exists():
+                shutil.rmtree(journal)
+                raise TuneError(f"experiment {name} did not resume the calls the search "
+                                f"measured; its bench config differs from the candidate's "
+                                f"(log: {log})")
+            if self.git_remote is not None:
+                remote = ["--remote", self.dvc_remote] if self.dvc_remote else []
+                run_logged([sys.executable, "-m", "dvc", "exp", "push", *remote,
+                            self.git_remote, name], self.root, log)
+        except JobFailed as exc:
+            raise TuneError(str(exc)) from None
         return name

@@ -26,7 +26,7 @@ from ollabench.stats.sequential import BETTER
 from ollabench.stopping import parse_primary
 from ollabench.tune.candidate import RAW, CandidateResult, candidate_config, measure
 from ollabench.tune.experiments import CONFIRM_LABEL, ExperimentRecorder, experiment_name
-from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, Range, TuneConfig, journal_dir
+from ollabench.tune.settings import TUNE_DATA, Range, TuneConfig, journal_dir
 
 RESULT_KEY, DUPLICATE_KEY, CONSTRAINT_KEY = "result", "duplicate_of", "constraints"
 CONFIRM_KEY = "confirm"  # study user attr: {"trial": n, "result": attrs}
@@ -80,26 +80,44 @@ def _distributions(tune: TuneConfig, grid: bool) -> dict[str, Any]:
     return found
 
 
-def open_study(tune: TuneConfig, name: str, storage: Path, direction: str) -> Any:
+def _storage(spec: str) -> Any:
+    """An RDB URL as Optuna takes it; any other spec is the path of a journal file, whose
+    lock (a symlink) works across the machines of a shared file system."""
+    if "://" in spec:
+        if spec.startswith("sqlite:///"):
+            Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return spec
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(spec).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(spec))
+
+
+def open_study(tune: TuneConfig, name: str, storage: str, direction: str,
+               reopen: bool = True) -> Any:
     """Create or load the study. A grid search enqueues every point once, shuffled with the
-    seed; candidates past the queue come from the sampler."""
+    seed; candidates past the queue come from the sampler. `reopen`: close the trials a
+    killed process left running (never while other workers share the study)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage.parent.mkdir(parents=True, exist_ok=True)
     kind = tune.sampler_kind()
     if kind == "tpe":
         with warnings.catch_warnings():  # Optuna 5 deprecates it; 4 has no replacement
             warnings.simplefilter("ignore", FutureWarning)
+            # constant_liar: workers sharing the study are not all sent to one point
             sampler: Any = optuna.samplers.TPESampler(
                 seed=tune.seed, n_startup_trials=max(2, tune.budget.max_candidates // 3),
+                constant_liar=True,
                 constraints_func=lambda t: t.user_attrs.get(CONSTRAINT_KEY, [0.0]))
     else:
         sampler = optuna.samplers.RandomSampler(seed=tune.seed)
-    study = optuna.create_study(storage=f"sqlite:///{storage}", study_name=name,
+    study = optuna.create_study(storage=_storage(storage), study_name=name,
                                 sampler=sampler, load_if_exists=True,
                                 direction="minimize" if direction == "lower" else "maximize")
-    _reopen_in_flight(study)
+    if reopen:
+        _reopen_in_flight(study)
     if kind == "grid":
         points = [dict(zip(tune.grid(), combo, strict=True))
                   for combo in itertools.product(*tune.grid().values())]
@@ -113,9 +131,15 @@ def _reopen_in_flight(study: Any) -> None:
     """A trial a killed process left running: close it as failed, ask its options again."""
     from optuna.trial import TrialState
 
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in _running(study):
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(dict(trial.params))
+
+
+def _running(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
 def finished(study: Any) -> list[Candidate]:
@@ -144,31 +168,59 @@ def search(config: BenchConfig, tune: TuneConfig, root: Path, progress: bool = T
     """Measure candidates until the budget or the space is spent, then confirm the best.
     With a recorder, each measured candidate also becomes a DVC experiment."""
     name = tune.study_name(config)
-    _, metric = parse_primary([tune.objective])[0]
-    direction = METRIC_BY_NAME[metric].direction
-    study = open_study(tune, name, root / TUNE_ROOT / f"{name}.db", direction)
+    direction = objective_direction(tune)
+    study = open_study(tune, name, tune.storage_spec(root, name), direction)
     journal = journal_dir(root, name)
+    reason = explore(config, tune, root, study, journal, progress, report, recorder)
+    confirm_best(config, tune, root, study, journal, progress, recorder)
+    return tune_result(tune, name, study, reason)
+
+
+def objective_direction(tune: TuneConfig) -> str:
+    """lower or higher: the objective metric's good direction."""
+    _, metric = parse_primary([tune.objective])[0]
+    return METRIC_BY_NAME[metric].direction
+
+
+def stop_reason(study: Any, tune: TuneConfig, repeats: int = 0) -> str:
+    """Why the search is over ("" while it is not). Candidates in flight on other workers
+    count against max_candidates and the space, not yet against max_minutes."""
+    done = [c for c in finished(study) if c.duplicate_of is None]
+    taken = len(done) + len(_running(study))
+    if taken >= tune.budget.max_candidates:
+        return f"max_candidates ({tune.budget.max_candidates}) measured"
+    if sum(c.result.minutes for c in done) >= tune.budget.max_minutes:
+        return f"max_minutes ({tune.budget.max_minutes:g}) of calls spent"
+    if taken >= tune.space_size() or repeats >= MAX_REPEATS:
+        return "every point of the space measured"
+    return ""
+
+
+def explore(config: BenchConfig, tune: TuneConfig, root: Path, study: Any, journal: Path,
+            progress: bool, report: Callable[[Candidate], None] | None,
+            recorder: ExperimentRecorder | None) -> str:
+    """Ask, measure, tell until stop_reason says stop; return it. Safe to run on several
+    machines at once against one shared study."""
+    from optuna.trial import TrialState
+
+    name = tune.study_name(config)
     distributions = _distributions(tune, tune.sampler_kind() == "grid")
-    reason, repeats = "", 0
-    while not reason:
-        done = [c for c in finished(study) if c.duplicate_of is None]
-        minutes = sum(c.result.minutes for c in done)
-        if len(done) >= tune.budget.max_candidates:
-            reason = f"max_candidates ({tune.budget.max_candidates}) measured"
-        elif minutes >= tune.budget.max_minutes:
-            reason = f"max_minutes ({tune.budget.max_minutes:g}) of calls spent"
-        elif len(done) >= tune.space_size() or repeats >= MAX_REPEATS:
-            reason = "every point of the space measured"
-        if reason:
-            break
+    repeats = 0
+    while not (reason := stop_reason(study, tune, repeats)):
         trial = study.ask(distributions)
         options = dict(trial.params)
+        done = [c for c in finished(study) if c.duplicate_of is None]
         twin = next((c for c in done if c.result.options == options), None)
         if twin is not None:
             repeats += 1
             _tell(study, trial, twin.result, twin.number)
             continue
+        if any(t.params == options for t in _running(study) if t.number != trial.number):
+            repeats += 1  # another worker measures it now: give the sampler another go
+            study.tell(trial, state=TrialState.FAIL)
+            continue
         repeats = 0
+        minutes = sum(c.result.minutes for c in done)
         cfg = candidate_config(config, options, profile_name(options), tune.objective,
                                tune.race, tune.budget.max_minutes - minutes)
         result = measure(cfg, options, root / TUNE_DATA / name / f"trial-{trial.number}",
@@ -177,7 +229,7 @@ def search(config: BenchConfig, tune: TuneConfig, root: Path, progress: bool = T
         _tell(study, trial, result, None)
         if report is not None:
             report(Candidate(trial.number, result))
-    return _confirm(config, tune, root, study, direction, reason, progress, recorder)
+    return reason
 
 
 def _record(recorder: ExperimentRecorder | None, result: CandidateResult, name: str,
@@ -198,27 +250,32 @@ def best_candidate(candidates: list[Candidate], direction: str) -> Candidate | N
     return best
 
 
-def _confirm(config: BenchConfig, tune: TuneConfig, root: Path, study: Any, direction: str,
-             reason: str, progress: bool, recorder: ExperimentRecorder | None) -> TuneResult:
-    """Measure the best candidate again on fresh runs (its own journal), once per study."""
+def confirm_best(config: BenchConfig, tune: TuneConfig, root: Path, study: Any,
+                 journal: Path, progress: bool, recorder: ExperimentRecorder | None) -> None:
+    """Measure the best candidate again on fresh runs (its own journal), once per study; the
+    verdict is stored in the study."""
+    best = best_candidate(finished(study), objective_direction(tune))
+    stored = study.user_attrs.get(CONFIRM_KEY)
+    if best is None or (stored and stored["trial"] == best.number):
+        return
     name = tune.study_name(config)
+    options = best.result.options
+    cfg = candidate_config(config, options, f"confirm-{profile_name(options)}",
+                           tune.objective, tune.confirm)
+    confirm = measure(cfg, options, root / TUNE_DATA / name / CONFIRM_LABEL, journal,
+                      tune.objective, tune.constraints, progress)
+    _record(recorder, confirm, experiment_name(name, CONFIRM_LABEL), cfg)
+    study.set_user_attr(CONFIRM_KEY, {"trial": best.number, "result": confirm.attrs()})
+
+
+def tune_result(tune: TuneConfig, name: str, study: Any, reason: str) -> TuneResult:
+    """What the study holds: its candidates, the best, and the stored confirmation."""
+    direction = objective_direction(tune)
     candidates = finished(study)
     best = best_candidate(candidates, direction)
-    confirm = None
-    if best is not None:
-        stored = study.user_attrs.get(CONFIRM_KEY)
-        if stored and stored["trial"] == best.number:
-            confirm = CandidateResult.from_attrs(stored["result"])
-        else:
-            options = best.result.options
-            cfg = candidate_config(config, options, f"confirm-{profile_name(options)}",
-                                   tune.objective, tune.confirm)
-            confirm = measure(cfg, options, root / TUNE_DATA / name / CONFIRM_LABEL,
-                              journal_dir(root, name), tune.objective, tune.constraints,
-                              progress)
-            _record(recorder, confirm, experiment_name(name, CONFIRM_LABEL), cfg)
-            study.set_user_attr(CONFIRM_KEY, {"trial": best.number,
-                                              "result": confirm.attrs()})
+    stored = study.user_attrs.get(CONFIRM_KEY)
+    confirm = (CandidateResult.from_attrs(stored["result"])
+               if best is not None and stored and stored["trial"] == best.number else None)
     confirmed = confirm is not None and confirm.feasible and confirm.verdict == BETTER
     return TuneResult(name, tune.objective, direction, candidates, best, confirm, confirmed,
                       reason)

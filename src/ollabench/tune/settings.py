@@ -103,6 +103,10 @@ class Stopping(_Strict):
 
 class TuneConfig(_Strict):
     study: str | None = None
+    # Where the Optuna study lives: null (the SQLite file .ollabench/tune/<study>.db), an
+    # RDB URL (postgresql://..., mysql://..., sqlite:///...), or the path of an Optuna journal
+    # file (relative to the project), which several machines can share on one file system.
+    storage: str | None = Field(default=None, min_length=1)
     space: dict[str, list[Value] | Range]
     objective: str
     constraints: Constraints
@@ -123,6 +127,14 @@ class TuneConfig(_Strict):
 
     def study_name(self, config: BenchConfig) -> str:
         return self.study or f"tune-{slug(config.model.name)}"
+
+    def storage_spec(self, root: Path, study: str) -> str:
+        """An RDB URL (with '://') or the absolute path of a journal file."""
+        if self.storage is None:
+            return f"sqlite:///{(root / TUNE_ROOT / f'{study}.db').resolve()}"
+        if "://" in self.storage:
+            return self.storage
+        return str((root / self.storage).resolve())
 
     def space_size(self) -> float:
         return math.prod(len(v) if isinstance(v, list) else v.size()
