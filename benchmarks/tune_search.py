@@ -61,8 +61,9 @@ def one_trial(seed: int, candidates: int, jitter: float, folder: Path) -> dict[s
         raw["workload"] |= {"dir": str(workload), "num_predict": {"analysis": 12, "report": 12}}
         raw["run"].update(retry_backoff_s=0.01, read_timeout_s=5.0, max_retries=1)
         config = validate_config(raw)
+        # the search alone: its candidates as DVC experiments are not what is measured here
         result = run_tune(config, validate_tune(tune_raw, config), folder,
-                          progress=False).result
+                          progress=False, experiments=False).result
     picked = result.best.result.options if result.best else None
     measured = [c for c in result.candidates if c.duplicate_of is None]
     return {"picked": picked, "best": picked == BEST and result.confirmed,
