@@ -211,10 +211,11 @@ def test_jobs_sharing_a_journal_file_see_each_others_candidates_in_flight(
                          _config(raw_config, "http://127.0.0.1:9"))
     storage = tune.storage_spec(tmp_path, "s")
     assert storage == str(tmp_path.resolve() / "jobs" / "study.journal")
-    first = open_study(tune, "s", storage, "lower", reopen=False)
+    open_study(tune, "s", storage, "lower")  # the driver: enqueues the grid
+    first = open_study(tune, "s", storage, "lower", driver=False)
     in_flight = first.ask()
-    in_flight.suggest_categorical("num_batch", [256, 512])  # a grid point enqueued by open
-    second = open_study(tune, "s", storage, "lower", reopen=False)
+    in_flight.suggest_categorical("num_batch", [256, 512])  # a grid point from the queue
+    second = open_study(tune, "s", storage, "lower", driver=False)
     assert [t.number for t in _running(second)] == [in_flight.number]
     second.ask().suggest_categorical("num_batch", [256, 512])
     assert stop_reason(second, tune) == "every point of the space measured"

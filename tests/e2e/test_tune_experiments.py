@@ -1,6 +1,6 @@
 """`ollabench tune` in a real git + DVC project: each measured candidate and the confirmatory
 run is a DVC experiment, with the params, raw records and metrics the search saw, that
-`dvc exp show`, `compare` and `leaderboard` read like any other (slow: real `dvc exp run`)."""
+`dvc exp show`, `compare`, `leaderboard` and `history` read like any other (slow: real `dvc exp run`)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,10 @@ def test_every_candidate_and_the_confirmation_is_a_dvc_experiment(
     board = cli(repo, capsys, "leaderboard", "--metric", "e2e_ms")
     assert board.returncode == 0, board.stderr
     assert all(name in board.stdout for name in names)
+    assert cli(repo, capsys, "history", "--no-progress", "--all-experiments", "--out",
+               str(tmp_path / "history")).returncode == 0
+    with (tmp_path / "history" / "history.csv").open() as fh:
+        assert names <= {row["rev"] for row in csv.DictReader(fh)}
 
     # Rerun: the study is done; nothing is measured or recorded again.
     with SurfaceOllama(grid_surface((256, 2), 16)) as server:

@@ -88,7 +88,7 @@ def run_job(config: BenchConfig, tune: TuneConfig, root: Path, role: str, journa
     name = tune.study_name(config)
     recorder = recorder_for(root, name, git_remote, dvc_remote)
     study = open_study(tune, name, tune.storage_spec(root, name), objective_direction(tune),
-                       reopen=False)
+                       driver=False)
     if role == SEARCH:
         explore(config, tune, root, study, journal, False, on_candidate, recorder)
     else:

@@ -95,10 +95,12 @@ def _storage(spec: str) -> Any:
 
 
 def open_study(tune: TuneConfig, name: str, storage: str, direction: str,
-               reopen: bool = True) -> Any:
-    """Create or load the study. A grid search enqueues every point once, shuffled with the
-    seed; candidates past the queue come from the sampler. `reopen`: close the trials a
-    killed process left running (never while other workers share the study)."""
+               driver: bool = True) -> Any:
+    """Create or load the study. The driver (the only process, or the one that launches the
+    jobs of a cluster search, before they start) closes the trials a killed process left
+    running and, for a grid search, enqueues every point once, shuffled with the seed;
+    candidates past the queue come from the sampler. Jobs that share the study leave both
+    alone: the trials running are theirs."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -116,8 +118,9 @@ def open_study(tune: TuneConfig, name: str, storage: str, direction: str,
     study = optuna.create_study(storage=_storage(storage), study_name=name,
                                 sampler=sampler, load_if_exists=True,
                                 direction="minimize" if direction == "lower" else "maximize")
-    if reopen:
-        _reopen_in_flight(study)
+    if not driver:
+        return study
+    _reopen_in_flight(study)
     if kind == "grid":
         points = [dict(zip(tune.grid(), combo, strict=True))
                   for combo in itertools.product(*tune.grid().values())]
