@@ -25,8 +25,21 @@ from ollabench.config import validate_config
 from ollabench.records import read_records
 from ollabench.tune import run_tune
 from ollabench.tune.candidate import CandidateResult, worst_quality_change
-from ollabench.tune.output import pareto_front, speed_gain_pct
-from ollabench.tune.search import Candidate, _running, finished, open_study, stop_reason
+from ollabench.tune.output import (
+    pareto_front,
+    speed_gain_pct,
+    summary,
+    write_profile,
+    write_report,
+)
+from ollabench.tune.search import (
+    Candidate,
+    TuneResult,
+    _running,
+    finished,
+    open_study,
+    stop_reason,
+)
 from ollabench.tune.settings import TUNE_DATA, TUNE_ROOT, validate_tune
 from tests.helpers.fake_ollama import Script
 from tests.helpers.project import ROOT
@@ -225,3 +238,16 @@ def test_jobs_sharing_a_journal_file_see_each_others_candidates_in_flight(
     driver = open_study(tune, "s", storage, "lower")  # a rerun's driver: nothing runs now
     assert _running(driver) == []
     assert len(driver.get_trials(states=(TrialState.WAITING,))) == 2  # asked again first
+
+
+def test_a_confirmation_that_did_not_finish_is_not_reported_as_no_winner(
+        tmp_path: Path) -> None:
+    best = Candidate(3, CandidateResult({"num_batch": 256}, ratio=0.8, low_pct=-25.0,
+                                        high_pct=-15.0, verdict="better", runs=8))
+    result = TuneResult("s", "workflow/e2e_ms", "lower", [best], best, None, False,
+                        "1 of 2 search jobs failed; rerun to resume the study")
+    assert summary(result) == ("not decided: the confirmatory run of the best candidate, "
+                               "trial 3, did not finish (rerun tune to confirm it)")
+    report = write_report(result, tmp_path).read_text()
+    assert "Not finished: the confirmation job failed; rerun tune to confirm." in report
+    assert write_profile(result, "m", "baseline", tmp_path) is None

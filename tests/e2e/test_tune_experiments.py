@@ -1,6 +1,7 @@
 """`ollabench tune` in a real git + DVC project: each measured candidate and the confirmatory
 run is a DVC experiment, with the params, raw records and metrics the search saw, that
-`dvc exp show`, `compare`, `leaderboard` and `history` read like any other (slow: real `dvc exp run`)."""
+`dvc exp show`, `compare`, `leaderboard` and `history` read like any other (slow: real
+`dvc exp run`)."""
 
 from __future__ import annotations
 

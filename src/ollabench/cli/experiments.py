@@ -194,13 +194,8 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:
                         "hydra/launcher=submitit_slurm and hydra.launcher.* overrides, as for "
                         "`sweep`), each on its node with its own server, sharing the study; "
                         "then one job confirms the winner")
-    p.add_argument("--git-remote", default="origin",
-                   help="with --workers: the git remote the jobs clone and push to (origin)")
-    p.add_argument("--dvc-remote", default=None,
-                   help="with --workers: the DVC remote for the jobs' data (the default one)")
-    p.add_argument("--workdir", type=Path, default=TUNE_JOBS,
-                   help=f"with --workers: the jobs' folders and the shared study journal, on a "
-                        f"file system every node sees ({TUNE_JOBS}/<study>/)")
+    _add_job_options(p, TUNE_JOBS, "with --workers: ",
+                     "the jobs' folders and the shared study journal (<workdir>/<study>/)")
     # What each job of a cluster search runs in its clone (tune/cluster.py).
     p.add_argument("--role", choices=("search", "confirm"), help=argparse.SUPPRESS)
     p.add_argument("--journal-dir", type=Path, help=argparse.SUPPRESS)
@@ -285,13 +280,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="expand sweeps into one job each (without it: one job, here)")
     p.add_argument("--name", default=None,
                    help="experiment name prefix; job N is <name>-N (sweep-<date>-<time>)")
-    p.add_argument("--git-remote", default="origin",
-                   help="git remote the jobs clone and push to (origin)")
-    p.add_argument("--dvc-remote", default=None,
-                   help="DVC remote for the jobs' data (the default remote)")
-    p.add_argument("--workdir", type=Path, default=SWEEP_ROOT,
-                   help=f"jobs' folders: clones, logs, Hydra files; on a cluster a shared "
-                        f"file system ({SWEEP_ROOT})")
+    _add_job_options(p, SWEEP_ROOT, "", "the jobs' folders: clones, logs, Hydra files")
     p.set_defaults(func=_cmd_sweep)
-
     add_tune_command(sub)
+
+
+def _add_job_options(p: argparse.ArgumentParser, workdir: Path, when: str,
+                     workdir_what: str) -> None:
+    """Where the jobs of a cluster run (sweep, tune --workers) clone, push and keep files."""
+    p.add_argument("--git-remote", default="origin",
+                   help=f"{when}the git remote the jobs clone and push to (origin)")
+    p.add_argument("--dvc-remote", default=None,
+                   help=f"{when}the DVC remote for the jobs' data (the default remote)")
+    p.add_argument("--workdir", type=Path, default=workdir,
+                   help=f"{when}{workdir_what}; on a cluster, a file system every node sees "
+                        f"({workdir})")
+

@@ -120,13 +120,13 @@ def run_cluster(config: BenchConfig, tune: TuneConfig, tune_name: str, overrides
     jobs = run_sweep(job, conf_dir, folder / SEARCH,
                      [*hydra_args, f"+{JOB_AXIS}=range(0,{workers})"], multirun=True)
     failed = sum(j["status"] != "done" for j in jobs)
+    reason = (f"{failed} of {workers} search jobs failed; rerun to resume the study"
+              if failed else stop_reason(study, tune) or "the search jobs ended early")
     best = best_candidate(finished(study), objective_direction(tune))
     stored = study.user_attrs.get(CONFIRM_KEY)
     if best is not None and not (stored and stored["trial"] == best.number):
         jobs += run_sweep(job, conf_dir, folder / CONFIRM,
                           [*hydra_args, f"+{JOB_AXIS}={CONFIRM}"], multirun=True)
-    reason = (f"{failed} of {workers} search jobs failed; rerun to resume the study"
-              if failed else stop_reason(study, tune) or "the search jobs ended early")
     outcome = write_outcome(tune_result(tune, name, study, reason), config, root)
     return ClusterOutcome(outcome, jobs, folder)
 

@@ -33,9 +33,11 @@ def summary(result: TuneResult) -> str:
                 f"the baseline on fresh runs")
     if result.best is None:
         return f"{NO_WINNER}: no feasible candidate was faster in the search"
-    verdict = result.confirm.verdict if result.confirm else "not run"
+    if result.confirm is None:  # a cluster search whose confirmation job failed
+        return (f"not decided: the confirmatory run of the best candidate, trial "
+                f"{result.best.number}, did not finish (rerun tune to confirm it)")
     return (f"{NO_WINNER}: the best candidate, trial {result.best.number}, was not confirmed "
-            f"on fresh runs (verdict: {verdict})")
+            f"on fresh runs (verdict: {result.confirm.verdict})")
 
 
 def candidate_line(candidate: Candidate, objective: str) -> str:
@@ -164,7 +166,9 @@ def write_report(result: TuneResult, out_dir: Path) -> Path:
               "", "## Search history", "", f"![history]({HISTORY_PNG})", "",
               "## Confirmatory run", ""]
     if result.confirm is None:
-        lines.append("Not run: no feasible candidate beat the baseline in the search.")
+        lines.append("Not run: no feasible candidate beat the baseline in the search."
+                     if result.best is None else
+                     "Not finished: the confirmation job failed; rerun tune to confirm.")
     else:
         lines += ["| run | options | runs per arm | change | interval | verdict | feasible | "
                   "DVC experiment |", "| --- | --- | --- | --- | --- | --- | --- | --- |",
