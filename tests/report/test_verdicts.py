@@ -21,6 +21,9 @@ def _row(stage: str, metric: str, verdict: str, change: float, low: float,
 def test_an_open_comparison_states_the_precision_reached() -> None:
     row = _row("workflow", "e2e_ms", "inconclusive", 1.0, -6.2, 8.0)
     assert verdict_text(row, 5.0) == "inconclusive: no change larger than +-8.0% (95%)"
+    # an edge just above the threshold is rounded up, never down onto the threshold
+    row = _row("workflow", "e2e_ms", "inconclusive", 1.1, -2.6, 5.04)
+    assert verdict_text(row, 5.0) == "inconclusive: no change larger than +-5.1% (95%)"
 
 
 def test_a_significant_change_below_the_threshold_says_so() -> None:

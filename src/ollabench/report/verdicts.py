@@ -40,8 +40,10 @@ def verdict_text(row: dict[str, Any], threshold_pct: float) -> str:
 
 
 def _precision(row: dict[str, Any]) -> str:
-    """The largest change the interval still allows, either way."""
-    return f"+-{fmt_plain_pct(max(abs(row['low_pct']), abs(row['high_pct'])))}"
+    """The largest change the interval still allows, either way, rounded up to the digit
+    shown: an edge of 5.04% reads +-5.1%, not +-5.0% beside a 5% threshold it exceeds."""
+    edge = max(abs(row["low_pct"]), abs(row["high_pct"]))
+    return f"+-{fmt_plain_pct(math.ceil(round(edge * 10, 9)) / 10)}"
 
 
 def change_text(row: dict[str, Any]) -> str:
