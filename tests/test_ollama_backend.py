@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from ollabench import provenance
-from ollabench.backends.ollama import OllamaBackend, resolve_host
+from ollabench.backends.ollama import OllamaBackend
 from ollabench.backends.ollama_options import parse_parameters
+from ollabench.backends.ollama_server import resolve_host
 from ollabench.config import ModelConfig
 from ollabench.errors import BackendUnavailable
 from ollabench.records import (

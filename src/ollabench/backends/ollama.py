@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 from collections import deque
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -36,6 +34,7 @@ from ollabench.backends.base import (
     Tools,
     with_nonce,
 )
+from ollabench.backends.ollama_server import load_identity, ps_row, resolve_host, tagged
 from ollabench.backends.ollama_stream import Timeouts, one_line, server_message, stream_chat
 from ollabench.backends.tool_wire import ollama_messages
 from ollabench.config import ModelConfig, RunConfig
@@ -43,8 +42,6 @@ from ollabench.errors import BackendUnavailable
 from ollabench.loads import is_model_load
 from ollabench.records import HTTP_ERROR, UNREACHABLE, CallMeasurement
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
-DEFAULT_PORT = 11434
 DEFAULT_THINK = False
 DEFAULT_KEEP_ALIVE = "5m"
 NS_PER_MS = 1_000_000
@@ -52,8 +49,6 @@ NS_PER_MS = 1_000_000
 # The warm level of load_ms (see ollabench.loads) is the median of the last WARM_WINDOW calls
 # that paid no load.
 WARM_WINDOW = 50
-# /api/ps fields that change only when the server (re)loads the model.
-LOAD_IDENTITY_FIELDS = ("digest", "size", "size_vram", "context_length")
 # The 400 texts of a prompt longer than the context with truncate:false: the runner's
 # errorInputTooLong (0.12-0.29), llm/llama_server.go:completionPromptForRequest (0.30.9+),
 # and llama-server's own refusal, passed on as it is (0.30+).
@@ -180,7 +175,7 @@ class OllamaBackend(Backend):
         data = self._json_or_error("GET", "/api/ps")
         if "error" in data:
             return {"taken_at": taken_at, "models": [], "error": data["error"]}
-        return {"taken_at": taken_at, "models": [_ps_row(m) for m in data.get("models") or []]}
+        return {"taken_at": taken_at, "models": [ps_row(m) for m in data.get("models") or []]}
 
     def snapshot(self) -> dict[str, Any]:
         return self.ps_snapshot()
@@ -309,7 +304,7 @@ class OllamaBackend(Backend):
         /api/ps shows the model was not loaded before it or is loaded differently after it."""
         by_ps = None
         if ps_known and self._last_ps_known:
-            by_ps = _load_identity(ps_entry) != _load_identity(self._last_ps_entry)
+            by_ps = load_identity(ps_entry) != load_identity(self._last_ps_entry)
         by_load = None
         if load_ms is not None:
             warm_ms = statistics.median(self._warm_loads_ms) if self._warm_loads_ms else 0.0
@@ -359,47 +354,8 @@ def _prompt_key(messages: list[Message]) -> str:
     return f"{'n' if droppable else '1'}:{digest}"
 
 
-def resolve_host(configured: str | None) -> str:
-    """The server URL: model.host, else OLLAMA_HOST, else Ollama's default; with scheme and port.
-
-    Follows Ollama's reading of OLLAMA_HOST: a bare host means http on port 11434.
-    """
-    raw = (configured or os.environ.get("OLLAMA_HOST") or "").strip().rstrip("/")
-    if not raw:
-        return DEFAULT_HOST
-    scheme, has_scheme, rest = raw.rpartition("://")
-    parts = urlsplit(f"{scheme if has_scheme else 'http'}://{rest}")
-    netloc = parts.netloc if not parts.netloc.startswith(":") else f"127.0.0.1{parts.netloc}"
-    if parts.port is None:
-        port = DEFAULT_PORT if not has_scheme else (443 if parts.scheme == "https" else 80)
-        netloc = f"{netloc}:{port}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
-def tagged(name: str) -> str:
-    """Ollama's full model name: a name without a tag means `:latest`."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
 def ns_to_ms(value_ns: int | None) -> float | None:
     return None if value_ns is None else value_ns / NS_PER_MS
-
-
-def _ps_row(entry: dict[str, Any]) -> dict[str, Any]:
-    size, size_vram = entry.get("size"), entry.get("size_vram")
-    return {
-        "name": entry.get("name") or entry.get("model"),
-        "digest": entry.get("digest"),
-        "size_bytes": size,
-        "size_vram_bytes": size_vram,
-        "vram_share": size_vram / size if size and size_vram is not None else None,
-        "context_length": entry.get("context_length"),
-        "expires_at": entry.get("expires_at"),
-    }
-
-
-def _load_identity(entry: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    return None if entry is None else tuple(entry.get(f) for f in LOAD_IDENTITY_FIELDS)
 
 
 def _package_version(package: str) -> str | None:
