@@ -58,7 +58,7 @@ class SweepError(OllabenchError):
 
 
 class TuneError(OllabenchError):
-    """A measured candidate that its DVC experiment could not reproduce."""
+    """A measured candidate that could not be recorded (or pushed) as a DVC experiment."""
 
     exit_code = EXIT_INCOMPLETE
 
