@@ -26,7 +26,6 @@ from ollabench.paths import CONF_DIR
 from ollabench.sweep import JOB_LOG, JOB_RESULT, clone_at, prepare, run_logged, run_sweep
 from ollabench.tune import TuneOutcome, check_against_backend, recorder_for, write_outcome
 from ollabench.tune.search import (
-    CONFIRM_KEY,
     best_candidate,
     confirm_best,
     explore,
@@ -34,6 +33,7 @@ from ollabench.tune.search import (
     objective_direction,
     open_study,
     stop_reason,
+    stored_confirmation,
     tune_result,
 )
 from ollabench.tune.settings import TuneConfig
@@ -123,8 +123,7 @@ def run_cluster(config: BenchConfig, tune: TuneConfig, tune_name: str, overrides
     reason = (f"{failed} of {workers} search jobs failed; rerun to resume the study"
               if failed else stop_reason(study, tune) or "the search jobs ended early")
     best = best_candidate(finished(study), objective_direction(tune))
-    stored = study.user_attrs.get(CONFIRM_KEY)
-    if best is not None and not (stored and stored["trial"] == best.number):
+    if best is not None and stored_confirmation(study, best) is None:
         jobs += run_sweep(job, conf_dir, folder / CONFIRM,
                           [*hydra_args, f"+{JOB_AXIS}={CONFIRM}"], multirun=True)
     outcome = write_outcome(tune_result(tune, name, study, reason), config, root)

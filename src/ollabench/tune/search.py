@@ -258,8 +258,7 @@ def confirm_best(config: BenchConfig, tune: TuneConfig, root: Path, study: Any,
     """Measure the best candidate again on fresh runs (its own journal), once per study; the
     verdict is stored in the study."""
     best = best_candidate(finished(study), objective_direction(tune))
-    stored = study.user_attrs.get(CONFIRM_KEY)
-    if best is None or (stored and stored["trial"] == best.number):
+    if best is None or stored_confirmation(study, best) is not None:
         return
     name = tune.study_name(config)
     options = best.result.options
@@ -271,14 +270,20 @@ def confirm_best(config: BenchConfig, tune: TuneConfig, root: Path, study: Any,
     study.set_user_attr(CONFIRM_KEY, {"trial": best.number, "result": confirm.attrs()})
 
 
+def stored_confirmation(study: Any, best: Candidate) -> CandidateResult | None:
+    """The confirmatory run the study holds for this best candidate (None: not run yet)."""
+    stored = study.user_attrs.get(CONFIRM_KEY)
+    if not stored or stored["trial"] != best.number:
+        return None
+    return CandidateResult.from_attrs(stored["result"])
+
+
 def tune_result(tune: TuneConfig, name: str, study: Any, reason: str) -> TuneResult:
     """What the study holds: its candidates, the best, and the stored confirmation."""
     direction = objective_direction(tune)
     candidates = finished(study)
     best = best_candidate(candidates, direction)
-    stored = study.user_attrs.get(CONFIRM_KEY)
-    confirm = (CandidateResult.from_attrs(stored["result"])
-               if best is not None and stored and stored["trial"] == best.number else None)
+    confirm = stored_confirmation(study, best) if best is not None else None
     confirmed = confirm is not None and confirm.feasible and confirm.verdict == BETTER
     return TuneResult(name, tune.objective, direction, candidates, best, confirm, confirmed,
                       reason)
