@@ -4,7 +4,6 @@ job confirms the winner; a fresh clone pulls and ranks them (slow: real `dvc exp
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from ollabench.paths import CALLS_FILE
 from ollabench.records import read_records
+from ollabench.sweep import tool_env
 from tests.helpers.project import cli, run_cmd
 from tests.helpers.speed_surface import SurfaceOllama, grid_surface
 
@@ -27,8 +27,7 @@ def _tune(repo: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
                "~tune.space.num_thread", "tune.space.num_batch=[256,512]",
                "tune.race.max_runs=8", "tune.confirm.max_runs=12",
                "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True,
+    return subprocess.run(command, cwd=repo, env=tool_env(), capture_output=True, text=True,
                           check=False)
 
 

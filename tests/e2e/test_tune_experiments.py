@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from ollabench.compare.revisions import Revision
 from ollabench.paths import CALLS_FILE, RAW_DIR
 from ollabench.records import read_records
+from ollabench.sweep import tool_env
 from ollabench.tune.settings import TUNE_DATA
 from tests.helpers.project import cli, make_project, run_cmd
 from tests.helpers.speed_surface import SurfaceOllama, grid_surface
@@ -32,8 +32,7 @@ def _tune(repo: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
                "workload.num_predict.report=12", "run.read_timeout_s=5",
                "~tune.space.num_thread", "tune.space.num_batch=[256,512]",
                "tune.race.max_runs=8", "tune.confirm.max_runs=12", *extra]
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True,
+    return subprocess.run(command, cwd=repo, env=tool_env(), capture_output=True, text=True,
                           check=False)
 
 
