@@ -33,9 +33,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ollabench.calls_table import write_calls_table  # noqa: E402
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE, ENV_FILE  # noqa: E402
-from ollabench.records import SCHEMA_VERSION  # noqa: E402
+from ollabench.records.calls_table import write_calls_table  # noqa: E402
+from ollabench.records.schema import SCHEMA_VERSION  # noqa: E402
 
 TARGET_S = 5.0
 TARGET_MIB = 2048.0

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without installing ollabench
 
 from ollabench.backends.ollama import OllamaBackend  # noqa: E402
-from ollabench.config import ModelConfig, RunConfig  # noqa: E402
+from ollabench.config.schema import ModelConfig, RunConfig  # noqa: E402
 
 TTFT_MS = 50.0
 TOKEN_MS = 1.0

@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from tests.helpers.speed_surface import MODEL, SurfaceOllama, grid_surface  # noqa: E402
 
-from ollabench.config import compose, validate_config  # noqa: E402
+from ollabench.config.schema import compose, validate_config  # noqa: E402
 from ollabench.tune import run_tune  # noqa: E402
 from ollabench.tune.settings import validate_tune  # noqa: E402
 

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import DictConfig
 
 from ollabench.backends.ollama import OllamaBackend
-from ollabench.config import ModelConfig, compose
+from ollabench.config.schema import ModelConfig, compose
 from tests.helpers.fake_ollama import FakeOllama, fake_ollama_fixture
 from tests.helpers.project import OLLAMA_MODEL, ROOT, BackendFactory, default_run_config
 

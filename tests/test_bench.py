@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pyarrow import parquet as pq
 
-from ollabench.bench import config_key, run_bench
+from ollabench.bench.loop import config_key, run_bench
+from ollabench.bench.schedule import plan
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
-from ollabench.records import CallRecord, read_records
-from ollabench.schedule import plan
+from ollabench.records.schema import CallRecord, read_records
 from ollabench.workloads.agent import AgentWorkload
 from tests.helpers.project import (
     AGENT_STEPS,

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from ollabench.bench import NONCE_DIGITS, run_bench
+from ollabench.bench.loop import NONCE_DIGITS, run_bench
+from ollabench.bench.schedule import plan
 from ollabench.cli import main
 from ollabench.errors import BenchIncomplete, ConfigError
-from ollabench.records import HTTP_ERROR, NO_FINAL_CHUNK, PRIME_PHASE, read_records
-from ollabench.schedule import plan
+from ollabench.records.schema import HTTP_ERROR, NO_FINAL_CHUNK, PRIME_PHASE, read_records
 from tests.helpers.fake_ollama import URL_PREFIX, FakeOllama, Script
 from tests.helpers.project import (
     AGENT_STEPS,

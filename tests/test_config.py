@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ollabench.cli import main
-from ollabench.config import compose, validate_config
+from ollabench.config.schema import compose, validate_config
 from ollabench.errors import ConfigError
 from tests.helpers.project import ROOT
 

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ollabench.calls_table import write_calls_table
 from ollabench.paths import CALLS_FILE, ENV_FILE
+from ollabench.records.calls_table import write_calls_table
 from ollabench.report import run_report
 from ollabench.stats import run_aggregate
 

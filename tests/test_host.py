@@ -11,7 +11,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from ollabench.host import HostReading, busy_warning, host_load, read_host
+from ollabench.bench.host import HostReading, busy_warning, host_load, read_host
 from ollabench.report.words import cause_text
 from ollabench.stats.quality import cause_table
 

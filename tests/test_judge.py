@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ollabench.bench import run_bench
-from ollabench.config import compose, validate_config
+from ollabench.bench.loop import run_bench
+from ollabench.config.schema import compose, validate_config
 from ollabench.errors import ConfigError
 from ollabench.files import sha256_file
 from ollabench.judge import NO_SCORE, judge_key, parse_score, run_judge

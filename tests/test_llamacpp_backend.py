@@ -8,8 +8,8 @@ import pytest
 
 from ollabench.backends.base import WARM, CachePlan
 from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults
+from ollabench.bench.provenance import physical_cores
 from ollabench.errors import ConfigError
-from ollabench.provenance import physical_cores
 from ollabench.workloads.agent import analysis_messages, read_digest
 from tests.helpers.project import ROOT, tiny_config
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ollabench import provenance
 from ollabench.backends.ollama import OllamaBackend
 from ollabench.backends.ollama_options import parse_parameters
 from ollabench.backends.ollama_server import resolve_host
-from ollabench.config import ModelConfig
+from ollabench.bench import provenance
+from ollabench.config.schema import ModelConfig
 from ollabench.errors import BackendUnavailable
-from ollabench.records import (
+from ollabench.records.schema import (
     DISCONNECTED,
     FIRST_TOKEN_TIMEOUT,
     HTTP_ERROR,

@@ -11,7 +11,7 @@ import pytest
 
 from ollabench.backends.base import COLD, WARM, CachePlan
 from ollabench.errors import ConfigError
-from ollabench.records import HTTP_ERROR, OK, rate_per_s
+from ollabench.records.schema import HTTP_ERROR, OK, rate_per_s
 from tests.helpers.fake_ollama import FakeOllama, Script
 from tests.helpers.project import BackendFactory
 

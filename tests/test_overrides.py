@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ollabench.config import compose, validate_config
-from ollabench.overrides import override_value
+from ollabench.config.overrides import override_value
+from ollabench.config.schema import compose, validate_config
 from ollabench.tune.candidate import candidate_config
 from ollabench.tune.experiments import ExperimentRecorder
 from ollabench.tune.settings import Stopping

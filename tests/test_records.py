@@ -11,15 +11,15 @@ import pyarrow as pa
 import pytest
 from pyarrow import parquet as pq
 
-from ollabench.calls_table import (
+from ollabench.errors import RecordError
+from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
+from ollabench.records.calls_table import (
     SOURCE_BYTES_KEY,
     read_calls_table,
     table_schema,
     write_calls_table,
 )
-from ollabench.errors import RecordError
-from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
-from ollabench.records import REQUIRED_FIELDS, SCHEMA_VERSION, CallRecord, read_records
+from ollabench.records.schema import REQUIRED_FIELDS, SCHEMA_VERSION, CallRecord, read_records
 from tests.helpers.aggregate import edit_first_measured_ttft, raw_lines
 from tests.helpers.synthetic import Scenario, make_records, write_raw
 

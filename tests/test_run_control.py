@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from ollabench.backends.base import Backend, CachePlan
-from ollabench.bench import run_bench
+from ollabench.bench.loop import run_bench
+from ollabench.bench.run_control import minutes_of_calls
 from ollabench.errors import ConfigError
-from ollabench.records import OK, CallMeasurement, read_records
-from ollabench.run_control import minutes_of_calls
+from ollabench.records.schema import OK, CallMeasurement, read_records
 from ollabench.stats.decisions import DECIDED, MAX_MINUTES, MAX_RUNS, primary_decisions
 from ollabench.stats.frames import records_frame
 from tests.helpers.project import tiny_config
@@ -158,6 +158,6 @@ def test_bad_primary_names_the_key(raw_config) -> None:
 
 
 def test_minutes_of_calls_sums_end_to_end_times() -> None:
-    from ollabench.records import CallRecord
+    from ollabench.records.schema import CallRecord
     records = [CallRecord(e2e_ms=30_000.0), CallRecord(e2e_ms=None), CallRecord(e2e_ms=60_000.0)]
     assert math.isclose(minutes_of_calls(records), 1.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from ollabench.schedule import arm_order, plan
+from ollabench.bench.schedule import arm_order, plan
 from tests.helpers.project import AGENT_STEPS, tiny_config
 
 

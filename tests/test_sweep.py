@@ -10,8 +10,8 @@ import pytest
 from omegaconf import DictConfig
 
 from ollabench.cli import main
-from ollabench.config import compose as compose_params
-from ollabench.config import validate_config
+from ollabench.config.schema import compose as compose_params
+from ollabench.config.schema import validate_config
 from ollabench.sweep import bench_overrides
 from tests.helpers.project import ROOT, git_env, run_cmd
 

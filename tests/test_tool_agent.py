@@ -14,10 +14,10 @@ import pytest
 
 from ollabench.backends.llamacpp import LlamaCppBackend
 from ollabench.backends.tool_wire import ToolCall, calls_from_ollama, ollama_messages, read_turn
-from ollabench.bench import run_bench
-from ollabench.config import BenchConfig, compose, validate_config
+from ollabench.bench.loop import run_bench
+from ollabench.config.schema import BenchConfig, compose, validate_config
 from ollabench.errors import ConfigError
-from ollabench.records import NOT_REACHED, UNREACHED_PHASE
+from ollabench.records.schema import NOT_REACHED, UNREACHED_PHASE
 from ollabench.stats.aggregate import run_aggregate
 from ollabench.workloads import load_workload
 from ollabench.workloads.base import TaskEnded

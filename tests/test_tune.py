@@ -21,8 +21,8 @@ import yaml
 from optuna.trial import TrialState
 
 from ollabench.cli import main
-from ollabench.config import validate_config
-from ollabench.records import read_records
+from ollabench.config.schema import validate_config
+from ollabench.records.schema import read_records
 from ollabench.tune import run_tune
 from ollabench.tune.candidate import CandidateResult, worst_quality_change
 from ollabench.tune.output import (

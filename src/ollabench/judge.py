@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import Message
-from ollabench.config import BenchConfig, JudgeConfig
+from ollabench.config.schema import BenchConfig, JudgeConfig
 from ollabench.files import sha256_file, write_json_atomic, write_text_atomic
 from ollabench.paths import CALLS_FILE, JUDGE_INFO_FILE, JUDGE_ROOT, JUDGE_SCORES_FILE
-from ollabench.records import OK, CallRecord, read_records
+from ollabench.records.schema import OK, CallRecord, read_records
 from ollabench.workloads import load_workload
 from ollabench.workloads.base import Workload
 

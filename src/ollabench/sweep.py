@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ollabench.config import validate_config
+from ollabench.config.schema import validate_config
 from ollabench.errors import ConfigError, JobFailed, SweepError
 from ollabench.files import write_json_atomic
 from ollabench.paths import CONF_DIR

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ollabench.records import CallRecord, read_records
+from ollabench.records.schema import CallRecord, read_records
 from tests.helpers.fake_ollama import URL_PREFIX
 from tests.helpers.project import ROOT, make_project, run_cmd
 

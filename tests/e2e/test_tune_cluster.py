@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ollabench.paths import CALLS_FILE
-from ollabench.records import read_records
+from ollabench.records.schema import read_records
 from ollabench.sweep import tool_env
 from tests.helpers.project import cli, run_cmd
 from tests.helpers.speed_surface import SurfaceOllama, grid_surface

@@ -16,7 +16,7 @@ import pytest
 
 from ollabench.compare.revisions import Revision
 from ollabench.paths import CALLS_FILE, RAW_DIR
-from ollabench.records import read_records
+from ollabench.records.schema import read_records
 from ollabench.sweep import tool_env
 from ollabench.tune.settings import TUNE_DATA
 from tests.helpers.project import cli, make_project, run_cmd

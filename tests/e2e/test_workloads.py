@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ollabench.records import read_records
+from ollabench.records.schema import read_records
 from tests.helpers.project import make_project, run_cmd
 
 

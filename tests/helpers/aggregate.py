@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ollabench.paths import CALLS_FILE, COMPARISONS_FILE, PER_RUN_FILE, QUALITY_FILE, SUMMARY_FILE
-from ollabench.records import CallRecord
+from ollabench.records.schema import CallRecord
 from ollabench.stats import run_aggregate
 from tests.helpers.synthetic import Scenario, write_raw
 

@@ -23,8 +23,8 @@ import yaml
 
 from ollabench.backends.ollama import OllamaBackend
 from ollabench.cli import main
-from ollabench.config import BenchConfig, RunConfig, validate_config
-from ollabench.records import CallRecord, read_records
+from ollabench.config.schema import BenchConfig, RunConfig, validate_config
+from ollabench.records.schema import CallRecord, read_records
 from ollabench.workloads.base import Step
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ollabench.records import CallRecord
+from ollabench.records.schema import CallRecord
 from tests.helpers.project import git_env, run_cmd
 from tests.helpers.synthetic import Scenario, make_records, write_raw
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ollabench.calls_table import write_calls_table
 from ollabench.paths import CALLS_FILE, ENV_FILE
-from ollabench.records import SCHEMA_VERSION, CallRecord, write_records_atomic
+from ollabench.records.calls_table import write_calls_table
+from ollabench.records.schema import SCHEMA_VERSION, CallRecord, write_records_atomic
 
 PROMPT_TOKENS = {"analysis": 400, "report": 600}
 OUTPUT_TOKENS = {"analysis": 160, "report": 192}

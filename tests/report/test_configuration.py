@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ollabench import report, stats
 from ollabench.paths import ENV_FILE
-from ollabench.records import CallRecord
+from ollabench.records.schema import CallRecord
 from ollabench.report.configuration import confounded_changes
 from tests.helpers.synthetic import Scenario, make_records, write_raw
 from tests.report.test_report import section

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ollabench.records import CallRecord
+from ollabench.records.schema import CallRecord
 from tests.helpers.aggregate import aggregate
 from tests.helpers.synthetic import Scenario, make_records
 

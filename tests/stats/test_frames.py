@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
-from ollabench.records import read_records
+from ollabench.records.schema import read_records
 from ollabench.stats.frames import FRAME_COLUMNS, read_calls, records_frame
 from tests.helpers.synthetic import Scenario, make_records, write_raw
 

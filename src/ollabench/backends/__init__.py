@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ollabench.backends.base import Backend
-from ollabench.config import ModelConfig, RunConfig
+from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable
 
 __all__ = ["Backend", "BackendUnavailable", "make_backend"]

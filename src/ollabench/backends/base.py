@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ollabench.records import CallMeasurement
+from ollabench.records.schema import CallMeasurement
 
 Message = dict[str, str]
 Tools = list[dict[str, Any]]  # tool definitions in Ollama's `tools` shape

@@ -30,11 +30,11 @@ from ollabench.backends.base import (
     record_token_gaps,
 )
 from ollabench.backends.tool_wire import call_schema, with_tool_prompt
-from ollabench.config import ModelConfig, RunConfig
+from ollabench.bench.provenance import physical_cores
+from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
-from ollabench.provenance import physical_cores
-from ollabench.records import ENGINE_ERROR, OK, CallMeasurement
+from ollabench.records.schema import ENGINE_ERROR, OK, CallMeasurement
 
 # Options that need a new model instance, as in Ollama, with their llama.cpp names.
 LOAD_OPTIONS = {

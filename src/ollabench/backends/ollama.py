@@ -37,16 +37,16 @@ from ollabench.backends.base import (
 from ollabench.backends.ollama_server import load_identity, ps_row, resolve_host, tagged
 from ollabench.backends.ollama_stream import Timeouts, one_line, server_message, stream_chat
 from ollabench.backends.tool_wire import ollama_messages
-from ollabench.config import ModelConfig, RunConfig
+from ollabench.bench.loads import is_model_load
+from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable
-from ollabench.loads import is_model_load
-from ollabench.records import HTTP_ERROR, UNREACHABLE, CallMeasurement
+from ollabench.records.schema import HTTP_ERROR, UNREACHABLE, CallMeasurement
 
 DEFAULT_THINK = False
 DEFAULT_KEEP_ALIVE = "5m"
 NS_PER_MS = 1_000_000
 
-# The warm level of load_ms (see ollabench.loads) is the median of the last WARM_WINDOW calls
+# The warm level of load_ms (see ollabench.bench.loads) is the median of the last WARM_WINDOW calls
 # that paid no load.
 WARM_WINDOW = 50
 # The 400 texts of a prompt longer than the context with truncate:false: the runner's

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ollabench.config.options import ENGINE_OPTIONS
 from ollabench.errors import ConfigError
-from ollabench.options import ENGINE_OPTIONS
 
 Version = tuple[int, int, int]
 

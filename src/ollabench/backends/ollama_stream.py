@@ -19,7 +19,7 @@ import httpx
 
 from ollabench.backends.base import record_token_gaps
 from ollabench.backends.tool_wire import calls_from_ollama
-from ollabench.records import (
+from ollabench.records.schema import (
     DISCONNECTED,
     FIRST_TOKEN_TIMEOUT,
     HTTP_ERROR,

@@ -34,7 +34,7 @@ THRESHOLD_KEY = ("run", "practical_threshold_pct")  # the aggregate stage's one 
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from ollabench.config import compose, dump_params, validate_config
+    from ollabench.config.schema import compose, dump_params, validate_config
     from ollabench.files import write_text_atomic
 
     params = compose(args.overrides, conf_dir=args.conf)
@@ -53,8 +53,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ollabench.bench import run_bench
-    from ollabench.config import load_config
+    from ollabench.bench.loop import run_bench
+    from ollabench.config.schema import load_config
 
     config = load_config(args.params)
     records = run_bench(config, args.out, journal_root=args.journal_dir,
@@ -64,7 +64,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
-    from ollabench.config import load_config
+    from ollabench.config.schema import load_config
     from ollabench.judge import run_judge
 
     config = load_config(args.params)

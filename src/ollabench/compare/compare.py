@@ -19,7 +19,7 @@ from ollabench.compare.revisions import Side, load_side
 from ollabench.errors import AggregateError, CompareError
 from ollabench.files import write_all_atomic
 from ollabench.paths import COMPARISON_MD, COMPARISONS_FILE
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.report.format import Table, fmt_p, fmt_pct, fmt_setting
 from ollabench.stats import BOOTSTRAP_SEED, HEADLINE_METRICS, compare_arms, records_frame
 

@@ -20,9 +20,9 @@ import pandas as pd
 import yaml
 
 from ollabench.compare.revisions import Revision
+from ollabench.config.overrides import changed_keys, override_value
 from ollabench.errors import CompareError
 from ollabench.files import write_all_atomic
-from ollabench.overrides import changed_keys, override_value
 from ollabench.paths import (
     COMPARISONS_FILE,
     METRICS_JSON,

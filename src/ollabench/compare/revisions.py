@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from ollabench.errors import CompareError
 from ollabench.paths import CALLS_FILE, ENV_FILE, RAW_DIR, in_repo
-from ollabench.records import SCHEMA_VERSION, CallRecord, RecordError, read_records
+from ollabench.records.schema import SCHEMA_VERSION, CallRecord, RecordError, read_records
 
 T = TypeVar("T")
 

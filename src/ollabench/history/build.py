@@ -11,7 +11,7 @@ from ollabench.history.output import History
 from ollabench.history.series import build_series, changes_frame, explain, history_frame
 from ollabench.history.timeline import Snapshot, load_snapshots, timeline
 from ollabench.paths import RAW_DIR
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.stats import HEADLINE_METRICS, METRIC_BY_NAME, WORKFLOW_STAGE
 
 # The default agent workload's stages and the whole run; another workload names its own.

@@ -22,7 +22,7 @@ import numpy as np
 from ollabench.compare.provenance import provenance_facts
 from ollabench.compare.revisions import RAW_CALLS, Revision, Revisions, Side, read_raw
 from ollabench.errors import CompareError, HistoryError
-from ollabench.records import CallRecord
+from ollabench.records.schema import CallRecord
 
 COMMIT, EXPERIMENT = "commit", "experiment"
 

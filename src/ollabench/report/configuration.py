@@ -14,7 +14,7 @@ from typing import Any
 
 from mdutils.mdutils import MdUtils
 
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.report.format import md_escape
 from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import table

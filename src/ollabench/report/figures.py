@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ollabench.files import Staging
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.report.words import metric_label
 from ollabench.stats import METRIC_BY_NAME
 

@@ -24,7 +24,7 @@ from ollabench.paths import (
     QUALITY_FILE,
     SUMMARY_FILE,
 )
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
 
 QUALITY_KEYS = ("arms", "settings", "outliers", "errors", "reloaded_calls", "load_spikes",

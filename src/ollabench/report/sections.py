@@ -14,7 +14,7 @@ import pandas as pd
 from mdutils.mdutils import MdUtils
 
 from ollabench.paths import PER_RUN_FILE
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.report.configuration import configuration, option_notes
 from ollabench.report.format import (
     fmt_effect,

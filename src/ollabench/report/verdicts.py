@@ -12,10 +12,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mdutils.mdutils import MdUtils
 
+from ollabench.bench.stopping import BLOCK_RUNS
 from ollabench.report.format import fmt_int, fmt_num, fmt_pct, fmt_plain_pct, fmt_value
 from ollabench.report.markdown import table
 from ollabench.report.words import metric_label
-from ollabench.stopping import BLOCK_RUNS
 
 LOOKS_FIGURE = "primary_looks.png"
 REASON_WORDS = {

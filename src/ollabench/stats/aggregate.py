@@ -32,7 +32,7 @@ from ollabench.paths import (
     QUALITY_FILE,
     SUMMARY_FILE,
 )
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.stats.decisions import (
     FIXED,
     looks_table,

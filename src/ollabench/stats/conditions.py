@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ollabench.records import ARMS, PRIME_PHASE
+from ollabench.records.schema import ARMS, PRIME_PHASE
 from ollabench.stats.grouping import is_flagged
 
 TRUNCATION_KEYS = ("true", "false", "unknown")

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ollabench.bench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
 from ollabench.stats.core import quiet
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
 from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
@@ -20,7 +21,6 @@ from ollabench.stats.sequential import (
     block_autocorrelation,
     sequential_looks,
 )
-from ollabench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
 
 # Why an experiment stopped (env.json `stopping.reason`, metrics.json `stop_reason`)
 DECIDED, MAX_RUNS, MAX_MINUTES, FIXED = "decided", "max_runs", "max_minutes", "fixed_runs"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from ollabench.calls_table import read_calls_table, records_table
-from ollabench.records import FIELD_BY_NAME, CallRecord
+from ollabench.records.calls_table import read_calls_table, records_table
+from ollabench.records.schema import FIELD_BY_NAME, CallRecord
 from ollabench.stats.metrics import METRICS, SHARE_COUNTS
 
 # Share metrics (faithful_pct, ...) are not fields: grouping derives them from SHARE_COUNTS;

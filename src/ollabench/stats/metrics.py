@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 
 Direction = Literal["higher", "lower", "neither"]
 WorkflowRule = Literal["sum", "max", "mean", "rate", "share"]

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ollabench.loads import LOAD_EXCESS_MS, LOAD_FACTOR, is_model_load
-from ollabench.records import ARMS, PRIME_PHASE, UNREACHED_PHASE
+from ollabench.bench.loads import LOAD_EXCESS_MS, LOAD_FACTOR, is_model_load
+from ollabench.records.schema import ARMS, PRIME_PHASE, UNREACHED_PHASE
 from ollabench.stats.conditions import (
     arm_conditions,
     call_list,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ollabench.errors import AggregateError
-from ollabench.records import ARMS
+from ollabench.records.schema import ARMS
 from ollabench.stats.core import (
     holm,
     mann_whitney,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ollabench.config import BenchConfig, compose, validate_config
+from ollabench.config.schema import BenchConfig, compose, validate_config
 from ollabench.errors import ConfigError
 from ollabench.paths import CONF_DIR
 from ollabench.tune.experiments import ExperimentRecorder

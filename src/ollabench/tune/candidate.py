@@ -13,15 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from ollabench.bench import run_bench
-from ollabench.config import BenchConfig, validate_config
+from ollabench.bench.loop import run_bench
+from ollabench.bench.stopping import parse_primary
+from ollabench.config.schema import BenchConfig, validate_config
 from ollabench.errors import BenchIncomplete, OllabenchError
 from ollabench.paths import CALLS_FILE, COMPARISONS_FILE, PRIMARY_FILE
-from ollabench.records import read_records
+from ollabench.records.schema import read_records
 from ollabench.stats.aggregate import run_aggregate
 from ollabench.stats.gate import LOWER, quality_verdict, workflow_rows
 from ollabench.stats.metrics import METRIC_BY_NAME, QUALITY_METRICS
-from ollabench.stopping import parse_primary
 from ollabench.tune.settings import Constraints, Stopping
 
 RAW, PROCESSED, METRICS = "raw", "processed", "metrics.json"

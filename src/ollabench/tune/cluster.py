@@ -18,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ollabench.config import BenchConfig
+from ollabench.config.overrides import override_value
+from ollabench.config.schema import BenchConfig
 from ollabench.errors import ConfigError, JobFailed
 from ollabench.files import write_json_atomic
-from ollabench.overrides import override_value
 from ollabench.paths import CONF_DIR
 from ollabench.sweep import JOB_LOG, JOB_RESULT, clone_at, prepare, run_logged, run_sweep
 from ollabench.tune import TuneOutcome, check_against_backend, recorder_for, write_outcome

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ollabench.config import BenchConfig, compose, validate_config
+from ollabench.config.overrides import changed_keys, overrides_between
+from ollabench.config.schema import BenchConfig, compose, validate_config
 from ollabench.errors import JobFailed, OllabenchError, TuneError
-from ollabench.overrides import changed_keys, overrides_between
 from ollabench.paths import CALLS_FILE, CONF_DIR, ENV_FILE, JOURNAL_DIR_ENV
 from ollabench.sweep import run_logged, tool_env
 

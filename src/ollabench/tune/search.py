@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ollabench.config import BenchConfig
+from ollabench.bench.stopping import parse_primary
+from ollabench.config.schema import BenchConfig
 from ollabench.stats.metrics import METRIC_BY_NAME
 from ollabench.stats.sequential import BETTER
-from ollabench.stopping import parse_primary
 from ollabench.tune.candidate import RAW, CandidateResult, candidate_config, measure
 from ollabench.tune.experiments import CONFIRM_LABEL, ExperimentRecorder, experiment_name
 from ollabench.tune.settings import TUNE_DATA, Range, TuneConfig, journal_dir

@@ -18,11 +18,11 @@ from pydantic import (
     model_validator,
 )
 
-from ollabench.config import BenchConfig
+from ollabench.bench.stopping import BLOCK_RUNS, EACH_STAGE, parse_primary
+from ollabench.config.options import validate_options
+from ollabench.config.schema import BenchConfig
 from ollabench.errors import ConfigError
-from ollabench.options import validate_options
 from ollabench.stats.metrics import METRIC_BY_NAME
-from ollabench.stopping import BLOCK_RUNS, EACH_STAGE, parse_primary
 
 TUNE_ROOT = Path(".ollabench/tune")  # <study>.db (the Optuna study) and the bench journals
 TUNE_DATA = Path("data/tune")  # <study>/<trial>/: each candidate's raw records and metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ollabench.config import AgentWorkloadConfig, BenchConfig, ToolAgentWorkloadConfig
+from ollabench.config.schema import AgentWorkloadConfig, BenchConfig, ToolAgentWorkloadConfig
 from ollabench.workloads.base import Step, Workload
 
 __all__ = ["Step", "Workload", "load_workload", "output_cap"]

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ollabench.backends.tool_wire import ToolCall
-from ollabench.config import ToolName
+from ollabench.config.schema import ToolName
 
 READ_LIMIT_CHARS = 1200  # read_file returns at most this much: every prompt stays small
 LIST_FILE = "list_files"

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ollabench.config import BenchConfig
-from ollabench.records import CallRecord
+from ollabench.bench.stopping import BLOCK_RUNS
+from ollabench.config.schema import BenchConfig
+from ollabench.records.schema import CallRecord
 from ollabench.stats.decisions import (
     DECIDED,
     FIXED,
@@ -19,7 +20,6 @@ from ollabench.stats.decisions import (
     primary_decisions,
 )
 from ollabench.stats.frames import records_frame
-from ollabench.stopping import BLOCK_RUNS
 
 MS_PER_MINUTE = 60_000.0
 

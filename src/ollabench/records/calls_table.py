@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ollabench.errors import RecordError
 from ollabench.files import Staging, sha256_file
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
-from ollabench.records import (
+from ollabench.records.schema import (
     FIELDS,
     READABLE_VERSIONS,
     REQUIRED_FIELDS,

@@ -23,16 +23,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ollabench import provenance
 from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
-from ollabench.calls_table import write_calls_table
-from ollabench.config import BenchConfig
+from ollabench.bench import provenance
+from ollabench.bench.host import busy_warning, host_at_start, host_load, read_host
+from ollabench.bench.run_control import StopRule
+from ollabench.bench.schedule import Slot, plan, warmups_per_switch
+from ollabench.config.schema import BenchConfig
 from ollabench.errors import BenchIncomplete
 from ollabench.files import write_json_atomic
-from ollabench.host import busy_warning, host_at_start, host_load, read_host
 from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
-from ollabench.records import (
+from ollabench.records.calls_table import write_calls_table
+from ollabench.records.schema import (
     HTTP_ERROR,
     NO_FINAL_CHUNK,
     NOT_REACHED,
@@ -45,8 +47,6 @@ from ollabench.records import (
     read_records,
     write_records_atomic,
 )
-from ollabench.run_control import StopRule
-from ollabench.schedule import Slot, plan, warmups_per_switch
 from ollabench.workloads import Workload, load_workload, output_cap
 from ollabench.workloads.base import TaskEnded
 from ollabench.workloads.quality import output_quality, similarity_pct

@@ -7,8 +7,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ollabench.config import RunConfig
-from ollabench.records import PRIME_PHASE, UNREACHED_PHASE, WARMUP_STAGE
+from ollabench.config.schema import RunConfig
+from ollabench.records.schema import PRIME_PHASE, UNREACHED_PHASE, WARMUP_STAGE
 from ollabench.workloads import Step
 
 

@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ollabench.bench.stopping import StoppingConfig, check_block_fit, parse_primary
+from ollabench.config.options import validate_options
 from ollabench.errors import ConfigError
-from ollabench.options import validate_options
 from ollabench.paths import CONF_DIR
-from ollabench.stopping import StoppingConfig, check_block_fit, parse_primary
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 # Go's time.ParseDuration, which Ollama's api.Duration applies to a keep_alive string: an
