@@ -38,6 +38,12 @@ from typing import Any
 import pytest
 
 from tests.helpers.fake_ollama_model import MODELS, Plan, Refusal, Server, ps, show, tags
+from tests.helpers.fake_ollama_slots import (
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_NUM_PARALLEL,
+    LoadQueue,
+    Slots,
+)
 
 DEFAULT_VERSION = "0.12.6"
 STALL_LIMIT_S = 60.0  # a stalled stream is released after this even if the client never gives up
@@ -88,6 +94,8 @@ class Exchange:
     final: dict[str, Any] | None = None  # the done chunk as sent
     status: int = 200
     did: dict[str, Any] | None = None  # the Plan: what the server did with the request
+    slot_wait_ns: int | None = None  # how long it waited for a generation slot
+    generating_ns: int = 0  # when it got its slot: scripted times count from here
 
 
 class FakeOllama:
@@ -95,8 +103,13 @@ class FakeOllama:
 
     def __init__(self, port: int = 0, version: str = DEFAULT_VERSION,
                  models: tuple[str, ...] = tuple(MODELS), script: Script | None = None,
-                 default_ctx: int = 4096) -> None:
+                 default_ctx: int = 4096, parallel: int = DEFAULT_NUM_PARALLEL,
+                 max_queue: int = DEFAULT_MAX_QUEUE, load_wait_ms: float = 0.0) -> None:
         self.models = tuple(_tagged(name) for name in models)
+        # OLLAMA_NUM_PARALLEL slots and OLLAMA_MAX_QUEUE pending loads (fake_ollama_slots.py);
+        # a load holds its request in the queue for load_wait_ms (slept)
+        self.slots, self.load_queue = Slots(parallel), LoadQueue(max_queue)
+        self.load_wait_ms = load_wait_ms
         self.state = Server(version, default_ctx)
         self.script = script or Script()
         self.exchanges: list[Exchange] = []
@@ -285,7 +298,16 @@ class _Handler(BaseHTTPRequestHandler):
             script = self.fake.next_script()
             if script.status is not None:
                 raise Refusal(script.status, script.error)
+            previous = state.runners.get(name)
             runner = state.schedule(name, spec, body, plan)
+            if plan.reloaded:  # sched.go GetRunner: only a load goes through pendingReqCh
+                try:
+                    self.fake.load_queue.enter()
+                except Refusal:
+                    state.runners.pop(name, None)
+                    if previous is not None:
+                        state.runners[name] = previous
+                    raise
             exchange.did = asdict(plan)
             tokens = state.prompt(body, runner, plan)
             state.evaluate(runner, tokens, plan)
@@ -296,7 +318,12 @@ class _Handler(BaseHTTPRequestHandler):
             exchange.did = {k: v for k, v in asdict(plan).items() if k != "prompt"}
             if body.get("keep_alive") == 0:
                 state.runners.pop(name, None)
-        self._stream(exchange, script, plan, name)
+        if plan.reloaded:
+            time.sleep(self.fake.load_wait_ms / 1e3)
+            self.fake.load_queue.leave()
+        with self.fake.slots.held() as waited_ns:  # llama_server.go Completion: s.sem
+            exchange.slot_wait_ns, exchange.generating_ns = waited_ns, time.perf_counter_ns()
+            self._stream(exchange, script, plan, name)
 
     def _stream(self, exchange: Exchange, script: Script, plan: Plan, name: str) -> None:
         """No bytes before the first chunk (routes.go:streamResponse), no empty opening chunk
@@ -326,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._start_stream()
                 faults[sent]()
                 return
-            _sleep_until(exchange.arrived_ns + round(
+            _sleep_until(exchange.generating_ns + round(
                 (script.ttft_ms + sent * script.token_ms) * 1e6))
             if not started:
                 self._start_stream()
@@ -431,11 +458,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--script", default="{}",
                         help="a Script as JSON (used for every request), or a list of them "
                              "(one per chat request, then the defaults)")
+    parser.add_argument("--parallel", type=int, default=DEFAULT_NUM_PARALLEL,
+                        help="OLLAMA_NUM_PARALLEL: generation slots")
+    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                        help="OLLAMA_MAX_QUEUE: requests waiting for a load")
     parser.add_argument("--model", action="append", dest="models", choices=sorted(MODELS),
                         help="a model the server holds (repeatable; default: all)")
     args = parser.parse_args(argv)
     scripted = json.loads(args.script)
-    server = FakeOllama(args.port, args.version, tuple(args.models or MODELS))
+    server = FakeOllama(args.port, args.version, tuple(args.models or MODELS),
+                        parallel=args.parallel, max_queue=args.max_queue)
     if isinstance(scripted, list):
         server.queue(*(Script(**s) for s in scripted))
     else:

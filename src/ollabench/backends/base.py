@@ -98,6 +98,10 @@ class Backend(ABC):
     def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
         """Whether switching from `old` to `new` options makes the engine reload the model."""
 
+    def serve(self, agents: int, options: dict[str, Any]) -> None:  # noqa: B027 - optional
+        """Get ready, before a block's clocks start, to serve `agents` calls at once with
+        these options (a server has its slots already)."""
+
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Drop the loaded model so the next call pays a cold load (cold-start mode)."""
 

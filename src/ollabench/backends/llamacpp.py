@@ -29,12 +29,13 @@ from ollabench.backends.base import (
     Tools,
     record_token_gaps,
 )
+from ollabench.backends.llamacpp_contexts import Context, ContextPool
 from ollabench.backends.tool_wire import call_schema, with_tool_prompt
 from ollabench.bench.provenance import physical_cores
 from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
-from ollabench.records.schema import ENGINE_ERROR, OK, CallMeasurement
+from ollabench.records.schema import ENGINE_ERROR, OK, QUEUE_ENGINE_WAIT, CallMeasurement
 
 # Options that need a new model instance, as in Ollama, with their llama.cpp names.
 LOAD_OPTIONS = {
@@ -136,6 +137,10 @@ def _chat_formatter(llm: Any) -> Any:
                                eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
 
 
+# How the engine serves agents at once (env.json, the report): llamacpp_contexts.py.
+CONCURRENT_AGENTS = "one llama.cpp context per agent, weights shared (mmapped GGUF)"
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
 
@@ -143,9 +148,7 @@ class LlamaCppBackend(Backend):
         self.model_path = model.gguf_path()
         self.prompt_cache = run.prompt_cache
         self.engine_version = metadata.version("llama-cpp-python")
-        self._llm: Any = None
-        self._load_key: tuple[Any, ...] | None = None
-        self._chat_format: Any = None
+        self._pool = ContextPool()  # one context per concurrent agent (llamacpp_contexts.py)
         self._grammars: dict[str, Any] = {}  # call schema (JSON text) -> its LlamaGrammar
 
     def preflight(self) -> None:
@@ -192,26 +195,49 @@ class LlamaCppBackend(Backend):
 
     def chat(self, messages: list[Message], options: dict[str, Any],
              cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
-        """One call. Without the prompt cache the engine's cache is cleared first, which
-        needs no nonce: the call is cold by construction. With tools, the prompt lists them
-        and a grammar holds the output to a call or an answer (backends/tool_wire.py)."""
-        import llama_cpp
-
+        """One call on a free context (llamacpp_contexts.py): a wait for one counts in the
+        call's TTFT and end-to-end time, as a server's slot wait does, and is its queue_ms."""
         opts = self.effective_options(options)
         constrained: dict[str, Any] = {}
-        if tools:  # the grammar is built before the clock starts (once per tool set)
+        if tools:  # the grammar is built before the clock starts (once per tool set; two
+            # agents may both build the first one: harmless)
             messages = with_tool_prompt(messages, tools)
             constrained["grammar"] = self._grammar(tools)
         start_ns = time.perf_counter_ns()
-        reload_expected = self._load_options(opts) != self._load_key
-        reloaded = self._ensure_loaded(opts)
-        llm = self._llm
-        load_ms = (time.perf_counter_ns() - start_ns) / 1e6
+        context = self._pool.acquire()
+        try:
+            return self._chat(context, messages, opts, cache, constrained, start_ns)
+        finally:
+            self._pool.release(context)
+
+    def serve(self, agents: int, options: dict[str, Any]) -> None:
+        """A context per agent, each loaded with these options before the block's clocks
+        start (the first context is the warm-up calls' to load, as with one agent)."""
+        self._pool.grow(agents)
+        for context in self._pool.contexts[1:agents]:
+            self._ensure_loaded(context, self.effective_options(options))
+
+    def _chat(self, context: Context, messages: list[Message], opts: dict[str, Any],
+              cache: CachePlan, constrained: dict[str, Any], start_ns: int) -> CallMeasurement:
+        """The call once the engine is ours. Without the prompt cache the engine's cache is
+        cleared first, which needs no nonce: the call is cold by construction. With tools, the
+        prompt lists them and a grammar holds the output to a call or an answer
+        (backends/tool_wire.py)."""
+        import llama_cpp
+
+        queue_ms = (time.perf_counter_ns() - start_ns) / 1e6
+        load_start_ns = time.perf_counter_ns()
+        start_ns = time.perf_counter_ns()
+        reload_expected = self._load_options(opts) != context.load_key
+        reloaded = self._ensure_loaded(context, opts)
+        llm = context.llm
+        load_ms = (time.perf_counter_ns() - load_start_ns) / 1e6
         if not self.prompt_cache:
             llm.reset()
         max_tokens = int(opts["num_predict"])
-        formatted = self._chat_format(messages=messages)
-        tokens, prompt_tokens, truncated = self._prompt_tokens(formatted.prompt, opts, max_tokens)
+        formatted = context.chat_format(messages=messages)
+        tokens, prompt_tokens, truncated = _prompt_tokens(llm, formatted.prompt, opts,
+                                                          max_tokens)
         sampling = {SAMPLING_OPTIONS[k]: v for k, v in opts.items()
                     if k in SAMPLING_OPTIONS and k != "stop"}
         sampling["stop"] = [*_as_list(formatted.stop), *opts.get("stop", [])]
@@ -221,7 +247,8 @@ class LlamaCppBackend(Backend):
             load_ms=load_ms, reloaded=reloaded, reload_expected=reload_expected,
             truncated=truncated, context_shift=False, prompt_tokens=prompt_tokens,
             num_ctx=int(opts["num_ctx"]), num_batch=int(llm.n_batch), num_batch_basis="engine",
-            engine_version=self.engine_version, outcome=OK)
+            engine_version=self.engine_version, outcome=OK, queue_ms=queue_ms,
+            queue_ms_source=QUEUE_ENGINE_WAIT)
         pieces: list[str] = []
         token_times_ns: list[int] = []
         try:
@@ -271,33 +298,19 @@ class LlamaCppBackend(Backend):
         filled = _with_defaults(opts)
         return tuple(filled[k] for k in LOAD_OPTIONS)
 
-    def _ensure_loaded(self, opts: dict[str, Any]) -> bool:
+    def _ensure_loaded(self, context: Context, opts: dict[str, Any]) -> bool:
         """Load a new model instance when a load-time option changed; True if it did."""
         key = self._load_options(opts)
-        if self._llm is not None and key == self._load_key:
+        if context.llm is not None and key == context.load_key:
             return False
         from llama_cpp import Llama
 
-        self.close()
-        self._llm = Llama(model_path=str(self.model_path), verbose=False,
-                          **_llama_params(dict(zip(LOAD_OPTIONS, key, strict=True))))
-        self._load_key = key
-        self._chat_format = _chat_formatter(self._llm)
+        context.close()
+        context.llm = Llama(model_path=str(self.model_path), verbose=False,
+                            **_llama_params(dict(zip(LOAD_OPTIONS, key, strict=True))))
+        context.load_key = key
+        context.chat_format = _chat_formatter(context.llm)
         return True
-
-    def _prompt_tokens(self, text: str, opts: dict[str, Any],
-                       max_tokens: int) -> tuple[list[int], int, bool]:
-        """Apply the model's chat template; cut the middle if prompt + output cap exceed num_ctx.
-
-        Ollama keeps the first num_keep tokens and the tail when a prompt overflows; we do the
-        same, but leave room for the whole output cap so both arms get the same cap.
-        """
-        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        budget = max(int(opts["num_ctx"]) - max_tokens, 1)
-        if len(tokens) <= budget:
-            return tokens, len(tokens), False
-        keep = min(max(int(opts["num_keep"]), 0), budget - 1)
-        return tokens[:keep] + tokens[len(tokens) - (budget - keep):], budget, True
 
     def _copy_engine_timings(self, measurement: CallMeasurement, perf: Any) -> None:
         """llama.cpp's own counters (it reports a count of 0 as 1: a zero time means zero).
@@ -323,19 +336,35 @@ class LlamaCppBackend(Backend):
             "model_sha256": sha256_file(self.model_path),
             "model_bytes": self.model_path.stat().st_size,
             "assumed_ollama_defaults": ollama_defaults(),
+            "concurrent_agents": CONCURRENT_AGENTS,
         }
 
     def snapshot(self) -> dict[str, Any]:
-        if self._load_key is None:
-            return {"loaded": False, "load_options": None}
-        return {"loaded": True, "load_options": dict(zip(LOAD_OPTIONS, self._load_key,
-                                                         strict=True))}
+        """The first context's load (the one a lone agent uses) and how many are loaded."""
+        key = self._pool.contexts[0].load_key
+        loaded = sum(c.llm is not None for c in self._pool.contexts)
+        if key is None:
+            return {"loaded": False, "load_options": None, "contexts": loaded}
+        return {"loaded": True, "load_options": dict(zip(LOAD_OPTIONS, key, strict=True)),
+                "contexts": loaded}
 
     def unload(self) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-        self._llm = None
-        self._load_key = None
+        self._pool.close()
+
+
+def _prompt_tokens(llm: Any, text: str, opts: dict[str, Any],
+                   max_tokens: int) -> tuple[list[int], int, bool]:
+    """Apply the model's chat template; cut the middle if prompt + output cap exceed num_ctx.
+
+    Ollama keeps the first num_keep tokens and the tail when a prompt overflows; we do the
+    same, but leave room for the whole output cap so both arms get the same cap.
+    """
+    tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    budget = max(int(opts["num_ctx"]) - max_tokens, 1)
+    if len(tokens) <= budget:
+        return tokens, len(tokens), False
+    keep = min(max(int(opts["num_keep"]), 0), budget - 1)
+    return tokens[:keep] + tokens[len(tokens) - (budget - keep):], budget, True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+import threading
 from collections import deque
 from datetime import datetime, timezone
 from importlib import metadata
@@ -82,6 +83,7 @@ class OllamaBackend(Backend):
         self._last_ps_known = False  # ... and whether it reflects the server (after a call)
         self._runner_options: dict[str, Any] | None = None  # the last call's that loaded
         self._prompt_lengths: dict[str, int] = {}  # nonce-free prompt -> longest count seen
+        self._state = threading.Lock()  # the above, shared by concurrent agents' calls
 
     # --- checks and metadata ---------------------------------------------------------------
 
@@ -194,20 +196,22 @@ class OllamaBackend(Backend):
             body["tools"] = tools
         if self._sends_truncate():
             body["truncate"] = False  # an oversize prompt is refused (400), never cut
-        reload_expected = self._reload_expected(options)
+        with self._state:
+            reload_expected = self._reload_expected(options)
         measurement, final = stream_chat(self._http, body, self.timeouts)
         measurement.nonce = cache.nonce
         measurement.engine_version = server.version_text
         measurement.reload_expected = reload_expected
         measurement.cache_state = cache.state
         measurement.cache_controlled = cache.state is not None
-        if measurement.outcome != UNREACHABLE:  # the scheduler saw these options
-            self._runner_options = options
         if measurement.outcome == HTTP_ERROR and measurement.http_status == 400:
             oversize = any(m in (measurement.error or "") for m in OVERSIZE_MARKERS)
             measurement.truncated = True if oversize else None
-        if final is not None:
-            self._complete(measurement, final, options, _prompt_key(messages))
+        with self._state:  # concurrent agents' calls update what the server has loaded
+            if measurement.outcome != UNREACHABLE:  # the scheduler saw these options
+                self._runner_options = options
+            if final is not None:
+                self._complete(measurement, final, options, _prompt_key(messages))
         return measurement
 
     def unload(self) -> None:

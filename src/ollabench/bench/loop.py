@@ -15,6 +15,7 @@ import hashlib
 import json
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.bench import provenance
+from ollabench.bench.concurrent import InFlight, Pace, derive_queue_ms, groups, run_block
 from ollabench.bench.host import busy_warning, host_at_start, host_load, read_host
 from ollabench.bench.run_control import StopRule
 from ollabench.bench.schedule import Slot, plan, warmups_per_switch
@@ -95,14 +97,16 @@ class Journal:
         self.dir = root / key
         self.path = self.dir / CALLS_FILE
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # a block's agents append from their threads
         self.records = read_records(self.path) if self.path.exists() else []
         if self.records:
             # Rewrite without a torn tail so new appends start on a clean line.
             write_records_atomic(self.path, self.records)
 
     def append(self, record: CallRecord) -> None:
-        append_record(self.path, record)
-        self.records.append(record)
+        with self._lock:
+            append_record(self.path, record)
+            self.records.append(record)
 
     def succeeded(self) -> dict[int, CallRecord]:
         return {r.seq: r for r in self.records if r.error is None}
@@ -130,7 +134,10 @@ class Runner:
         self.snapshots: list[dict[str, Any]] = []
         self.options = arm_options(config)
         self._extra_seq = 0
-        self._seq_of: dict[tuple[int, str, int], int] = {}  # (run, arm, step) -> its slot
+        self._extra_lock = threading.Lock()
+        self.in_flight = InFlight()
+        # (run, arm, level, agent, step) -> its slot
+        self._seq_of: dict[tuple[int, str, int, int, int], int] = {}
 
     def profile_name(self, arm: str) -> str:
         return (self.config.reference if arm == "control" else self.config.profile).name
@@ -140,31 +147,38 @@ class Runner:
         """Run the slots not yet done; before each run, ask `stop` whether the runs before
         it settle the experiment. Returns the runs per arm the experiment ended with."""
         done = self.journal.succeeded()
-        self._seq_of = {(s.run, s.arm, s.step): s.seq for s in slots if s.step >= 0}
+        self._seq_of = {(*s.block, s.agent, s.step): s.seq for s in slots if s.step >= 0}
         pending = [s for s in slots if s.seq not in done]
         bar = tqdm(total=len(slots), initial=len(slots) - len(pending), unit="call",
                    disable=not progress, dynamic_ncols=True, desc="bench")
         current_arm = None
         self._extra_seq = max([len(slots), *(r.seq for r in self.journal.records)])
         asked, runs = 0, max((s.run for s in slots), default=0)
+
+        def call(slot: Slot, pace: Pace) -> None:
+            record = self._call(slot, pace)
+            bar.update(1)
+            if record.eval_tok_s is not None:
+                bar.set_postfix_str(f"{record.stage} {record.eval_tok_s:.1f} tok/s")
+
         try:
-            for slot in pending:
-                if stop is not None and slot.run != asked:
-                    asked = slot.run
-                    if stop(slot.run - 1):
-                        runs = slot.run - 1
+            for group in groups(pending):
+                first = group[0]
+                if stop is not None and first.run != asked:
+                    asked = first.run
+                    if stop(first.run - 1):
+                        runs = first.run - 1
                         break
-                if slot.arm != current_arm:
-                    self._switch_arm(current_arm, slot)
-                    if slot.phase == "measured":
+                if first.arm != current_arm:
+                    self._switch_arm(current_arm, first)
+                    if first.phase == "measured":
                         # Resumed mid-arm: this process has not paid the load yet.
-                        for _ in range(self.warmups):
-                            self._call(self._extra_slot(slot, WARMUP_STAGE))
-                    current_arm = slot.arm
-                record = self._call(slot)
-                bar.update(1)
-                if record.eval_tok_s is not None:
-                    bar.set_postfix_str(f"{record.stage} {record.eval_tok_s:.1f} tok/s")
+                        run_block([self._extra_slot(first, WARMUP_STAGE)
+                                   for _ in range(self.warmups)], call)
+                    current_arm = first.arm
+                if first.phase == "measured":  # e.g. a context per agent, loaded off the clock
+                    self.backend.serve(first.level, self.options[first.arm])
+                run_block(group, call)
         finally:
             bar.close()
             if current_arm is not None:
@@ -175,9 +189,11 @@ class Runner:
 
     def _extra_slot(self, slot: Slot, stage: str, primer: bool = False) -> Slot:
         """A call outside the plan (a resumed warm-up, a primer): numbered after it."""
-        self._extra_seq += 1
-        return Slot(self._extra_seq, slot.run, slot.arm, stage,
-                    slot.step if stage == slot.stage else -1, primer)
+        with self._extra_lock:
+            self._extra_seq += 1
+            seq = self._extra_seq
+        return Slot(seq, slot.run, slot.arm, stage, slot.step if stage == slot.stage else -1,
+                    primer, level=slot.level, agent=slot.agent)
 
     def _switch_arm(self, previous: str | None, slot: Slot) -> None:
         if previous is not None:
@@ -197,7 +213,7 @@ class Runner:
         succeeded = self.journal.succeeded()
         outputs = {}
         for needed in step.needs:
-            record = succeeded.get(self._seq_of[(slot.run, slot.arm, needed)])
+            record = succeeded.get(self._seq_of[(*slot.block, slot.agent, needed)])
             if record is None:
                 raise MissingInput(f"run {slot.run} {slot.arm}: its input, the "
                                    f"{self.workload.steps[needed].stage} call, failed")
@@ -209,7 +225,7 @@ class Runner:
             return WARMUP_NUM_PREDICT
         return output_cap(self.config, self.workload.steps[slot.step])
 
-    def _call(self, slot: Slot) -> CallRecord:
+    def _call(self, slot: Slot, pace: Pace) -> CallRecord:
         """One slot, retried with exponential backoff while should_retry() says a try may
         help; every attempt is journaled. A stream that ended without a final chunk (the
         server's token-repeat abort) would end so again with the same seed: its retry gets
@@ -223,17 +239,20 @@ class Runner:
             messages = self._messages(slot)
         except MissingInput as exc:
             return self._record(slot, attempt, options, provenance.utc_now(),
-                                CallMeasurement(outcome=SKIPPED, error=f"skipped: {exc}"))
+                                CallMeasurement(outcome=SKIPPED, error=f"skipped: {exc}"),
+                                {"concurrency": slot.level, "agent": slot.agent})
         except TaskEnded:
             return self._record(replace(slot, unreached=True), attempt, options,
-                                provenance.utc_now(), CallMeasurement(outcome=NOT_REACHED))
+                                provenance.utc_now(), CallMeasurement(outcome=NOT_REACHED),
+                                {"concurrency": slot.level, "agent": slot.agent})
         for retry in range(run.max_retries + 1):
             if retry:
                 self.sleep(run.retry_backoff_s * 2 ** (retry - 1))
-            cache = self._prepare_cache(slot, messages, options)
+                pace.due_ns = time.perf_counter_ns()  # a retry is due after its backoff
+            cache = self._prepare_cache(slot, messages, options, pace)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  *self._chat(messages, options, cache), messages)
+                                  *self._chat(slot, messages, options, pace, cache), messages)
             if not should_retry(record):
                 break
             if record.outcome == NO_FINAL_CHUNK:
@@ -241,7 +260,7 @@ class Runner:
         return record
 
     def _prepare_cache(self, slot: Slot, messages: list[dict[str, str]],
-                       options: dict[str, Any]) -> CachePlan:
+                       options: dict[str, Any], pace: Pace) -> CachePlan:
         """The same cache state for both arms: cold with a fresh nonce, or warm after a
         primer call with the same messages (a failed primer leaves the state unarranged)."""
         if not self.config.run.prompt_cache:
@@ -252,18 +271,30 @@ class Runner:
         primer_options = {**options, "num_predict": PRIME_NUM_PREDICT}
         started_at = provenance.utc_now()
         record = self._record(primer, 1, primer_options, started_at,
-                              *self._chat(messages, primer_options))
+                              *self._chat(primer, messages, primer_options, pace))
         return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
-    def _chat(self, messages: list[dict[str, str]], options: dict[str, Any],
-              cache: CachePlan = UNARRANGED) -> tuple[CallMeasurement, dict[str, Any]]:
-        """One backend call and what the host did meanwhile (read outside its clocks)."""
+    def _chat(self, slot: Slot, messages: list[dict[str, str]], options: dict[str, Any],
+              pace: Pace, cache: CachePlan = UNARRANGED
+              ) -> tuple[CallMeasurement, dict[str, Any]]:
+        """One backend call, what the host did meanwhile (read outside its clocks), and
+        where it sat in its block: due, sent, calls in flight, the slot wait."""
         before = read_host()
-        measurement = self.backend.chat(messages, options, cache, self.workload.tools)
-        return measurement, host_load(before, read_host())
+        in_flight = self.in_flight.enter()
+        sent_ns = time.perf_counter_ns()
+        try:
+            measurement = self.backend.chat(messages, options, cache, self.workload.tools)
+        finally:
+            self.in_flight.leave()
+        answered_ns = time.perf_counter_ns()
+        derive_queue_ms(measurement, slot.arm, self.journal.records)
+        load = {"concurrency": slot.level, "agent": slot.agent, "in_flight": in_flight,
+                "due_ms": pace.ms(pace.due_ns), "sent_ms": pace.ms(sent_ns)}
+        pace.due_ns = answered_ns  # closed loop: the agent's next call is due now
+        return measurement, host_load(before, read_host()) | load
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
-                measurement: CallMeasurement, host: dict[str, Any] | None = None,
+                measurement: CallMeasurement, context: dict[str, Any] | None = None,
                 messages: list[dict[str, str]] | None = None) -> CallRecord:
         """The journaled record of one attempt; a measured call that succeeded gets its
         output's quality (workloads/quality.py) and, once the other arm has answered the
@@ -274,7 +305,7 @@ class Runner:
                                             self.workload.parts(slot.step)))
             quality |= self.workload.call_fields(slot.step, measurement.output)
             other = self.journal.succeeded().get(self._seq_of.get(
-                (slot.run, OTHER_ARM[slot.arm], slot.step), -1))
+                (slot.run, OTHER_ARM[slot.arm], slot.level, slot.agent, slot.step), -1))
             if other is not None:
                 quality["output_similarity_pct"] = similarity_pct(measurement.output,
                                                                   other.output)
@@ -283,7 +314,7 @@ class Runner:
             profile=self.profile_name(slot.arm), stage=slot.stage, phase=slot.phase,
             attempt=attempt, started_at=started_at, model=self.config.model.name,
             backend=self.backend.name, options=self.backend.effective_options(options),
-            **(host or {}), **quality)
+            **(context or {}), **quality)
         self.journal.append(record)
         return record
 

@@ -19,15 +19,23 @@ from ollabench.stats.decisions import (
     design_for,
     primary_decisions,
 )
-from ollabench.stats.frames import records_frame
+from ollabench.stats.frames import at_level, records_frame
 
 MS_PER_MINUTE = 60_000.0
 
 
 def minutes_of_calls(records: list[CallRecord]) -> float:
-    """The time the recorded calls took (their end-to-end times), in minutes: the budget's
-    clock, read from the records so that a resumed run counts the same."""
-    return sum(r.e2e_ms or 0.0 for r in records) / MS_PER_MINUTE
+    """The time the recorded calls took, in minutes: the budget's clock, read from the
+    records so that a resumed run counts the same. One agent at a time: the sum of the calls'
+    end-to-end times; a block of agents at once: its span, first send to last answer."""
+    alone = sum(r.e2e_ms or 0.0 for r in records if r.concurrency == 1)
+    spans: dict[tuple[int, str, int | None], tuple[float, float]] = {}
+    for r in records:
+        if r.concurrency != 1 and r.sent_ms is not None:
+            key = (r.run, r.arm, r.concurrency)
+            first, last = spans.get(key, (r.sent_ms, r.sent_ms))
+            spans[key] = (min(first, r.sent_ms), max(last, r.sent_ms + (r.e2e_ms or 0.0)))
+    return (alone + sum(last - first for first, last in spans.values())) / MS_PER_MINUTE
 
 
 class StopRule:
@@ -52,8 +60,9 @@ class StopRule:
             return False
         # Only runs 1..runs_done count: a resumed run may have retried later calls first.
         records = [r for r in self.records if r.run <= runs_done]
-        if runs_done in self.look_runs:
-            decisions = primary_decisions(records_frame(records), self.run, final=False)
+        if runs_done in self.look_runs:  # the arms compared one agent at a time (level 1)
+            decisions = primary_decisions(at_level(records_frame(records)), self.run,
+                                          final=False)
             if all_decided(decisions):
                 self.reason = DECIDED
                 return True

@@ -1,6 +1,8 @@
 """The schedule: which call runs when. Arms interleave (ABBA by default) so slow drift hits
 both alike; warm-up calls follow every switch of arm, where a server reloads the model (at
-least one when the arms' options make the engine reload, even with run.warmup 0)."""
+least one when the arms' options make the engine reload, even with run.warmup 0). Under load
+(run.concurrency) each run holds one block per level and arm, N agents' whole workloads;
+the two arms' blocks never overlap."""
 
 from __future__ import annotations
 
@@ -23,6 +25,13 @@ class Slot:
     step: int = -1  # index into the workload's steps; -1 for a warm-up
     primer: bool = False
     unreached: bool = False  # not run: the run's task ended at an earlier step
+    level: int = 1  # agents at once in its block (run.concurrency)
+    agent: int = 1  # which of them, 1..level
+
+    @property
+    def block(self) -> tuple[int, str, int]:
+        """The (run, arm, level) block it belongs to: its agents run at once."""
+        return (self.run, self.arm, self.level)
 
     @property
     def phase(self) -> str:
@@ -56,20 +65,39 @@ def arm_order(run: RunConfig) -> list[tuple[int, str]]:
     return order
 
 
+def block_order(run: RunConfig) -> list[tuple[int, str, int]]:
+    """(run, arm, level) blocks in the order they execute. Each run's pair of arms (ABBA or
+    random) is played at every level, reversed from one level to the next, so a run switches
+    arm once per level (no switch at a level boundary) and each level sees either arm first
+    as often as ABBA gives; with one level this is arm_order."""
+    pairs = arm_order(run)
+    if run.order == "sequential":
+        return [(r, arm, level) for r, arm in pairs for level in run.concurrency]
+    blocks: list[tuple[int, str, int]] = []
+    for (r, first), (_, second) in zip(pairs[::2], pairs[1::2], strict=True):
+        for index, level in enumerate(run.concurrency):
+            pair = (first, second) if index % 2 == 0 else (second, first)
+            blocks.extend((r, arm, level) for arm in pair)
+    return blocks
+
+
 def warmups_per_switch(run: RunConfig, switch_reloads: bool) -> int:
     """run.warmup, but at least one where switching arms makes the engine reload."""
     return max(run.warmup, int(switch_reloads))
 
 
 def plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool = False) -> list[Slot]:
-    """The full schedule: warm-ups after each arm switch, then the workload's steps."""
+    """The full schedule: warm-ups after each arm switch, then each block's agents' steps
+    (agent by agent: the executor runs a block's agents at once)."""
     slots: list[Slot] = []
     previous_arm = None
-    for r, arm in arm_order(run):
+    for r, arm, level in block_order(run):
         if arm != previous_arm:
             for _ in range(warmups_per_switch(run, switch_reloads)):
-                slots.append(Slot(len(slots) + 1, r, arm, WARMUP_STAGE))
+                slots.append(Slot(len(slots) + 1, r, arm, WARMUP_STAGE, level=level))
         previous_arm = arm
-        for index, step in enumerate(steps):
-            slots.append(Slot(len(slots) + 1, r, arm, step.stage, index))
+        for agent in range(1, level + 1):
+            for index, step in enumerate(steps):
+                slots.append(Slot(len(slots) + 1, r, arm, step.stage, index, level=level,
+                                  agent=agent))
     return slots

@@ -36,6 +36,9 @@ class ModelConfig(_Strict):
     host: str | None = None
     think: bool | Literal["low", "medium", "high", "max"] | None = None
     keep_alive: str | int | None = None
+    # OLLAMA_NUM_PARALLEL as the user states it (no API reports it): recorded, and checked
+    # against the generation overlap the records show (docs/metrics.md, Under load).
+    server_parallel: int | None = Field(default=None, ge=1)
 
     @field_validator("think", mode="before")
     @classmethod
@@ -108,6 +111,7 @@ class TraceWorkloadConfig(_Strict):
 
 ToolName = Literal["list_files", "read_file", "csv_column_summary"]
 MAX_TURNS_LIMIT = 16  # stages turn1..turnN: more would make a report no one reads
+MAX_CONCURRENCY = 64  # agents at once: more threads than any local server has slots
 
 
 class ToolAgentWorkloadConfig(_Strict):
@@ -152,6 +156,20 @@ class RunConfig(_Strict):
     practical_threshold_pct: float = Field(gt=0)
     stopping: StoppingConfig
     primary: list[str]
+    # Agents at once, one level per entry (docs/metrics.md, Under load); [1]: one at a time.
+    concurrency: list[int] = Field(default_factory=lambda: [1])
+
+    @field_validator("concurrency")
+    @classmethod
+    def _levels(cls, levels: list[int]) -> list[int]:
+        """Levels as agents at once: 1 is the sequential baseline every scaling figure is
+        relative to, so it must be there; each level once, in rising order."""
+        if not levels or any(level < 1 or level > MAX_CONCURRENCY for level in levels) \
+                or 1 not in levels or sorted(set(levels)) != levels:
+            raise ConfigError(f"run.concurrency: a rising list of distinct levels from 1 to "
+                              f"{MAX_CONCURRENCY} that includes 1 (the sequential baseline), "
+                              f"e.g. [1, 2, 4]; got {levels}")
+        return levels
 
     @field_validator("primary")
     @classmethod
@@ -219,7 +237,8 @@ class BenchConfig(_Strict):
 
 
 def _check_model(model: ModelConfig, where: str) -> None:
-    only_for = {"host": "ollama", "think": "ollama", "keep_alive": "ollama", "gguf": "llamacpp"}
+    only_for = {"host": "ollama", "think": "ollama", "keep_alive": "ollama",
+                "server_parallel": "ollama", "gguf": "llamacpp"}
     for key, backend in only_for.items():
         if getattr(model, key) is not None and model.backend != backend:
             raise ConfigError(f"{where}.{key}: only for backend {backend}; this model runs "

@@ -54,6 +54,14 @@ UNREACHABLE = "unreachable"  # no connection to the server
 ENGINE_ERROR = "engine_error"  # the embedded engine raised
 SKIPPED = "skipped"  # not run: the call it depends on never succeeded
 NOT_REACHED = "not_reached"  # not run, and no failure: the task had ended (UNREACHED_PHASE)
+# How queue_ms was obtained: measured as the wait for the in-process engine; or derived from
+# an Ollama server's durations (total - load - prompt_eval - eval) less the same arm's median
+# of that residual at level 1 (template and HTTP overhead), or without that correction while
+# no level-1 call of the arm is known yet.
+QUEUE_ENGINE_WAIT = "engine_wait"
+QUEUE_SERVER_RESIDUAL = "server_residual"
+QUEUE_SERVER_RESIDUAL_RAW = "server_residual_uncorrected"
+QUEUE_SOURCES = (QUEUE_ENGINE_WAIT, QUEUE_SERVER_RESIDUAL, QUEUE_SERVER_RESIDUAL_RAW)
 OUTCOMES = (OK, HTTP_ERROR, STREAM_ERROR, NO_FINAL_CHUNK, FIRST_TOKEN_TIMEOUT, STALLED,
             DISCONNECTED, MALFORMED, UNREACHABLE, ENGINE_ERROR, SKIPPED, NOT_REACHED)
 
@@ -88,6 +96,10 @@ class CallMeasurement:
     num_batch: int | None = None
     num_batch_basis: str | None = None
     engine_version: str | None = None
+    # The wait for a free server slot inside ttft_ms and e2e_ms, and how it was obtained
+    # (QUEUE_SOURCES; docs/metrics.md, Under load).
+    queue_ms: float | None = None
+    queue_ms_source: str | None = None
     output: str = ""
     outcome: str | None = None
     http_status: int | None = None
@@ -128,10 +140,21 @@ class CallRecord(CallMeasurement):
     invalid_tool_calls: int | None = None
     tool_ms: float | None = None
     task_ended_by: str | None = None  # on the turn that ended the task
+    # Load (run.concurrency; docs/metrics.md, Under load): the block's level and which of its
+    # agents made the call; when the call was due and when it was sent, in ms after its block
+    # started (client's monotonic clock); this arm's calls in flight at send, this one
+    # included. Records written before levels existed read as level 1.
+    concurrency: int | None = None
+    agent: int | None = None
+    due_ms: float | None = None
+    sent_ms: float | None = None
+    in_flight: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if self.concurrency is None:  # written before levels existed: one agent at a time
+            self.concurrency = 1
         self.eval_tok_s = rate_per_s(self.output_tokens, self.eval_ms)
         self.prompt_tok_s = rate_per_s(self.prompt_eval_tokens, self.prompt_eval_ms)
 

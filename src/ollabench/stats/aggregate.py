@@ -40,7 +40,7 @@ from ollabench.stats.decisions import (
     primary_table,
     run_settings,
 )
-from ollabench.stats.frames import read_calls
+from ollabench.stats.frames import at_level, read_calls
 from ollabench.stats.grouping import (
     StageFrames,
     is_flagged,
@@ -65,6 +65,7 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
     comparisons (numpy and Arrow release the GIL). Returns the file the numbers were read
     from: calls.parquet, or calls.jsonl when no copy matched it."""
     calls, source = read_calls(raw_dir)
+    calls = at_level(calls, 1)  # the arms' comparisons are made one agent at a time
     calls, judge = with_judge_scores(calls, judge_dir)
     env_path = raw_dir / ENV_FILE
     env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}

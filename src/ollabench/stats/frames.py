@@ -29,7 +29,8 @@ FRAME_COLUMNS = tuple(dict.fromkeys((
     "total_ms", "num_ctx", "num_batch", "http_status",
     "outcome", "cache_state", "num_batch_basis", "engine_version",
     "reloaded", "reload_expected", "truncated", "context_shift", "cache_controlled",
-    "host_other_cpu_pct", "host_steal_pct", "host_load_1m")))
+    "host_other_cpu_pct", "host_steal_pct", "host_load_1m",
+    "concurrency", "agent", "due_ms", "sent_ms", "in_flight", "queue_ms")))
 FLAG_COLUMNS = tuple(c for c in FRAME_COLUMNS if FIELD_BY_NAME[c].kind is bool)
 # The host's noise during a call (host.py): a run or stage takes its calls' worst.
 HOST_COLUMNS = ("host_other_cpu_pct", "host_steal_pct", "host_load_1m")
@@ -66,4 +67,11 @@ def _calls_frame(table: pa.Table) -> pd.DataFrame:
                                           pa.int64(): pd.Int64Dtype()}.get,
                             self_destruct=True, split_blocks=True)
     pa.default_memory_pool().release_unused()  # the read's buffers, kept by the allocator
+    frame["concurrency"] = frame["concurrency"].fillna(1.0)  # before levels: one at a time
     return frame
+
+
+def at_level(calls: pd.DataFrame, level: int = 1) -> pd.DataFrame:
+    """The calls of one load level (run.concurrency); level 1 is the sequential bench that
+    every comparison of arms without a level is made on."""
+    return calls.loc[calls["concurrency"] == level]
