@@ -191,6 +191,10 @@ class RunConfig(_Strict):
             raise ConfigError(f"run.first_token_timeout_s: must be at least run.read_timeout_s "
                               f"({self.read_timeout_s:g}), got {self.first_token_timeout_s:g}")
         check_block_fit(self.stopping, self.order)
+        if self.prompt_cache and max(self.concurrency) > 1:
+            raise ConfigError("run.prompt_cache: true needs run.concurrency [1]: with agents at "
+                              "once a server slot (or context) may hand the measured call "
+                              "another agent's cache, so the warm state cannot be arranged")
         return self
 
 

@@ -1,0 +1,130 @@
+"""Concurrent agents (run.concurrency): settings refused before the first call, the schedule
+of (run, arm, level) blocks, the record fields (old records read as level 1), and a bench
+against the fake Ollama server with NUM_PARALLEL slots: the in-flight counts, the generation
+overlap and the recorded queue wait against the wait the server imposed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from ollabench.bench.loop import run_bench
+from ollabench.bench.schedule import arm_order, block_order, plan
+from ollabench.config.schema import validate_config
+from ollabench.errors import ConfigError
+from ollabench.records.schema import QUEUE_SERVER_RESIDUAL, CallRecord
+from ollabench.stats.frames import records_frame
+from tests.helpers.fake_ollama import FakeOllama, Script
+from tests.helpers.project import AGENT_STEPS, tiny_config
+from tests.test_bench_ollama import ollama_raw
+
+
+@pytest.mark.parametrize("levels", [[], [0, 1], [2, 4], [1, 1, 2], [1, 4, 2], [1, 65]])
+def test_levels_are_refused_naming_the_key(raw_config: dict[str, Any], levels) -> None:
+    raw = copy.deepcopy(raw_config)
+    raw["run"]["concurrency"] = levels
+    with pytest.raises(ConfigError, match=r"^run\.concurrency: .*includes 1"):
+        validate_config(raw)
+
+
+def test_a_warm_cache_cannot_be_arranged_for_agents_at_once(raw_config) -> None:
+    raw = copy.deepcopy(raw_config)
+    raw["run"].update(concurrency=[1, 2], prompt_cache=True)
+    with pytest.raises(ConfigError, match=r"^run\.prompt_cache: "):
+        validate_config(raw)
+
+
+def test_server_parallel_is_for_ollama_only(raw_config) -> None:
+    raw = copy.deepcopy(raw_config)
+    raw["model"]["server_parallel"] = 2
+    with pytest.raises(ConfigError, match=r"^model\.server_parallel: only for backend ollama"):
+        validate_config(raw)
+
+
+def test_one_level_is_todays_schedule(raw_config) -> None:
+    run = tiny_config(raw_config, runs=4, order="abba").run
+    assert block_order(run) == [(r, arm, 1) for r, arm in arm_order(run)]
+    assert all((s.level, s.agent) == (1, 1) for s in plan(run, AGENT_STEPS))
+
+
+@pytest.mark.parametrize("order", ["abba", "random", "sequential"])
+def test_every_block_runs_once_and_the_arms_take_turns_at_every_level(raw_config,
+                                                                      order) -> None:
+    run = tiny_config(raw_config, runs=4, order=order, concurrency=[1, 2, 4]).run
+    blocks = block_order(run)
+    assert Counter(blocks) == {(r, arm, level): 1 for r in range(1, 5)
+                               for arm in ("control", "treatment") for level in (1, 2, 4)}
+    if order == "abba":
+        firsts = Counter((level, arm) for i, (_, arm, level) in enumerate(blocks) if i % 2 == 0)
+        assert all(firsts[(level, arm)] == 2 for level in (1, 2, 4)
+                   for arm in ("control", "treatment"))
+    slots = [s for s in plan(run, AGENT_STEPS) if s.phase == "measured"]
+    per_block = Counter((s.block, s.agent) for s in slots)
+    assert set(per_block.values()) == {len(AGENT_STEPS)}
+    assert {b: max(a for (bb, a) in per_block if bb == b) for b, _ in per_block} == {
+        b: b[2] for b, _ in per_block}
+
+
+def test_a_record_written_before_levels_reads_as_level_1(tmp_path) -> None:
+    record = json.loads(CallRecord(seq=1, run=1, arm="control", stage="analysis",
+                                   phase="measured").to_json())
+    for name in ("concurrency", "agent", "due_ms", "sent_ms", "in_flight", "queue_ms",
+                 "queue_ms_source"):
+        del record[name]
+    from ollabench.records.schema import _parse_record
+
+    parsed = _parse_record(json.dumps(record))
+    assert parsed.concurrency == 1 and parsed.agent is None
+    frame = records_frame([parsed])
+    assert frame["concurrency"].tolist() == [1.0]
+
+
+CALL_MS = 25 + 9 * 6  # the script's first token, then 9 gaps between its 10 tokens
+
+
+@pytest.fixture(scope="module")
+def loaded_bench(tmp_path_factory, composed, tiny_workload) -> tuple[list[CallRecord], Any]:
+    """Levels 1, 2 and 4 against a server with 2 slots (fixed 2 runs, cold calls)."""
+    tmp = tmp_path_factory.mktemp("load")
+    raw = copy.deepcopy(composed)
+    raw["workload"]["dir"] = str(tiny_workload)
+    with FakeOllama(parallel=2, script=Script(ttft_ms=25, token_ms=6, tokens=10)) as fake:
+        raw = ollama_raw(raw, fake.url)
+        raw["model"]["server_parallel"] = 2
+        raw["run"]["stopping"]["mode"] = "fixed"
+        config = tiny_config(raw, runs=2, concurrency=[1, 2, 4], analysis=10, report=10)
+        records = run_bench(config, tmp / "raw", journal_root=tmp / "j", progress=False)
+        chats = fake.chats()
+        most_busy = fake.slots.most_busy
+    return records, (chats, most_busy)
+
+
+def test_each_level_runs_its_agents_at_once(loaded_bench) -> None:
+    records, (_, most_busy) = loaded_bench
+    measured = [r for r in records if r.phase == "measured"]
+    assert all(r.error is None for r in records)
+    assert Counter(r.concurrency for r in measured) == {1: 8, 2: 16, 4: 32}
+    for level in (1, 2, 4):
+        at = [r for r in measured if r.concurrency == level]
+        assert {r.agent for r in at} == set(range(1, level + 1))
+        assert max(r.in_flight for r in at) == level
+        assert all(r.sent_ms >= r.due_ms >= 0 for r in at)
+    assert most_busy == 2  # the server never generated more than its slots at once
+
+
+def test_the_recorded_queue_wait_is_the_wait_the_server_imposed(loaded_bench) -> None:
+    records, (chats, _) = loaded_bench
+    waited_ms = {c.body["messages"][0]["content"][1:9]: c.slot_wait_ns / 1e6 for c in chats}
+    at_4 = [r for r in records if r.phase == "measured" and r.concurrency == 4]
+    assert all(r.queue_ms_source == QUEUE_SERVER_RESIDUAL for r in at_4)
+    errors = [r.queue_ms - waited_ms[r.nonce] for r in at_4]
+    assert statistics.median(waited_ms[r.nonce] for r in at_4) > CALL_MS / 2  # they waited
+    # the residual also holds the server's own delays (a descheduled thread on a busy host):
+    # the typical call matches to a few ms
+    assert abs(statistics.median(errors)) < 10, errors
+    assert sum(abs(e) < 20 for e in errors) >= 0.75 * len(errors), errors
