@@ -19,6 +19,7 @@ from ollabench.config.schema import validate_config
 from ollabench.errors import ConfigError
 from ollabench.records.schema import QUEUE_SERVER_RESIDUAL, CallRecord
 from ollabench.stats.frames import records_frame
+from ollabench.stats.load import load_table, parallel_mismatch
 from tests.helpers.fake_ollama import FakeOllama, Script
 from tests.helpers.project import AGENT_STEPS, tiny_config
 from tests.test_bench_ollama import ollama_raw
@@ -84,7 +85,10 @@ def test_a_record_written_before_levels_reads_as_level_1(tmp_path) -> None:
     assert frame["concurrency"].tolist() == [1.0]
 
 
-CALL_MS = 25 + 9 * 6  # the script's first token, then 9 gaps between its 10 tokens
+# Each call: its first token after 50 ms, then 19 gaps of 20 ms: long beside the client's own
+# delay between an agent's calls (journaling, /api/ps), even on a busy host.
+SCRIPT = Script(ttft_ms=50, token_ms=20, tokens=20)
+CALL_MS = 50 + 19 * 20
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +97,11 @@ def loaded_bench(tmp_path_factory, composed, tiny_workload) -> tuple[list[CallRe
     tmp = tmp_path_factory.mktemp("load")
     raw = copy.deepcopy(composed)
     raw["workload"]["dir"] = str(tiny_workload)
-    with FakeOllama(parallel=2, script=Script(ttft_ms=25, token_ms=6, tokens=10)) as fake:
+    with FakeOllama(parallel=2, script=SCRIPT) as fake:
         raw = ollama_raw(raw, fake.url)
         raw["model"]["server_parallel"] = 2
         raw["run"]["stopping"]["mode"] = "fixed"
-        config = tiny_config(raw, runs=2, concurrency=[1, 2, 4], analysis=10, report=10)
+        config = tiny_config(raw, runs=2, concurrency=[1, 2, 4], analysis=20, report=20)
         records = run_bench(config, tmp / "raw", journal_root=tmp / "j", progress=False)
         chats = fake.chats()
         most_busy = fake.slots.most_busy
@@ -127,4 +131,22 @@ def test_the_recorded_queue_wait_is_the_wait_the_server_imposed(loaded_bench) ->
     # the residual also holds the server's own delays (a descheduled thread on a busy host):
     # the typical call matches to a few ms
     assert abs(statistics.median(errors)) < 10, errors
-    assert sum(abs(e) < 20 for e in errors) >= 0.75 * len(errors), errors
+    assert sum(abs(e) < 25 for e in errors) >= 0.75 * len(errors), errors
+
+
+def test_throughput_doubles_up_to_the_slots_then_stays_flat(loaded_bench) -> None:
+    records, _ = loaded_bench
+    table = load_table(records_frame(records), {"e2e_ms": 10_000.0}, 2).set_index(
+        ["arm", "concurrency"])
+    for arm in ("control", "treatment"):
+        rate = table.loc[arm, "output_tok_s"]
+        assert 1.5 < rate[2] / rate[1] < 2.5, rate.to_dict()
+        assert 0.75 < rate[4] / rate[2] < 1.33, rate.to_dict()
+        assert table.loc[(arm, 4), "generating_max"] == 2
+        assert table.loc[(arm, 4), "queue_ms_p50"] > table.loc[(arm, 2), "queue_ms_p50"]
+        assert table.loc[(arm, 4), "efficiency"] < 0.7
+        assert table.loc[(arm, 1), "efficiency"] == 1.0
+        assert (table.loc[arm, "goodput_pct"] == 100.0).all()
+        assert table.loc[(arm, 4), "effective_concurrency"] > 2.5
+    assert parallel_mismatch(table.reset_index()) is None
+    assert "at most 2" in parallel_mismatch(table.reset_index().assign(server_parallel=4))

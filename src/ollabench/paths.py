@@ -44,6 +44,7 @@ QUALITY_FILE = "quality.json"
 PER_RUN_FILE = "per_run.csv"
 PER_RUN_WIDE_FILE = "per_run_wide.csv"
 PRIMARY_FILE = "primary.csv"  # the primary comparisons' sequential decisions
+LOAD_FILE = "load.csv"  # each arm at each load level (run.concurrency)
 LOOKS_FILE = "looks.csv"  # every look of each primary comparison, up to its decision
 
 # compare -> COMPARE_OUT/<A>_vs_<B>, beside its COMPARISONS_FILE

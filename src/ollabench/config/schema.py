@@ -139,6 +139,18 @@ WORKLOAD_CONFIGS: dict[str, type[BaseModel]] = {"agent": AgentWorkloadConfig,
                                                 "tool_agent": ToolAgentWorkloadConfig}
 
 
+class SloConfig(_Strict):
+    """What an agent task must meet to count in goodput (null: no bound on that figure)."""
+
+    ttft_ms: float | None = Field(default=None, gt=0)  # every call's time to first token
+    e2e_ms: float | None = Field(default=None, gt=0)  # the whole task, first call due to end
+
+    @field_validator("ttft_ms", "e2e_ms", mode="before")
+    @classmethod
+    def _int_is_a_number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class RunConfig(_Strict):
     runs: int = Field(ge=1)
     warmup: int = Field(ge=0)
@@ -158,6 +170,7 @@ class RunConfig(_Strict):
     primary: list[str]
     # Agents at once, one level per entry (docs/metrics.md, Under load); [1]: one at a time.
     concurrency: list[int] = Field(default_factory=lambda: [1])
+    slo: SloConfig = Field(default_factory=SloConfig)
 
     @field_validator("concurrency")
     @classmethod

@@ -25,6 +25,7 @@ from ollabench.paths import (
     CALLS_FILE,
     COMPARISONS_FILE,
     ENV_FILE,
+    LOAD_FILE,
     LOOKS_FILE,
     PER_RUN_FILE,
     PER_RUN_WIDE_FILE,
@@ -49,6 +50,7 @@ from ollabench.stats.grouping import (
     split_stages,
 )
 from ollabench.stats.judged import with_judge_scores
+from ollabench.stats.load import load_table, parallel_mismatch
 from ollabench.stats.metrics import CONTROL, PER_RUN_COLUMNS, PLOTTED_METRICS, TREATMENT
 from ollabench.stats.quality import data_quality
 from ollabench.stats.tables import comparisons_with_outliers, headline, summary_table
@@ -64,13 +66,14 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
     The long CSVs, the summary and the data-quality facts run on worker threads beside the
     comparisons (numpy and Arrow release the GIL). Returns the file the numbers were read
     from: calls.parquet, or calls.jsonl when no copy matched it."""
-    calls, source = read_calls(raw_dir)
-    calls = at_level(calls, 1)  # the arms' comparisons are made one agent at a time
+    every_level, source = read_calls(raw_dir)
+    calls = at_level(every_level, 1)  # the arms' comparisons are made one agent at a time
     calls, judge = with_judge_scores(calls, judge_dir)
     env_path = raw_dir / ENV_FILE
     env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
         stopped = _write_decisions(calls, env, out_dir, threshold_pct, staging)
+        stopped |= _write_load(every_level, env, out_dir, staging)
         _aggregate(calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool,
                    staging, judge, stopped)
         staging.commit()
@@ -150,6 +153,18 @@ def _write_decisions(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
             "primary": {f"{r.stage}/{r.metric}": {"change_pct": float(f"{r.change_pct:.4g}"),
                                                   "verdict": r.verdict}
                         for r in table.itertuples(index=False)}}
+
+
+def _write_load(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
+                staging: Staging) -> dict[str, Any]:
+    """load.csv (stats/load.py); metrics.json's note when the stated server_parallel and
+    the overlap the records show disagree."""
+    config = env.get("config") or {}
+    table = load_table(calls, (config.get("run") or {}).get("slo"),
+                       (config.get("model") or {}).get("server_parallel"))
+    staging.write(out_dir / LOAD_FILE, table.to_csv(index=False))
+    note = parallel_mismatch(table)
+    return {"server_parallel_note": note} if note else {}
 
 
 def _by_arm(calls: pd.DataFrame) -> dict[str, pd.DataFrame]:
