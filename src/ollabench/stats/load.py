@@ -76,10 +76,11 @@ def _level_row(at: pd.DataFrame, slo: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tasks(at: pd.DataFrame, slo: dict[str, Any]) -> pd.DataFrame:
-    """One row per agent task: its end-to-end time (first call due to last answer), whether
-    a call failed (a failed task counts against goodput), whether it met every SLO."""
-    failed = at["error"].notna()
-    grouped = at.assign(failed=failed).groupby(["run", "agent"], sort=True)
+    """One row per agent task: its end-to-end time (first call due to last answer, retries
+    included), whether a call never succeeded (a failed task counts against goodput),
+    whether it met every SLO."""
+    never_ok = ~at["error"].isna().groupby(at["seq"]).transform("any")
+    grouped = at.assign(failed=never_ok).groupby(["run", "agent"], sort=True)
     tasks = pd.DataFrame({"e2e_ms": grouped["ended_ms"].max() - grouped["due_ms"].min(),
                           "ttft_ms_max": grouped["ttft_ms"].max(),
                           "failed": grouped["failed"].any()})
