@@ -18,6 +18,8 @@ from ollabench.bench.schedule import arm_order, block_order, plan
 from ollabench.config.schema import validate_config
 from ollabench.errors import ConfigError
 from ollabench.records.schema import QUEUE_SERVER_RESIDUAL, CallRecord
+from ollabench.report import run_report
+from ollabench.stats.aggregate import run_aggregate
 from ollabench.stats.frames import records_frame
 from ollabench.stats.load import load_table, parallel_mismatch
 from tests.helpers.fake_ollama import FakeOllama, Script
@@ -105,11 +107,13 @@ def loaded_bench(tmp_path_factory, composed, tiny_workload) -> tuple[list[CallRe
         records = run_bench(config, tmp / "raw", journal_root=tmp / "j", progress=False)
         chats = fake.chats()
         most_busy = fake.slots.most_busy
-    return records, (chats, most_busy)
+    run_aggregate(tmp / "raw", tmp / "processed", tmp / "metrics.json", 5.0)
+    run_report(tmp / "raw", tmp / "processed", tmp / "report.md", tmp / "figures")
+    return records, (chats, most_busy, tmp)
 
 
 def test_each_level_runs_its_agents_at_once(loaded_bench) -> None:
-    records, (_, most_busy) = loaded_bench
+    records, (_, most_busy, _) = loaded_bench
     measured = [r for r in records if r.phase == "measured"]
     assert all(r.error is None for r in records)
     assert Counter(r.concurrency for r in measured) == {1: 8, 2: 16, 4: 32}
@@ -122,7 +126,7 @@ def test_each_level_runs_its_agents_at_once(loaded_bench) -> None:
 
 
 def test_the_recorded_queue_wait_is_the_wait_the_server_imposed(loaded_bench) -> None:
-    records, (chats, _) = loaded_bench
+    records, (chats, _, _) = loaded_bench
     waited_ms = {c.body["messages"][0]["content"][1:9]: c.slot_wait_ns / 1e6 for c in chats}
     at_4 = [r for r in records if r.phase == "measured" and r.concurrency == 4]
     assert all(r.queue_ms_source == QUEUE_SERVER_RESIDUAL for r in at_4)
@@ -150,3 +154,17 @@ def test_throughput_doubles_up_to_the_slots_then_stays_flat(loaded_bench) -> Non
         assert table.loc[(arm, 4), "effective_concurrency"] > 2.5
     assert parallel_mismatch(table.reset_index()) is None
     assert "at most 2" in parallel_mismatch(table.reset_index().assign(server_parallel=4))
+
+
+def test_the_report_shows_the_curve_each_level_and_each_arms_capacity(loaded_bench) -> None:
+    _, (_, _, tmp) = loaded_bench
+    report = (tmp / "report.md").read_text(encoding="utf-8")
+    section = report[report.index("## Under load"):]
+    assert "(figures/load_curve.png)" in section and (tmp / "figures" / "load_curve.png").is_file()
+    assert "- Capacity of control (`baseline`): " in section
+    for level in (1, 2, 4):
+        assert f"### {level} agent(s) at once" in section
+    assert "At 4 agents `baseline` (treatment) serves" in section
+    assert "At 1 agents" not in section
+    load = (tmp / "processed" / "load.csv").read_text(encoding="utf-8").splitlines()
+    assert len(load) == 1 + 2 * 3

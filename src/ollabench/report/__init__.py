@@ -28,6 +28,7 @@ from ollabench.report.format import (
     fmt_value,
 )
 from ollabench.report.inputs import Inputs
+from ollabench.report.load import LOAD_FIGURE, load_figure
 from ollabench.report.sections import render
 from ollabench.report.verdicts import LOOKS_FIGURE, looks_figure
 from ollabench.report.words import metric_label, verdict_words
@@ -62,6 +63,8 @@ def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
         if looks_figure(inputs.looks, inputs.quality["settings"]["threshold_pct"],
                         staging.path(figures_dir / LOOKS_FIGURE)):
             names["looks"] = LOOKS_FIGURE
+        if load_figure(inputs.load, inputs.profiles, staging.path(figures_dir / LOAD_FIGURE)):
+            names["load"] = LOAD_FIGURE
         relative = os.path.relpath(figures_dir, report_path.parent)
         links = {key: Path(relative, name).as_posix() for key, name in names.items()}
         staging.write(report_path, render(inputs, links))

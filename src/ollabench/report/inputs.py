@@ -25,6 +25,7 @@ from ollabench.paths import (
     SUMMARY_FILE,
 )
 from ollabench.records.schema import ARMS
+from ollabench.report.load import read_load
 from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
 
 QUALITY_KEYS = ("arms", "settings", "outliers", "errors", "reloaded_calls", "load_spikes",
@@ -67,6 +68,7 @@ class Inputs:
         self.env = _read_env(env_path) if env_path.is_file() else {}
         self.config: dict[str, Any] = self.env.get("config") or {}
         self.profiles = {arm: self.quality["arms"][arm]["profile"] for arm in ARMS}
+        self.load = read_load(processed_dir)  # None unless agents ran at once
         # The workload's stages in its order (the aggregate writes them so), `workflow` last.
         ordered = dict.fromkeys(str(s) for s in self.summary["stage"] if s != WORKFLOW_STAGE)
         self.stages = [*ordered, WORKFLOW_STAGE]

@@ -29,6 +29,7 @@ from ollabench.report.format import (
     md_escape,
 )
 from ollabench.report.inputs import Inputs
+from ollabench.report.load import under_load
 from ollabench.report.markdown import table, tidy
 from ollabench.report.quality import data_quality
 from ollabench.report.quality_gate import quality_gate, quality_lower
@@ -54,6 +55,7 @@ def render(inputs: Inputs, figures: dict[str, str]) -> str:
     if not inputs.primary.empty:
         how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"))
     _aggregate_table(md, inputs, figures)
+    under_load(md, inputs.load, inputs.profiles, inputs.config, figures.get("load"))
     configuration(md, inputs)
     _methodology(md, inputs)
     _statistical_analysis(md, inputs)

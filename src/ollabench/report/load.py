@@ -1,0 +1,120 @@
+"""The report's "Under load" section: each arm at each level of run.concurrency, from
+load.csv (stats/load.py), shown only when the experiment ran more than one agent at once.
+
+Throughput against p95 task latency, one point per level and a line per arm (the knee is the
+capacity); a table per level; each arm's capacity, the largest level whose tasks meet the
+SLO; one sentence per loaded level. Figures of different levels are never averaged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+from mdutils.mdutils import MdUtils
+
+from ollabench.paths import LOAD_FILE
+from ollabench.records.schema import ARMS
+from ollabench.report.figures import ARM_COLORS
+from ollabench.report.format import Table, fmt_num
+
+LOAD_FIGURE = "load_curve.png"
+# A level meets the SLO when at least this share of its tasks did (the p95 of the table).
+CAPACITY_GOODPUT_PCT = 95.0
+TABLE_COLUMNS = (("output_tok_s", "output tok/s"), ("tasks_per_min", "tasks/min"),
+                 ("e2e_ms_p50", "task p50 ms"), ("e2e_ms_p95", "task p95 ms"),
+                 ("ttft_ms_p95", "TTFT p95 ms"), ("queue_ms_p50", "queue p50 ms"),
+                 ("queue_ms_p95", "queue p95 ms"), ("goodput_pct", "goodput %"),
+                 ("efficiency", "efficiency"), ("effective_concurrency", "reached"),
+                 ("failed_tasks", "failed tasks"))
+
+
+def read_load(processed_dir: Path) -> pd.DataFrame | None:
+    """load.csv when the experiment ran agents at once; None otherwise (or before it existed)."""
+    path = processed_dir / LOAD_FILE
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    return table if (table["concurrency"] > 1).any() else None
+
+
+def load_figure(table: pd.DataFrame | None, profiles: dict[str, str], path: Path) -> bool:
+    """Output tok/s against p95 task time, one point per level, per arm; False: no figure."""
+    if table is None:
+        return False
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
+    for arm in ARMS:
+        rows = table.loc[table["arm"] == arm].sort_values("concurrency")
+        ax.plot(rows["e2e_ms_p95"], rows["output_tok_s"], marker="o", color=ARM_COLORS[arm],
+                label=f"{arm} ({profiles[arm]})")
+        for row in rows.itertuples():
+            ax.annotate(f"{row.concurrency}", (row.e2e_ms_p95, row.output_tok_s),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("task end-to-end time, p95 (ms)")
+    ax.set_ylabel("output tokens/s, all agents")
+    ax.set_title("Throughput against latency (labels: agents at once)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def capacity(table: pd.DataFrame, arm: str) -> int | None:
+    """The largest level whose tasks met the SLO (goodput at least CAPACITY_GOODPUT_PCT)."""
+    rows = table.loc[(table["arm"] == arm) & (table["goodput_pct"] >= CAPACITY_GOODPUT_PCT)]
+    return int(rows["concurrency"].max()) if not rows.empty else None
+
+
+def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str],
+               config: dict[str, Any], figure: str | None) -> None:
+    """The section; nothing when the experiment ran one agent at a time."""
+    if table is None:
+        return
+    md.new_header(2, "Under load", add_table_of_contents="n")
+    slo = (config.get("run") or {}).get("slo") or {}
+    bounds = [f"{label} <= {fmt_num(float(slo[key]))} ms" for key, label in
+              (("ttft_ms", "every call's TTFT"), ("e2e_ms", "the task's end-to-end time"))
+              if slo.get(key) is not None]
+    md.new_paragraph(
+        "Each level ran that many agents at once, each doing the whole workload (closed "
+        "loop), in blocks interleaved with the other arm's; level 1 is the sequential "
+        f"baseline. SLO: {', '.join(bounds) if bounds else 'none set (only failures count)'}; "
+        f"a level meets it when {fmt_num(CAPACITY_GOODPUT_PCT)}% of its tasks do. Throughput "
+        "is over each block's steady state (docs/metrics.md, load.csv).")
+    for arm in ARMS:
+        level = capacity(table, arm)
+        md.new_line(f"- Capacity of {arm} (`{profiles[arm]}`): "
+                    + (f"{level} agent(s) at once" if level is not None
+                       else "no level met the SLO"))
+    if figure:
+        md.new_paragraph(f"![Throughput against p95 latency per arm]({figure})")
+    for level in sorted(int(c) for c in table["concurrency"].unique()):
+        rows = table.loc[table["concurrency"] == level].set_index("arm")
+        md.new_header(3, f"{level} agent(s) at once", add_table_of_contents="n")
+        if level > 1:
+            md.new_paragraph(_sentence(rows, level, profiles))
+        md.new_paragraph(Table(["arm", *(label for _, label in TABLE_COLUMNS)],
+                               [[f"{arm} ({profiles[arm]})",
+                                 *(rows.loc[arm, column] if arm in rows.index else None
+                                   for column, _ in TABLE_COLUMNS)]
+                                for arm in ARMS]).markdown())
+
+
+def _sentence(rows: pd.DataFrame, level: int, profiles: dict[str, str]) -> str:
+    """The treatment against the control at one level: tasks within the SLO per minute."""
+    if not {"control", "treatment"} <= set(rows.index):
+        return "Only one arm has calls at this level."
+    served = {arm: rows.loc[arm, "tasks_per_min"] * rows.loc[arm, "goodput_pct"] / 100.0
+              for arm in ARMS}
+    if not served["control"] > 0:
+        return (f"At {level} agents `{profiles['control']}` served no task within the SLO; "
+                f"`{profiles['treatment']}` served {fmt_num(served['treatment'])} per minute.")
+    ratio = served["treatment"] / served["control"]
+    return (f"At {level} agents `{profiles['treatment']}` (treatment) serves "
+            f"{fmt_num(ratio)}x the tasks within the SLO per minute of "
+            f"`{profiles['control']}` (control): {fmt_num(served['treatment'])} against "
+            f"{fmt_num(served['control'])}. Descriptive: no test between the arms at this "
+            "level (docs/statistics.md, Under load).")
