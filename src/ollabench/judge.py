@@ -77,13 +77,14 @@ def judge_messages(judge: JudgeConfig, task: list[Message], output: str) -> list
 def judged_calls(records: list[CallRecord],
                  workload: Workload) -> Iterator[tuple[CallRecord, list[Message]]]:
     """Each measured call that succeeded, with the messages it was sent: the workload's
-    prompt for its step, built from the same run and arm's earlier outputs. A call's step
-    is its place among its run and arm's measured calls (the bench numbers them in step
-    order; retries keep their number)."""
-    chains: dict[tuple[int, str], dict[int, CallRecord]] = {}
+    prompt for its step, built from the same task's earlier outputs (a run and arm's, and
+    under load one agent's in one block). A call's step is its place among its task's
+    measured calls (the bench numbers them in step order; retries keep their number)."""
+    chains: dict[tuple[int, str, int | None, int | None], dict[int, CallRecord]] = {}
     for record in sorted(records, key=lambda r: r.key):
         if record.phase == "measured":
-            chain = chains.setdefault((record.run, record.arm), {})
+            task = (record.run, record.arm, record.concurrency, record.agent)
+            chain = chains.setdefault(task, {})
             if record.error is None or record.seq not in chain:
                 chain[record.seq] = record
     for chain in chains.values():
