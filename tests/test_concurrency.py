@@ -8,16 +8,23 @@ from __future__ import annotations
 import copy
 import json
 import statistics
+import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from ollabench.backends.ollama import OllamaBackend
 from ollabench.bench.loop import run_bench
 from ollabench.bench.schedule import arm_order, block_order, plan
 from ollabench.config.schema import validate_config
 from ollabench.errors import ConfigError
-from ollabench.records.schema import QUEUE_SERVER_RESIDUAL, CallRecord
+from ollabench.records.schema import (
+    QUEUE_SERVER_RESIDUAL,
+    CallMeasurement,
+    CallRecord,
+    read_records,
+)
 from ollabench.report import run_report
 from ollabench.stats.aggregate import run_aggregate
 from ollabench.stats.frames import records_frame
@@ -168,3 +175,40 @@ def test_the_report_shows_the_curve_each_level_and_each_arms_capacity(loaded_ben
     assert "At 1 agents" not in section
     load = (tmp / "processed" / "load.csv").read_text(encoding="utf-8").splitlines()
     assert len(load) == 1 + 2 * 3
+
+
+class _Interrupting(OllamaBackend):
+    """Ctrl-C arrives while the Nth call runs (in an agent's thread at level 2)."""
+
+    def __init__(self, *args: Any, at_call: int) -> None:
+        super().__init__(*args)
+        self.calls, self.at_call = 0, at_call
+        self._count = threading.Lock()
+
+    def chat(self, *args: Any, **kwargs: Any) -> CallMeasurement:
+        with self._count:
+            self.calls += 1
+            interrupt = self.calls == self.at_call
+        if interrupt:
+            raise KeyboardInterrupt
+        return super().chat(*args, **kwargs)
+
+
+def test_ctrl_c_mid_level_keeps_the_finished_calls_and_a_rerun_resumes(
+        fake_ollama: FakeOllama, raw_config, tmp_path) -> None:
+    raw = ollama_raw(raw_config, fake_ollama.url)
+    raw["run"]["stopping"]["mode"] = "fixed"
+    config = tiny_config(raw, runs=2, concurrency=[1, 2])
+    backend = _Interrupting(config.model, config.run, at_call=9)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False,
+                  backend=backend)
+    journal = next((tmp_path / "j").iterdir()) / "calls.jsonl"
+    kept = read_records(journal)
+    assert len(kept) >= 8 and any(r.concurrency == 2 for r in kept)
+    records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False)
+    assert {r.key for r in kept} <= {r.key for r in records}  # nothing finished is redone
+    measured = [r for r in records if r.phase == "measured" and r.error is None]
+    assert Counter((r.run, r.arm, r.concurrency, r.agent) for r in measured) == {
+        (run, arm, level, agent): 2 for run in (1, 2) for arm in ("control", "treatment")
+        for level in (1, 2) for agent in range(1, level + 1)}
