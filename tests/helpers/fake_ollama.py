@@ -405,8 +405,25 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Disconnect
 
     def _stall(self) -> None:
-        self.fake.stopping.wait(STALL_LIMIT_S)
+        """Silent until the client gives up: its disconnect cancels the request's context,
+        which frees the generation slot (llm/llama_server.go Completion)."""
+        deadline = time.monotonic() + STALL_LIMIT_S
+        while not self.fake.stopping.wait(SHUTDOWN_POLL_S) and time.monotonic() < deadline:
+            if self._client_gone():
+                break
         raise _Disconnect
+
+    def _client_gone(self) -> bool:
+        try:
+            self.connection.setblocking(False)
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+            finally:
+                self.connection.setblocking(True)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _end_with(self, line: str) -> None:
         self.wfile.write(b"%X\r\n%s\n\r\n" % (len(line) + 1, line.encode()))
