@@ -63,7 +63,8 @@ def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
         if looks_figure(inputs.looks, inputs.quality["settings"]["threshold_pct"],
                         staging.path(figures_dir / LOOKS_FIGURE)):
             names["looks"] = LOOKS_FIGURE
-        if load_figure(inputs.load, inputs.profiles, staging.path(figures_dir / LOAD_FIGURE)):
+        if inputs.load is not None:  # agents ran at once
+            load_figure(inputs.load, inputs.profiles, staging.path(figures_dir / LOAD_FIGURE))
             names["load"] = LOAD_FIGURE
         relative = os.path.relpath(figures_dir, report_path.parent)
         links = {key: Path(relative, name).as_posix() for key, name in names.items()}

@@ -40,10 +40,8 @@ def read_load(processed_dir: Path) -> pd.DataFrame | None:
     return table if (table["concurrency"] > 1).any() else None
 
 
-def load_figure(table: pd.DataFrame | None, profiles: dict[str, str], path: Path) -> bool:
-    """Output tok/s against p95 task time, one point per level, per arm; False: no figure."""
-    if table is None:
-        return False
+def load_figure(table: pd.DataFrame, profiles: dict[str, str], path: Path) -> None:
+    """Output tok/s against p95 task time, one point per level, per arm."""
     fig = Figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
     for arm in ARMS:
@@ -59,7 +57,6 @@ def load_figure(table: pd.DataFrame | None, profiles: dict[str, str], path: Path
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    return True
 
 
 def capacity(table: pd.DataFrame, arm: str) -> int | None:
