@@ -25,6 +25,13 @@ from tests.helpers.project import OLLAMA_MODEL, ROOT, BackendFactory, default_ru
 __all__ = ["fake_ollama_fixture"]  # registers the `fake_ollama` fixture
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# llama.cpp's OpenMP threads wait at every barrier of every token by spinning; when more
+# threads than cores want to run (two test workers, other jobs on the machine) a spinning
+# thread holds the core its partner needs, and a 24-token call took 5 to 6 times longer and
+# 5 times the CPU (measured on a 2-core VM at load 10-15). Passive threads sleep instead.
+# Set before llama_cpp loads libgomp (it reads this once); child processes inherit it. Tests
+# assert no timings, so this changes no outcome; `ollabench` itself never sets it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session", autouse=True)
