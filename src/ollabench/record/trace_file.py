@@ -83,9 +83,9 @@ class TraceFile:
         return self._kinds.setdefault(key, f"kind{len(self._kinds) + 1}")
 
     def _continued(self, messages: list[str]) -> _Session:
-        """The session these messages continue (the longest earlier request they extend),
-        its turn moved on; else a new session at turn 1."""
-        best = max((s for s in self._sessions if len(s.messages) < len(messages)
+        """The session these messages continue (the longest earlier request they extend,
+        the latest of equals), its turn moved on; else a new session at turn 1."""
+        best = max((s for s in reversed(self._sessions) if len(s.messages) < len(messages)
                     and messages[:len(s.messages)] == s.messages),
                    key=lambda s: len(s.messages), default=None)
         if best is None:
