@@ -110,6 +110,16 @@ def test_a_client_gone_mid_stream_and_an_unreachable_server_lose_no_line(
         code, _ = _stop(process)
     assert code == 0 and len(out.read_text().splitlines()) == 2
 
+    streaming = tmp_path / "streaming.jsonl"
+    fake_ollama.queue(Script(tokens=200, token_ms=20))
+    with recording(fake_ollama.url, streaming) as (url, process), httpx.Client(
+            base_url=url) as client, client.stream("POST", "/api/chat", json=_chat(ASK)) as answer:
+        next(answer.iter_lines())
+        process.send_signal(signal.SIGINT)  # Ctrl-C while a reply is streaming
+        assert process.wait(timeout=10) == 0
+        assert process.stderr is not None and process.stderr.read() == ""
+    assert len(streaming.read_text().splitlines()) == 1
+
     closed = tmp_path / "closed.jsonl"
     with recording("http://127.0.0.1:9", closed) as (url, process):
         answer = httpx.post(f"{url}/api/chat", json=_chat(ASK))
@@ -165,6 +175,18 @@ def test_bad_options_stop_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "pw" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_port_in_use_stops_in_one_line(tmp_path: Path, fake_ollama: FakeOllama,
+                                         capsys: pytest.CaptureFixture) -> None:
+    port = fake_ollama.url.rsplit(":", 1)[1]
+    code = main(["record", "--upstream", fake_ollama.url, "--port", port,
+                 "--out", str(tmp_path / "t.jsonl")])
+
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        f"ollabench: error: --port {port}: cannot listen on 127.0.0.1:{port} (")
+    assert not (tmp_path / "t.jsonl").exists()  # the same command can run again
+
+
 def test_an_existing_trace_is_never_overwritten(tmp_path: Path) -> None:
     existing = tmp_path / "t.jsonl"
     existing.write_text("{}\n")
@@ -195,3 +217,4 @@ def test_a_recording_replays_with_dvc_exp_run(tmp_path: Path, fake_ollama: FakeO
     assert any(b["messages"][-1] == LOG and b["tools"] == TOOLS for b in replayed)
     report = (repo / "reports" / "report.md").read_text()
     assert "kind1" in report
+    assert "The trace's own `model`, `stream` were not replayed" in report

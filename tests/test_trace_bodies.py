@@ -215,3 +215,6 @@ def test_a_raw_trace_replays_on_the_embedded_default(tmp_path: Path,
     plans = [r for r in records if r.stage == "plan"]
     assert all(r.replay_diverged is not None for r in plans)  # the model's call vs the recorded
     assert all(r.replay_diverged is None for r in records if r.stage != "plan")
+    env = json.loads((tmp_path / "raw" / "env.json").read_text())
+    assert env["workload"]["line_kinds"] == ["ollama", "openai"]
+    assert "options.temperature" in env["workload"]["overridden_fields"]

@@ -8,7 +8,6 @@ them. Only cli/ parses arguments: `run_record` takes them parsed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,11 @@ def run_record(upstream_url: str, port: int, out: Path, redact: list[str],
     try:
         asyncio.run(_until_stopped(upstream, Endpoint(bind_host, port), trace, listening))
     except KeyboardInterrupt:
-        pass  # Ctrl-C: every line is already flushed
+        pass  # Ctrl-C before the loop took over the signal: every line is already flushed
+    except RecordError:
+        trace.close()
+        out.unlink()  # nothing was recorded: the same command may be run again
+        raise
     finally:
         trace.close()
     say(f"ollabench record: wrote {trace.lines} request(s) to {out}")
@@ -59,20 +62,12 @@ def parse_upstream(url: str) -> Endpoint:
 
 async def _until_stopped(upstream: Endpoint, bind: Endpoint, trace: TraceFile,
                          listening: Callable[[int], None]) -> None:
+    """Serve until Ctrl-C (SIGINT) or SIGTERM, then close the open connections."""
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    serving = asyncio.create_task(serve(upstream, bind, trace.add, listening))
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not serving.done():
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        return
-    error = serving.exception()
-    if isinstance(error, OSError):
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    try:
+        await serve(upstream, bind, trace.add, listening, stop)
+    except OSError as exc:
         raise RecordError(f"--port {bind.port}: cannot listen on {bind.host}:{bind.port} "
-                          f"({error.strerror or error})") from None
-    if error is not None:
-        raise error
+                          f"({exc.strerror or exc})") from None

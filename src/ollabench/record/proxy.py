@@ -121,15 +121,29 @@ def _head(raw: bytes) -> tuple[str, str, dict[str, str]]:
 
 
 async def serve(upstream: Endpoint, bind: Endpoint, on_chat: Callable[[dict[str, Any]], None],
-                on_listening: Callable[[int], None]) -> None:
-    """Accept connections on `bind` until cancelled; on_listening gets the bound port."""
+                on_listening: Callable[[int], None], stop: asyncio.Event) -> None:
+    """Accept connections on `bind` until `stop` is set, then close every open one;
+    on_listening gets the bound port."""
+    tunnels: set[asyncio.Task[None]] = set()
+
     async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _tunnel(upstream, reader, writer, RequestReader(on_chat))
+        task = asyncio.current_task()
+        assert task is not None
+        tunnels.add(task)
+        try:
+            await _tunnel(upstream, reader, writer, RequestReader(on_chat))
+        except asyncio.CancelledError:
+            pass  # stopping: _tunnel closed both sides
+        finally:
+            tunnels.discard(task)
 
     server = await asyncio.start_server(tunnel, bind.host, bind.port)
-    async with server:
-        on_listening(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
+    on_listening(server.sockets[0].getsockname()[1])
+    await stop.wait()
+    server.close()
+    for task in list(tunnels):
+        task.cancel()
+    await asyncio.gather(*tunnels, return_exceptions=True)
 
 
 async def _tunnel(upstream: Endpoint, client_reader: asyncio.StreamReader,
@@ -144,11 +158,11 @@ async def _tunnel(upstream: Endpoint, client_reader: asyncio.StreamReader,
     pumps = [asyncio.create_task(_pump(client_reader, up_writer, requests.feed)),
              asyncio.create_task(_pump(up_reader, client_writer, None))]
     try:
-        _, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
-        for task in pending:  # one side failed (a client gone): end the other
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in pumps:  # one side failed (a client gone), or stopping: end the other
             task.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
-    finally:
         for writer in (up_writer, client_writer):
             writer.close()
 
