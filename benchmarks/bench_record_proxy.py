@@ -14,6 +14,8 @@ the trace must hold one line per proxied call. Target: median added TTFT under 1
 when the target is missed.
 
 Run from the repository root: python benchmarks/bench_record_proxy.py [--pairs 300]
+(--smoke: 3 pairs, the target printed but not enforced; what CI runs so the script cannot
+rot).
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=300)
+    parser.add_argument("--smoke", action="store_true",
+                        help="3 pairs, target not enforced (the script still has to work)")
     args = parser.parse_args()
+    if args.smoke:
+        args.pairs = 3
     server, direct_url = start(
         [sys.executable, "-m", "tests.helpers.fake_ollama", "--port", "0", "--model", MODEL,
          "--script", json.dumps(SCRIPT)], "FAKE_OLLAMA_URL=")
@@ -113,7 +119,7 @@ def main() -> int:
     if recorded != WARMUP_PAIRS + args.pairs:
         print(f"the trace holds {recorded} lines, expected {WARMUP_PAIRS + args.pairs}")
         return 1
-    return 0 if median_added < TARGET_ADDED_MS else 1
+    return 0 if median_added < TARGET_ADDED_MS or args.smoke else 1
 
 
 if __name__ == "__main__":
