@@ -14,8 +14,8 @@ the trace must hold one line per proxied call. Target: median added TTFT under 1
 when the target is missed.
 
 Run from the repository root: python benchmarks/bench_record_proxy.py [--pairs 300]
-(--smoke: 10 pairs, the target printed but not enforced; the trace must still hold every
-call. What CI runs so the script cannot rot.)
+(--smoke: 3 pairs, the target printed but not enforced; what CI runs so the script cannot
+rot).
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--smoke", action="store_true",
-                        help="10 pairs; exit 0 whatever the added TTFT")
+                        help="3 pairs, target not enforced (the script still has to work)")
     args = parser.parse_args()
     if args.smoke:
-        args.pairs = 10
+        args.pairs = 3
     server, direct_url = start(
         [sys.executable, "-m", "tests.helpers.fake_ollama", "--port", "0", "--model", MODEL,
          "--script", json.dumps(SCRIPT)], "FAKE_OLLAMA_URL=")

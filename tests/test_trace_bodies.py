@@ -23,7 +23,8 @@ READ_FILE = {"type": "function", "function": {
     "name": "read_file", "description": "Read a file of the results folder.",
     "parameters": {"type": "object", "properties": {"file": {"type": "string"}},
                    "required": ["file"]}}}
-SYSTEM = {"role": "system", "content": "You answer questions about benchmark results."}
+SYSTEM = {"role": "system", "content": "You answer questions about benchmark results.",
+          "name": "ops"}
 ASK = {"role": "user", "content": "What was the decode rate in runs.csv?"}
 CALL = {"role": "assistant", "content": None, "tool_calls": [
     {"id": "call_1", "type": "function",
@@ -65,8 +66,8 @@ def test_raw_bodies_are_read_with_their_tools_calls_replies_formats_and_caps(
          "tool_calls": [{"function": {"name": "read_file", "arguments": {"file": "runs.csv"}}}]},
         {"role": "tool", "content": REPLY["content"], "tool_name": "read_file"}]
     assert trace.describe()["overridden_fields"] == [
-        "keep_alive", "model", "options.num_ctx", "options.temperature", "stream",
-        "stream_options", "temperature", "think", "tool_choice"]
+        "keep_alive", "messages[].name", "model", "options.num_ctx", "options.temperature",
+        "stream", "stream_options", "temperature", "think", "tool_choice"]
 
 
 def test_a_json_object_format_and_text_parts_follow_ollamas_openai_layer(

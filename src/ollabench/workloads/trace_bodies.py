@@ -38,8 +38,11 @@ OVERRIDDEN = frozenset({
     "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "user",
     "reasoning_effort", "metadata", "store", "service_tier", "parallel_tool_calls", "think",
     "keep_alive", "truncate", "shift", "tool_choice", "n"})
-MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "tool_name", "name",
-                          "thinking", "refusal"})
+# A message's keys: the replayed ones, and those Ollama's chat has no field for (OpenAI's
+# participant `name` and the assistant's `refusal` text: not sent, listed as overridden).
+UNSENT_MESSAGE_KEYS = frozenset({"name", "refusal"})
+MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "tool_name",
+                          "thinking"}) | UNSENT_MESSAGE_KEYS
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ def read_body(where: str, data: dict[str, Any]) -> Body:
     if not isinstance(options, dict):
         raise WorkloadError(f"{where}: options must be an object")
     overridden += sorted(f"options.{k}" for k in options if k != "num_predict")
+    overridden += sorted({f"messages[].{k}" for m in messages if isinstance(m, dict)
+                          for k in m if k in UNSENT_MESSAGE_KEYS})
     return Body(kind, _messages(where, messages), _tools(where, data.get("tools")),
                 _format(where, data), _cap(where, data, options), tuple(overridden))
 
