@@ -81,7 +81,8 @@ def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("workload.num_predict.analysis", 0,
          r"workload\.num_predict\.analysis: input should be greater"),
         ("run.max_output_tokens", 0, r"run\.max_output_tokens: input should be greater"),
-        ("model.backend", "vllm", r"model\.backend: must be one of 'llamacpp', 'ollama' or 'openai'"),
+        ("model.backend", "vllm",
+         r"model\.backend: must be one of 'llamacpp', 'ollama' or 'openai'"),
         ("model.gguf", "/nonexistent/model.gguf", r"model\.gguf: file not found"),
         ("model.think", "ultra", r"model\.think: must be true, false, null or one of 'low', "
                                  r"'medium', 'high', 'max' .*got 'ultra'"),

@@ -74,9 +74,9 @@ def url_credentials(url: str) -> str | None:
     error message without its value; None when there is none."""
     parts = urlsplit(url if "://" in url else f"//{url}")
     if "@" in parts.netloc:
-        return "user info (user:password@)"
+        return "its user info (user:password@)"
     names = [k for k, _ in parse_qsl(parts.query) if SECRET_PARAM.search(k)]
-    return f"query parameter {names[0]!r}" if names else None
+    return f"its query parameter {names[0]!r}" if names else None
 
 
 def remember_url(url: str) -> None:

@@ -52,26 +52,25 @@ class Failure(Exception):
 
 
 class StreamState(ABC):
-    """Client timestamps of one stream: the first byte of the body, each chunk that carried
-    output, and the end."""
+    """Client timestamps of one stream: its first chunk whatever it carried (a keep-alive
+    comment is not a chunk), each chunk that carried output, and the end."""
 
     def __init__(self) -> None:
         self.started_ns = time.perf_counter_ns()
-        self.first_byte_ns: int | None = None
+        self.first_chunk_ns: int | None = None
         self.chunks = 0
         self.token_ns: list[int] = []  # arrival of each chunk that carried output
         self.end_ns: int | None = None
 
     def line(self, line: str, now_ns: int) -> None:
-        """One line of the body (blank lines included: they are bytes too)."""
-        if self.first_byte_ns is None:
-            self.first_byte_ns = now_ns
-        if line.strip():
-            self.add(line, now_ns)
+        """One line of the body."""
+        if line.strip() and self.add(line, now_ns) and self.first_chunk_ns is None:
+            self.first_chunk_ns = now_ns
 
     @abstractmethod
-    def add(self, line: str, now_ns: int) -> None:
-        """Parse one non-blank line; raise Failure for a line that ends the call."""
+    def add(self, line: str, now_ns: int) -> bool:
+        """Parse one non-blank line: whether it was a chunk of the reply (not a comment);
+        raise Failure for a line that ends the call."""
 
     @abstractmethod
     def finish(self) -> None:
@@ -87,7 +86,7 @@ class StreamState(ABC):
     def measurement(self, failure: Failure | None) -> CallMeasurement:
         measurement = CallMeasurement(
             ttft_ms=self.since_start_ms(self.token_ns[0] if self.token_ns else None),
-            ttfb_ms=self.since_start_ms(self.first_byte_ns),
+            ttfb_ms=self.since_start_ms(self.first_chunk_ns),
             e2e_ms=self.since_start_ms(self.end_ns) if failure is None else None,
             output=self.output(),
             outcome=OK if failure is None else failure.outcome,

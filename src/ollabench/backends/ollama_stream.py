@@ -40,7 +40,7 @@ class _Stream(StreamState):
         self.tool_calls: list[Any] = []  # message.tool_calls of every chunk, in order
         self.final: dict[str, Any] | None = None
 
-    def add(self, line: str, now_ns: int) -> None:
+    def add(self, line: str, now_ns: int) -> bool:
         try:
             chunk = json.loads(line)
         except ValueError as exc:
@@ -64,6 +64,7 @@ class _Stream(StreamState):
             self.content.append(content)
         if chunk.get("done"):
             self.final, self.end_ns = chunk, now_ns
+        return True
 
     def finish(self) -> None:
         if self.final is None:

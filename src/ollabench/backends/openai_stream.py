@@ -5,7 +5,7 @@ send it: one `data:` line per event): lines starting with `:` are comments (keep
 pings), other fields than `data` are ignored, `data: [DONE]` ends it, a chunk with empty
 `choices` may carry only `usage`. The first chunk often carries only `delta.role`: it is not
 a token. TTFT is the first chunk carrying content, reasoning (`reasoning_content`,
-`reasoning`) or a tool call; the first byte of the body is timed apart (ttfb_ms).
+`reasoning`) or a tool call; the first chunk whatever it carried is timed apart (ttfb_ms).
 
 A call ends well only with a `finish_reason`: llama-cpp-python's server answers an oversize
 prompt with an empty HTTP 200 stream, and cuts a stream short without one when another
@@ -47,15 +47,15 @@ class SseStream(StreamState):
         self.done = False
         self.last_ns: int | None = None
 
-    def add(self, line: str, now_ns: int) -> None:
+    def add(self, line: str, now_ns: int) -> bool:
         name, _, value = line.partition(":")
-        if not name or name != "data":  # a comment (":" first) or another field
-            return
+        if name != "data":  # a comment (":" first: a keep-alive ping) or another field
+            return False
         value = value.removeprefix(" ")
         self.last_ns = now_ns
         if value.strip() == DONE:
             self.done, self.end_ns = True, now_ns
-            return
+            return False
         try:
             chunk = json.loads(value)
         except ValueError as exc:
@@ -72,6 +72,7 @@ class SseStream(StreamState):
         self.timings = chunk.get("timings") or self.timings
         for choice in chunk.get("choices") or []:
             self._choice(choice, now_ns)
+        return True
 
     def _choice(self, choice: dict[str, Any], now_ns: int) -> None:
         delta = choice.get("delta") or {}

@@ -47,8 +47,8 @@ class ModelConfig(_Strict):
         environment (api_key_env, OLLAMA_HOST, OPENAI_BASE_URL), never from here."""
         found = url_credentials(url) if url else None
         if found:
-            raise ConfigError(f"model.{info.field_name}: holds a credential ({found}), which "
-                              "would be written to params.yaml and git; put the key in the "
+            raise ConfigError(f"model.{info.field_name}: holds a credential in {found}, "
+                              "which would be written to params.yaml and git; put the key in the "
                               "environment variable named by model.api_key_env (or the whole "
                               "URL in OLLAMA_HOST / OPENAI_BASE_URL)")
         return url

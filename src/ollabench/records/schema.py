@@ -73,7 +73,7 @@ class CallMeasurement:
     """What a backend measured for one LLM call (times in ms on the client's monotonic clock)."""
 
     ttft_ms: float | None = None
-    ttfb_ms: float | None = None  # first byte of the response body, whatever it carried
+    ttfb_ms: float | None = None  # first chunk of the body, whatever it carried
     e2e_ms: float | None = None
     load_ms: float | None = None
     prompt_eval_ms: float | None = None
