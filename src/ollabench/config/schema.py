@@ -216,6 +216,9 @@ class JudgeConfig(_Strict):
 
 class BenchConfig(_Strict):
     model: ModelConfig
+    # The control arm's own model config; None (conf/reference_model/same.yaml, or a
+    # params.yaml from before it existed): the control arm runs on `model` too.
+    reference_model: ModelConfig | None = None
     profile: ProfileConfig
     reference: ProfileConfig
     run: RunConfig
@@ -223,15 +226,28 @@ class BenchConfig(_Strict):
 
     judge: JudgeConfig
 
+    @field_validator("reference_model", mode="before")
+    @classmethod
+    def _empty_is_same(cls, value: Any) -> Any:
+        return None if value == {} else value
+
+    def arm_model(self, arm: str) -> ModelConfig:
+        """The model config an arm runs on."""
+        return (self.reference_model or self.model) if arm == "control" else self.model
+
     @model_validator(mode="after")
     def _models_fit_their_backends(self) -> BenchConfig:
         """A setting the chosen backend would ignore is refused, not silently dropped; the
         judge is never the model under test unless judge.allow_model_under_test says so."""
-        _check_model(self.model, "model")
-        if self.model.backend == "openai" and self.workload.name == "tool_agent":
-            raise ConfigError("workload.name: tool_agent does not run on backend openai yet "
-                              "(its tool calls are sent in Ollama's shape); use backend "
-                              "ollama or llamacpp")
+        for where in ("model", "reference_model"):
+            model = getattr(self, where)
+            if model is None:
+                continue
+            _check_model(model, where)
+            if model.backend == "openai" and self.workload.name == "tool_agent":
+                raise ConfigError(f"{where}.backend: workload tool_agent does not run on "
+                                  "backend openai yet (its tool calls are sent in Ollama's "
+                                  "shape); use backend ollama or llamacpp")
         judge = self.judge
         if not judge.enabled:
             return self
