@@ -5,12 +5,14 @@ failure shapes of real servers, each recorded with its outcome and never raised.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ollabench.backends.base import COLD, CachePlan
 from ollabench.backends.openai import OpenAIBackend
+from ollabench.bench.loop import run_bench
 from ollabench.config.schema import ModelConfig, validate_config
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.records.schema import (
@@ -25,7 +27,7 @@ from ollabench.records.schema import (
     CallRecord,
 )
 from tests.helpers.fake_openai import FakeOpenAI, Script
-from tests.helpers.project import default_run_config
+from tests.helpers.project import default_run_config, tiny_config
 
 KEY = "sk-test-4f1d2c9e8b7a"
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -207,3 +209,24 @@ def test_credentials_in_settings_are_refused(raw_config: dict[str, Any], key: st
     with pytest.raises(ConfigError, match=expected) as raised:
         validate_config(raw_config)
     assert "hunter22" not in str(raised.value) and "abcd1234" not in str(raised.value)
+
+
+def test_busy_answers_are_retried_with_backoff_and_every_try_recorded(
+        server: FakeOpenAI, raw_config: dict[str, Any], tmp_path: Path) -> None:
+    """429 and 503 (a full queue, a loading model) are worth another try; each is journaled
+    and lands in calls.jsonl beside the try that succeeded."""
+    raw_config["model"] = {"name": server.model, "backend": "openai", "base_url": server.url,
+                           "api_key_env": "OPENAI_API_KEY"}
+    config = tiny_config(raw_config, runs=1, warmup=0, max_retries=2, retry_backoff_s=0.01,
+                         order="sequential")
+    server.queue(Script(status=429, body='{"error": {"message": "queue full"}}'),
+                 Script(status=503, body="Service Unavailable"))
+    records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j", progress=False)
+
+    first = [r for r in records if r.seq == min(r.seq for r in records)]
+    assert [(r.attempt, r.outcome, r.http_status) for r in first] == [
+        (1, HTTP_ERROR, 429), (2, HTTP_ERROR, 503), (3, OK, None)]
+    assert first[0].error == "HTTP 429: queue full"
+    assert first[1].error == "HTTP 503: Service Unavailable"
+    env = (tmp_path / "raw" / "env.json").read_text()
+    assert KEY not in env and '"key_sent": true' in env
