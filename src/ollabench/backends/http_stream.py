@@ -11,6 +11,7 @@ classified in `outcome`, never raised.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from abc import ABC, abstractmethod
@@ -26,6 +27,7 @@ from ollabench.records.schema import (
     DISCONNECTED,
     FIRST_TOKEN_TIMEOUT,
     HTTP_ERROR,
+    MALFORMED,
     OK,
     STALLED,
     UNREACHABLE,
@@ -95,6 +97,18 @@ class StreamState(ABC):
         )
         record_token_gaps(measurement, self.token_ns)
         return measurement
+
+
+def json_object(text: str, chunks: int, what: str) -> dict[str, Any]:
+    """One line (or event) of a stream as a JSON object; a MALFORMED ending otherwise."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise Failure(MALFORMED, f"malformed {what} after {chunks} chunks: "
+                                 f"{one_line(exc)}") from None
+    if not isinstance(data, dict):
+        raise Failure(MALFORMED, f"malformed {what} after {chunks} chunks: not a JSON object")
+    return data
 
 
 def run_stream(client: httpx.Client, path: str, body: dict[str, Any], timeouts: Timeouts,

@@ -9,7 +9,6 @@ parsed here; every ending is classified in `outcome`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -18,16 +17,12 @@ from ollabench.backends.http_stream import (
     Failure,
     StreamState,
     Timeouts,
+    json_object,
     one_line,
     run_stream,
 )
 from ollabench.backends.tool_wire import calls_from_ollama
-from ollabench.records.schema import (
-    MALFORMED,
-    NO_FINAL_CHUNK,
-    STREAM_ERROR,
-    CallMeasurement,
-)
+from ollabench.records.schema import NO_FINAL_CHUNK, STREAM_ERROR, CallMeasurement
 
 
 class _Stream(StreamState):
@@ -41,14 +36,7 @@ class _Stream(StreamState):
         self.final: dict[str, Any] | None = None
 
     def add(self, line: str, now_ns: int) -> bool:
-        try:
-            chunk = json.loads(line)
-        except ValueError as exc:
-            raise Failure(MALFORMED, f"malformed stream line after {self.chunks} chunks: "
-                                     f"{one_line(exc)}") from None
-        if not isinstance(chunk, dict):
-            raise Failure(MALFORMED, f"malformed stream line after {self.chunks} chunks: "
-                                     f"not a JSON object")
+        chunk = json_object(line, self.chunks, "stream line")
         if "error" in chunk:
             raise Failure(STREAM_ERROR, f"server error mid-stream after {self.chunks} "
                                         f"chunks: {one_line(chunk['error'])}")

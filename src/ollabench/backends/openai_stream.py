@@ -23,11 +23,12 @@ from ollabench.backends.http_stream import (
     Failure,
     StreamState,
     Timeouts,
+    json_object,
     one_line,
     run_stream,
 )
 from ollabench.backends.tool_wire import calls_from_ollama
-from ollabench.records.schema import MALFORMED, NO_FINAL_CHUNK, STREAM_ERROR, CallMeasurement
+from ollabench.records.schema import NO_FINAL_CHUNK, STREAM_ERROR, CallMeasurement
 
 DONE = "[DONE]"
 CHAT_PATH = "/chat/completions"
@@ -56,14 +57,7 @@ class SseStream(StreamState):
         if value.strip() == DONE:
             self.done, self.end_ns = True, now_ns
             return False
-        try:
-            chunk = json.loads(value)
-        except ValueError as exc:
-            raise Failure(MALFORMED, f"malformed event after {self.chunks} chunks: "
-                                     f"{one_line(exc)}") from None
-        if not isinstance(chunk, dict):
-            raise Failure(MALFORMED, f"malformed event after {self.chunks} chunks: "
-                                     "not a JSON object")
+        chunk = json_object(value, self.chunks, "event")
         if "error" in chunk:
             raise Failure(STREAM_ERROR, f"server error mid-stream after {self.chunks} chunks: "
                                         f"{error_message(chunk)}")
