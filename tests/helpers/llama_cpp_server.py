@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,7 +25,6 @@ import httpx
 
 from ollabench.config.schema import bundled_gguf
 
-KEY = "sk-llamacpp-test-7d41c0e5b2"
 ALIAS = "smollm2-served"
 OVERRIDING_ENV = ("HOST", "PORT", "API_KEY", "N_CTX", "SEED", "MODEL")
 START_TIMEOUT_S = 120.0  # about 1 s on an idle machine; the shared CI box can be slow
@@ -46,9 +46,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_cpp_server(log: Path, key: str = KEY, n_ctx: int = 2048) -> Iterator[LlamaCppServer]:
-    """The server running until the block ends (then terminated, killed if it lingers)."""
+def llama_cpp_server(log: Path, n_ctx: int = 2048) -> Iterator[LlamaCppServer]:
+    """The server running until the block ends (then terminated, killed if it lingers),
+    behind a key made fresh for it: a key written in this file would be found in every
+    copy of the project by the tests that look for it."""
     port, gguf = _free_port(), bundled_gguf()
+    key = f"sk-test-{secrets.token_hex(12)}"
     env = {k: v for k, v in os.environ.items() if k not in OVERRIDING_ENV}
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
            "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
