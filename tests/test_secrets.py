@@ -4,6 +4,7 @@ aggregate and report."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,21 @@ def test_a_password_in_ollama_host_reaches_no_file(
     everything = _every_file_text(tmp_path)
     assert PASSWORD not in everything
     assert f"http://{REDACTED}@127.0.0.1" in (tmp_path / "raw" / "env.json").read_text()
-    assert fake_ollama.chats(), "the calls went through the proxy URL"
+    basic = base64.b64encode(f"proxyuser:{PASSWORD}".encode()).decode()
+    assert {c.authorization for c in fake_ollama.chats()} == {f"Basic {basic}"}
+
+
+def test_ollama_sends_a_bearer_key_from_the_environment_and_records_none(
+        fake_ollama: FakeOllama, raw_config: dict[str, Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_KEY", "sk-proxy-key-2718281828")
+    raw_config["model"] = {"name": "qwen2.5:7b", "backend": "ollama", "host": fake_ollama.url,
+                           "api_key_env": "PROXY_KEY"}
+    run_bench(tiny_config(raw_config, runs=1), tmp_path / "raw",
+              journal_root=tmp_path / "journal", progress=False)
+    assert {c.authorization for c in fake_ollama.exchanges} == {
+        "Bearer sk-proxy-key-2718281828"}
+    assert "sk-proxy-key" not in _every_file_text(tmp_path)
 
 
 def test_an_unreachable_ollama_host_names_no_password(
