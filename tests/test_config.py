@@ -152,3 +152,21 @@ def test_a_bad_override_is_one_line_not_a_traceback(override, expected, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("ollabench: error: overrides: ") and expected in err
     assert len(err.splitlines()) == 1
+
+
+def test_the_control_arm_may_name_its_own_model_config() -> None:
+    same = validate_config(compose(["model=openai", "model.name=served"]))
+    assert same.reference_model is None
+    assert same.arm_model("control") == same.arm_model("treatment") == same.model
+    apart = validate_config(compose(["model=openai", "model.name=served",
+                                     "reference_model=smollm2-135m"]))
+    assert (apart.arm_model("control").backend, apart.arm_model("treatment").backend) == \
+        ("llamacpp", "openai")
+    assert apart.model.api_key_env == "OPENAI_API_KEY" and apart.model.base_url is None
+
+
+def test_the_tool_agent_is_refused_on_the_openai_backend() -> None:
+    raw = compose(["model=openai", "model.name=served", "workload=tool_agent"])
+    with pytest.raises(ConfigError, match=r"model\.backend: workload tool_agent does not run "
+                                          r"on backend openai yet"):
+        validate_config(raw)
