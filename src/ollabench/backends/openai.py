@@ -65,8 +65,9 @@ class OpenAIBackend(Backend):
         self.root = self.url.removesuffix("/v1")
         self.timeouts = Timeouts(run.connect_timeout_s, run.first_token_timeout_s,
                                  run.read_timeout_s)
-        self.key_sent = bool(auth_headers(model.api_key_env))
-        self._http = httpx.Client(base_url=self.url, headers=auth_headers(model.api_key_env),
+        headers = auth_headers(model.api_key_env)
+        self.key_sent = bool(headers)
+        self._http = httpx.Client(base_url=self.url, headers=headers,
                                   timeout=httpx.Timeout(run.read_timeout_s,
                                                         connect=run.connect_timeout_s))
         self.dialect: Dialect = GENERIC
