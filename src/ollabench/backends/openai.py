@@ -176,7 +176,8 @@ class OpenAIBackend(Backend):
             measurement.token_count_source = CHUNKS if counted is None else TOKENIZER
         if timings.get("predicted_ms") is not None:  # llama-server, on the last chunk
             measurement.eval_ms = float(timings["predicted_ms"])
-            measurement.prompt_eval_ms = timings.get("prompt_ms")
+            prompt_ms = timings.get("prompt_ms")
+            measurement.prompt_eval_ms = None if prompt_ms is None else float(prompt_ms)
             measurement.prompt_eval_tokens = timings.get("prompt_n")
             measurement.prompt_cached_tokens = timings.get("cache_n")
             measurement.timing_source = ENGINE_CLOCK
