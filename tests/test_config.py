@@ -98,7 +98,7 @@ def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
                               r"llamacpp"),
         ("model.keep_alive", "10m", r"model\.keep_alive: only for backend ollama"),
         ("model.host", "http://127.0.0.1:1", r"model\.host: only for backend ollama"),
-        ("colour", "red", r"colour: unknown key; allowed keys: model, profile"),
+        ("colour", "red", r"colour: unknown key; allowed keys: model, reference_model, profile"),
     ],
 )
 def test_bad_input_names_the_key(raw_config: dict[str, Any], path: str, value: Any,
