@@ -2,7 +2,9 @@
 the runs it needs; the figures behind docs/statistics.md ("Sequential verdicts").
 
 Run as `python benchmarks/sequential_stopping.py [--experiments 2000] [--max-runs 40]`
-(about a minute). Not part of run_all.py: it measures the statistics, not the harness's speed.
+(about a minute). Not part of run_all.py's timed runs: it measures the statistics, not the
+harness's speed. --smoke: 40 experiments of at most 16 runs, the error-rate checks printed but
+not enforced (40 experiments cannot resolve them); what CI runs so the script cannot rot.
 
 Each experiment has PRIMARIES independent primary comparisons (the default run.primary of the
 agent workload: whole-run end-to-end time, TTFT of both stages, the whole-run decode rate).
@@ -105,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, default=40)
     parser.add_argument("--min-runs", type=int, default=8)
     parser.add_argument("--look-every-blocks", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true",
+                        help="40 experiments of at most 16 runs; checks not enforced")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.experiments, args.max_runs = 40, 16
     block = ABBA_BLOCK_RUNS
     design = Design(min_runs=args.min_runs, max_runs=args.max_runs,
                     look_every_runs=block * args.look_every_blocks, block_runs=block,
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(f"CV {cv_pct:g}% drift {drift_pct:g}%: A/A not equivalent")
     for line in failed:
         print(f"missed: {line}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed and not args.smoke else 0
 
 
 if __name__ == "__main__":

@@ -164,9 +164,3 @@ def test_the_control_arm_may_name_its_own_model_config() -> None:
         ("llamacpp", "openai")
     assert apart.model.api_key_env == "OPENAI_API_KEY" and apart.model.base_url is None
 
-
-def test_the_tool_agent_is_refused_on_the_openai_backend() -> None:
-    raw = compose(["model=openai", "model.name=served", "workload=tool_agent"])
-    with pytest.raises(ConfigError, match=r"model\.backend: workload tool_agent does not run "
-                                          r"on backend openai yet"):
-        validate_config(raw)

@@ -21,7 +21,15 @@ from typing import Any
 
 import httpx
 
-from ollabench.backends.base import UNARRANGED, Backend, CachePlan, Message, Tools, with_nonce
+from ollabench.backends.base import (
+    UNARRANGED,
+    Backend,
+    CachePlan,
+    Message,
+    OutputFormat,
+    Tools,
+    with_nonce,
+)
 from ollabench.backends.http_stream import NS_PER_MS, Timeouts, auth_headers, one_line
 from ollabench.backends.llamacpp import ollama_defaults
 from ollabench.backends.openai_dialects import GENERIC, Dialect, identify
@@ -135,8 +143,19 @@ class OpenAIBackend(Backend):
 
     # --- calls -----------------------------------------------------------------------------
 
+    def refusal(self, tools: Tools | None,
+                output_format: OutputFormat | None) -> tuple[str, str] | None:
+        """Tools and output formats are not mapped to the OpenAI request yet (tool calls go
+        back in Ollama's shape, `format` is not `response_format`): refused, not dropped."""
+        if tools:
+            return "tools", "the openai backend does not send tools yet"
+        if output_format is not None:
+            return "format", "the openai backend does not send response_format yet"
+        return None
+
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None,
+             output_format: OutputFormat | None = None) -> CallMeasurement:
         sampling = {k: v for k, v in options.items() if k != "num_predict"}
         body: dict[str, Any] = {
             "model": self.model.name, "messages": with_nonce(messages, cache.nonce),

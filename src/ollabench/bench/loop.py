@@ -233,7 +233,8 @@ class Runner:
             cache = self._prepare_cache(slot, messages, options)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  *self._chat(slot.arm, messages, options, cache), messages)
+                                  *self._chat(slot.arm, slot.step, messages, options, cache),
+                                  messages)
             if not should_retry(record):
                 break
             if record.outcome == NO_FINAL_CHUNK:
@@ -252,14 +253,18 @@ class Runner:
         primer_options = {**options, "num_predict": PRIME_NUM_PREDICT}
         started_at = provenance.utc_now()
         record = self._record(primer, 1, primer_options, started_at,
-                              *self._chat(slot.arm, messages, primer_options))
+                              *self._chat(slot.arm, slot.step, messages, primer_options))
         return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
-    def _chat(self, arm: str, messages: list[dict[str, str]], options: dict[str, Any],
+    def _chat(self, arm: str, step: int, messages: list[dict[str, str]],
+              options: dict[str, Any],
               cache: CachePlan = UNARRANGED) -> tuple[CallMeasurement, dict[str, Any]]:
-        """One backend call and what the host did meanwhile (read outside its clocks)."""
+        """One backend call with the step's tools and format, and what the host did
+        meanwhile (read outside its clocks)."""
         before = read_host()
-        measurement = self.backends[arm].chat(messages, options, cache, self.workload.tools)
+        measurement = self.backends[arm].chat(messages, options, cache,
+                                              self.workload.tools_of(step),
+                                              self.workload.format_of(step))
         return measurement, host_load(before, read_host())
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
@@ -314,6 +319,7 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     distinct = list({id(b): b for b in backends.values()}.values())
     for each in distinct:
         each.preflight()
+        workload.check_requests(each.refusal, f"the {each.name} backend")
     options = arm_options(config)
     for arm, where in (("control", "reference.options"), ("treatment", "profile.options")):
         backend = backends[arm]

@@ -240,14 +240,8 @@ class BenchConfig(_Strict):
         """A setting the chosen backend would ignore is refused, not silently dropped; the
         judge is never the model under test unless judge.allow_model_under_test says so."""
         for where in ("model", "reference_model"):
-            model = getattr(self, where)
-            if model is None:
-                continue
-            _check_model(model, where)
-            if model.backend == "openai" and self.workload.name == "tool_agent":
-                raise ConfigError(f"{where}.backend: workload tool_agent does not run on "
-                                  "backend openai yet (its tool calls are sent in Ollama's "
-                                  "shape); use backend ollama or llamacpp")
+            if getattr(self, where) is not None:
+                _check_model(getattr(self, where), where)
         judge = self.judge
         if not judge.enabled:
             return self

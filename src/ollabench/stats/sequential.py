@@ -27,6 +27,10 @@ FAR_Z = 40.0
 # Blocks before the paired estimator takes over: fewer leave too few degrees of freedom.
 MIN_PAIRED_BLOCKS = 4
 CALIBRATION_PATHS = 200_000
+# The simulation holds CALIBRATION_PATHS x blocks values (about 160 MiB an array at 100
+# blocks): beyond it the t statistic has so many degrees of freedom that it is the z
+# statistic that boundaries() assumes, and a million-record fixed run stays affordable.
+MAX_CALIBRATED_BLOCKS = 100
 CALIBRATION_SEED = 11  # a boundary that no finite sample reaches (nothing spent at this look)
 
 
@@ -181,8 +185,10 @@ class Design:
         if final and fractions:
             fractions[-1] = 1.0
         alpha = self.alpha / self.comparisons
-        if self.block_runs and reached and reached[0] >= MIN_PAIRED_BLOCKS * self.block_runs:
-            blocks = tuple(n // self.block_runs for n in reached)
+        block = self.block_runs
+        if (block and reached and reached[0] >= MIN_PAIRED_BLOCKS * block
+                and reached[-1] <= MAX_CALIBRATED_BLOCKS * block):
+            blocks = tuple(n // block for n in reached)
             return reached, paired_levels(blocks, tuple(fractions), alpha)
         return reached, tuple(nominal_alpha(z) for z in boundaries(tuple(fractions), alpha))
 
