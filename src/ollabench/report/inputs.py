@@ -39,7 +39,8 @@ ARM_KEYS = ("profile", "calls", "measured", "warmups", "errors", "retries", "rel
 CONDITION_KEYS = ("num_ctx", "num_batch", "num_batch_basis", "engine_version", "cache_state",
                   "cache_controlled", "truncated", "context_shift", "outcomes", "primers")
 # Sections of env.json the report reads with .get(): each an object when present.
-ENV_OBJECTS = ("config", "host", "host_at_start", "backend", "git", "packages")
+ENV_OBJECTS = ("config", "host", "host_at_start", "backend", "reference_backend", "git",
+               "packages")
 CONFIG_OBJECTS = ("model", "run", "reference", "profile")
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
@@ -73,7 +74,10 @@ class Inputs:
 
     @property
     def noise_floor(self) -> bool:
-        """An A/A run: both arms ran the same profile with the same options."""
+        """An A/A run: both arms ran the same profile with the same options, on the same
+        model config (no reference_model of its own)."""
+        if self.config.get("reference_model"):
+            return False
         same_name = self.profiles["control"] == self.profiles["treatment"]
         options = [(self.config.get(key) or {}).get("options") for key in ("reference",
                                                                           "profile")]

@@ -15,6 +15,7 @@ from mdutils.mdutils import MdUtils
 
 from ollabench.paths import PER_RUN_FILE
 from ollabench.records.schema import ARMS
+from ollabench.redaction import scrub
 from ollabench.report.configuration import configuration, option_notes
 from ollabench.report.format import (
     fmt_effect,
@@ -190,6 +191,15 @@ def _stage_metric_sorted(frame: pd.DataFrame, stages: list[str]) -> pd.DataFrame
         {v: i for i, v in enumerate(order[col.name])}), kind="stable")
 
 
+def _clocks(config: dict[str, Any]) -> list[str]:
+    """Which clock times what: once, or per arm when the arms ran on different backends."""
+    backends = [(config.get(key) or {}).get("backend") for key in ("reference_model", "model")]
+    if backends[0] in (None, backends[1]):
+        return [clocks_sentence(backends[1])]
+    return [f"Control arm: {clocks_sentence(backends[0])}",
+            f"Treatment arm: {clocks_sentence(backends[1])}"]
+
+
 def _methodology(md: MdUtils, inputs: Inputs) -> None:
     md.new_header(2, "Methodology", add_table_of_contents="n")
     run = inputs.config.get("run") or {}
@@ -200,7 +210,7 @@ def _methodology(md: MdUtils, inputs: Inputs) -> None:
         "); each run makes one call per stage.",
         f"Warm-up: {fmt_int(run.get('warmup'))} call(s) after every switch of arm absorb a "
         "model (re)load; they are recorded as `warmup` and never measured.",
-        clocks_sentence((inputs.config.get("model") or {}).get("backend")),
+        *_clocks(inputs.config),
         "Statistics: only measured calls without an error and without a model reload "
         "count; the unit is one value per run, arm and stage.",
         "Verdict test: Welch's t-test on the logarithm of the values (the metrics are ratios "
@@ -285,9 +295,11 @@ def _system(md: MdUtils, inputs: Inputs) -> None:
               f"Git commit: {git.get('commit') or NOT_RECORDED}{dirty}",
               f"Started: {env.get('started_at', NOT_RECORDED)}; finished: "
               f"{env.get('finished_at', NOT_RECORDED)}"]
-    items += [f"Backend {key}: {json.dumps(value, sort_keys=True)}"
-              for key, value in (env.get("backend") or {}).items()]
-    md.new_list([md_escape(i) for i in items])
+    for section, label in (("backend", "Backend"), ("reference_backend", "Control's backend")):
+        items += [f"{label} {key}: {json.dumps(value, sort_keys=True)}"
+                  for key, value in (env.get(section) or {}).items()]
+    # scrubbed: the env.json of a run before the redaction may hold a URL with credentials
+    md.new_list([md_escape(scrub(i)) for i in items])
     packages = env.get("packages") or {}
     if packages:
         table(md, ["Package", "Version"], [[k, v] for k, v in sorted(packages.items())])
