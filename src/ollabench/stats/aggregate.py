@@ -36,6 +36,7 @@ from ollabench.records.schema import ARMS
 from ollabench.stats.decisions import (
     FIXED,
     looks_table,
+    overrule,
     primary_decisions,
     primary_table,
     run_settings,
@@ -115,6 +116,7 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
     try:
         comparisons, outliers = comparisons_with_outliers(runs[CONTROL], runs[TREATMENT],
                                                           threshold_pct)
+        comparisons = overrule(comparisons, (stopped or {}).get("primary", {}))
         staging.write(out_dir / COMPARISONS_FILE, comparisons.to_csv(index=False))
         staging.write(out_dir / QUALITY_FILE,
                       json_text(quality.result() | {"outliers": outliers, "judge": judge}
