@@ -173,6 +173,8 @@ class Design:
     threshold_pct: float
     comparisons: int
     alpha: float = ALPHA
+    # per comparison, the error of equivalent (0: the better/worse interval decides it)
+    equivalence_alpha: float = ALPHA
 
     def looks(self, available_runs: int, final: bool) -> tuple[list[int], tuple[float, ...]]:
         """Runs per arm at each look reached with available_runs, and each look's nominal
@@ -188,10 +190,28 @@ class Design:
         if final and fractions:
             fractions[-1] = 1.0
         alpha = self.alpha / self.comparisons
-        if self.block_runs and reached and reached[0] >= MIN_PAIRED_BLOCKS * self.block_runs:
+        if self.paired_from_first(reached):
             blocks = tuple(n // self.block_runs for n in reached)
             return reached, paired_levels(blocks, tuple(fractions), alpha)
         return reached, tuple(nominal_alpha(z) for z in boundaries(tuple(fractions), alpha))
+
+    def paired_from_first(self, reached: list[int]) -> bool:
+        """Every look reached pairs by blocks (the first has MIN_PAIRED_BLOCKS of them)."""
+        return bool(self.block_runs and reached
+                    and reached[0] >= MIN_PAIRED_BLOCKS * self.block_runs)
+
+    def equivalence(self, reached: list[int], levels: tuple[float, ...],
+                    final: bool) -> tuple[float, ...]:
+        """Each look's one-sided TOST level: with paired looks, its own error
+        (equivalence_alpha per comparison, Pocock-type spending over runs / max_runs);
+        otherwise half the look's two-sided level, the interval the verdict reads."""
+        if not self.equivalence_alpha or not self.paired_from_first(reached):
+            return tuple(level / 2 for level in levels)
+        fractions = [n / self.max_runs for n in reached]
+        if final and fractions:
+            fractions[-1] = 1.0
+        return equivalence_levels(tuple(n // self.block_runs for n in reached),
+                                  tuple(fractions), self.equivalence_alpha)
 
 
 @lru_cache(maxsize=64)
@@ -204,26 +224,50 @@ def paired_levels(blocks: tuple[int, ...], fractions: tuple[float, ...],
     more errors through over 17 looks. Under no change, the sequence of paired t statistics
     does not depend on the spread, so CALIBRATION_PATHS seeded simulated sequences give
     each look's boundary (a pure function of its arguments)."""
+    return calibrated_levels(blocks, tuple(spent_alpha(alpha, f) for f in fractions), True)
+
+
+def pocock_spent(alpha: float, fraction: float) -> float:
+    """Lan-DeMets Pocock-type spending function alpha ln(1 + (e - 1) t): spends early."""
+    return alpha * math.log1p((math.e - 1.0) * min(fraction, 1.0)) if fraction > 0 else 0.0
+
+
+@lru_cache(maxsize=64)
+def equivalence_levels(blocks: tuple[int, ...], fractions: tuple[float, ...],
+                       alpha: float) -> tuple[float, ...]:
+    """One-sided levels of each paired look's two one-sided tests (TOST): the chance of
+    ever declaring equivalent when the true change sits on the threshold is at most alpha,
+    spent over the looks with the Pocock-type function (docs/statistics.md, "Equivalence
+    and its own error"), calibrated like paired_levels."""
+    return calibrated_levels(blocks, tuple(pocock_spent(alpha, f) for f in fractions),
+                             False)
+
+
+@lru_cache(maxsize=64)
+def calibrated_levels(blocks: tuple[int, ...], spent: tuple[float, ...],
+                      two_sided: bool) -> tuple[float, ...]:
+    """Nominal levels of paired t statistics at looks after blocks_1 < ... blocks such that
+    the share of null paths (standard normal block differences, CALIBRATION_PATHS seeded)
+    that first cross at look k is spent_k - spent_(k-1): two-sided on |t|, or one-sided."""
     rng = np.random.default_rng(CALIBRATION_SEED)
     draws = rng.standard_normal((CALIBRATION_PATHS, blocks[-1]))
     sums, squares = np.cumsum(draws, axis=1), np.cumsum(draws**2, axis=1)
     alive = np.ones(CALIBRATION_PATHS, dtype=bool)
     levels: list[float] = []
     previous_spent = 0.0
-    for b, fraction in zip(blocks, fractions, strict=True):
-        spent = spent_alpha(alpha, fraction)
+    for b, spent_now in zip(blocks, spent, strict=True):
         mean = sums[:, b - 1] / b
         sd = np.sqrt(np.maximum(squares[:, b - 1] - b * mean**2, 0.0) / (b - 1))
-        statistic = np.abs(mean) / (sd / math.sqrt(b))
-        crossing = round((spent - previous_spent) * CALIBRATION_PATHS)
+        statistic = (np.abs(mean) if two_sided else mean) / (sd / math.sqrt(b))
+        crossing = round((spent_now - previous_spent) * CALIBRATION_PATHS)
         candidates = np.sort(statistic[alive])[::-1]
         if crossing < 1 or len(candidates) <= crossing:
             boundary = math.inf
         else:  # halfway between the last path that crosses and the first that does not
             boundary = float(candidates[crossing - 1] + candidates[crossing]) / 2.0
         alive &= statistic < boundary
-        levels.append(float(2.0 * sps.t.sf(boundary, b - 1)))
-        previous_spent = spent
+        levels.append(float((2.0 if two_sided else 1.0) * sps.t.sf(boundary, b - 1)))
+        previous_spent = spent_now
     return tuple(levels)
 
 
@@ -249,10 +293,11 @@ class Looks:
 
 
 def judge(found: Estimate, level_alpha: float, direction: str, threshold_pct: float,
-          final: bool, checks: Checks) -> dict[str, np.ndarray]:
+          final: bool, checks: Checks, equivalence_alpha: float) -> dict[str, np.ndarray]:
     """The outcome of one look. Equivalent when the whole interval lies within
-    +-threshold_pct (two one-sided tests on the log scale, each at half this look's level;
-    a significant change smaller than the threshold is equivalent too); better or worse
+    +-threshold_pct (two one-sided tests on the log scale, each at equivalence_alpha, the
+    look's one-sided TOST level; a significant change smaller than the threshold is
+    equivalent too); better or worse
     when it excludes no change on the metric's good or bad side; else undecided, or
     inconclusive at the final look. level_alpha is this look's nominal two-sided level.
     A look whose trust checks fail decides nothing: undecided, or untrustworthy at the
@@ -264,7 +309,10 @@ def judge(found: Estimate, level_alpha: float, direction: str, threshold_pct: fl
         up = low > 0
         label = np.where(direction == "neither", "different",
                          np.where(up == (direction == "higher"), BETTER, WORSE))
-        equivalent = (-threshold_pct < low) & (high < threshold_pct)
+        tost = np.where(found.se > 0,
+                        sps.t.isf(equivalence_alpha, found.df) * found.se, 0.0)
+        equivalent = ((-threshold_pct < np.expm1(found.log_ratio - tost) * 100.0)
+                      & (np.expm1(found.log_ratio + tost) * 100.0 < threshold_pct))
         changed = ~equivalent & (up | (high < 0))
         cause = checks.causes(changed)
         outcome = np.where(cause != "", UNTRUSTWORTHY if final else UNDECIDED,
@@ -283,15 +331,17 @@ def sequential_looks(control: np.ndarray, treatment: np.ndarray, direction: str,
     control_first: per run, whether control ran first (the records' order); None reads
     ABBA's alternation when the blocks are ABBA, else skips the order check."""
     runs, levels = design.looks(control.shape[-1], final)
+    tost_levels = design.equivalence(runs, levels, final)
     if control_first is None and design.block_runs == 2:
         control_first = np.arange(control.shape[-1]) % 2 == 0
     columns: dict[str, list[np.ndarray]] = {}
-    for k, (n, level_alpha) in enumerate(zip(runs, levels, strict=True)):
+    for k, (n, level_alpha, tost_alpha) in enumerate(zip(runs, levels, tost_levels,
+                                                          strict=True)):
         c, t, on_log = test_scale(control[..., :n], treatment[..., :n])
         found = _estimate(c, t, on_log, design.block_runs)
         checks = check(c, t, paired_units(design.block_runs, n), control_first)
         for key, value in judge(found, level_alpha, direction, design.threshold_pct,
-                                final and k == len(runs) - 1, checks).items():
+                                final and k == len(runs) - 1, checks, tost_alpha).items():
             columns.setdefault(key, []).append(np.broadcast_to(value, found.se.shape))
         columns.setdefault("paired", []).append(found.paired)
     lead = control.shape[:-1]
