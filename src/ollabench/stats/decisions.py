@@ -141,10 +141,13 @@ def primary_series(calls: pd.DataFrame, primary: list[str],
     return series
 
 
-def primary_decisions(calls: pd.DataFrame, run: dict[str, Any],
-                      final: bool) -> list[PrimaryDecision]:
-    """Each primary comparison's looks over the runs recorded so far (complete blocks)."""
-    series = primary_series(calls, run["primary"])
+def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
+                      series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None
+                      = None) -> list[PrimaryDecision]:
+    """Each primary comparison's looks over the runs recorded so far (complete blocks);
+    series: primary_series of the calls when the caller has it already."""
+    if series is None:
+        series = primary_series(calls, run["primary"])
     design = design_for(run, max(len(series), 1))
     block = max(design.block_runs, 1)
     order = control_first(calls)
