@@ -36,11 +36,17 @@ repro: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The tests run on TEST_WORKERS pytest-xdist workers (the 2 cores of the reference machine;
+# more workers each run llama.cpp on every core). --dist loadscope keeps a module on one
+# worker, so its module-scoped fixtures (a DVC repository, a bench run) are built once.
+TEST_WORKERS ?= 2
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+
 test: setup lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench-perf: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run_all.py

@@ -2,13 +2,17 @@
 the runs it needs; the figures behind docs/statistics.md ("Sequential verdicts").
 
 Run as `python benchmarks/sequential_stopping.py [--experiments 2000] [--max-runs 40]`
-(about a minute). Not part of run_all.py: it measures the statistics, not the harness's speed.
+(about a minute). Not part of run_all.py's timed runs: it measures the statistics, not the
+harness's speed. --smoke: 40 experiments of at most 16 runs, the error-rate checks printed but
+not enforced (40 experiments cannot resolve them); what CI runs so the script cannot rot.
 
 Each experiment has PRIMARIES independent primary comparisons (the default run.primary of the
 agent workload: whole-run end-to-end time, TTFT of both stages, the whole-run decode rate).
 A run's value is log-normal with the case's CV, plus a slow drift shared by both arms in
 the drift cases: the machine warming up or down by DRIFT_PCT over the whole budget, as a
-straight line in the order the calls run (ABBA). The rule is the pipeline's own
+straight line in the order the calls run (ABBA); the other noise cases (regimes, a slower
+first call of each run, autocorrelated noise, an arm-correlated delay artifact) are
+described in docs/statistics.md beside their figures. The rule is the pipeline's own
 (ollabench.stats.sequential.sequential_looks) with run.stopping's committed defaults. Checked:
 
 - A/A: a false better/worse on any primary comparison in at most 5% of experiments (the
@@ -184,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equivalence-alpha", type=float, default=None,
                         help="per comparison (default: the pipeline's Design default)")
     parser.add_argument("--cases", default="", help="comma-separated noise names to run")
+    parser.add_argument("--smoke", action="store_true",
+                        help="40 experiments of at most 16 runs; checks not enforced")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.experiments, args.max_runs = 40, 16
     block = ABBA_BLOCK_RUNS
     design = Design(min_runs=args.min_runs, max_runs=args.max_runs,
                     look_every_runs=block * args.look_every_blocks, block_runs=block,
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += misses(case, cv_pct, change_pct, found, args.experiments)
     for line in failed:
         print(f"missed: {line}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed and not args.smoke else 0
 
 
 if __name__ == "__main__":

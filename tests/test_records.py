@@ -225,10 +225,10 @@ def test_a_version_1_record_reads_as_the_current_version_with_the_new_fields_unk
 
     record = read_records(GOLDEN_RAW / CALLS_FILE)[1]
 
-    assert record.schema_version == SCHEMA_VERSION == 3
+    assert record.schema_version == SCHEMA_VERSION == 4
     assert (record.prompt_eval_tokens, record.cache_state, record.outcome,
             record.reload_expected, record.num_batch, record.task_turn,
-            record.task_ended_by) == (None,) * 7
+            record.task_ended_by, record.replay_diverged) == (None,) * 8
     assert record.prompt_tok_s == stored["prompt_tok_s"]  # as version 1 computed it
 
 

@@ -14,6 +14,7 @@ from ollabench.stats.sequential import (
     BETTER,
     EQUIVALENT,
     INCONCLUSIVE,
+    MAX_CALIBRATED_BLOCKS,
     UNDECIDED,
     WORSE,
     Design,
@@ -99,6 +100,25 @@ def test_paired_levels_of_one_look_are_alpha() -> None:
     """One look spends all of alpha: the calibrated t boundary is the t quantile."""
     assert paired_levels((6,), (1.0,), 0.05)[0] == pytest.approx(0.05, rel=0.03)
     assert paired_levels((20,), (1.0,), 0.01)[0] == pytest.approx(0.01, rel=0.06)
+
+
+def test_past_the_calibrated_blocks_the_z_boundaries_apply() -> None:
+    """A fixed run of a million records (83,334 blocks a look) takes the z level at once;
+    simulating 200,000 paths of that many blocks would need 130 GB. Up to
+    MAX_CALIBRATED_BLOCKS the level is the calibrated t one."""
+    runs = 2 * 83_334
+    fixed = Design(min_runs=runs, max_runs=runs, look_every_runs=runs, block_runs=2,
+                   threshold_pct=5.0, comparisons=4)
+    assert fixed.looks(available_runs=runs, final=True) == ([runs], (pytest.approx(0.05 / 4),))
+    edge = 2 * MAX_CALIBRATED_BLOCKS
+    sequential = replace(DESIGN, min_runs=edge - 2, max_runs=edge + 2)
+    assert sequential.looks(available_runs=edge, final=False)[1] == paired_levels(
+        (MAX_CALIBRATED_BLOCKS - 1, MAX_CALIBRATED_BLOCKS),
+        ((edge - 2) / (edge + 2), edge / (edge + 2)), 0.05)
+    runs_past, levels = sequential.looks(available_runs=edge + 2, final=False)
+    assert runs_past == [edge - 2, edge, edge + 2]
+    assert levels == pytest.approx([2 * sps.norm.sf(z) for z in boundaries(
+        tuple(n / (edge + 2) for n in runs_past), 0.05)])
 
 
 def test_paired_levels_spend_like_obrien_fleming() -> None:

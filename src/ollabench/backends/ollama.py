@@ -31,6 +31,7 @@ from ollabench.backends.base import (
     Backend,
     CachePlan,
     Message,
+    OutputFormat,
     Tools,
     with_nonce,
 )
@@ -182,8 +183,19 @@ class OllamaBackend(Backend):
 
     # --- calls -----------------------------------------------------------------------------
 
+    def refusal(self, tools: Tools | None,
+                output_format: OutputFormat | None) -> tuple[str, str] | None:
+        """Tools on a model whose template has none: the server answers 400 (ollama
+        server/routes.go `ChatHandler`, "does not support tools")."""
+        capabilities = self._server().capabilities
+        if tools and capabilities is not None and "tools" not in capabilities:
+            return "tools", (f"model '{self.model_name}' does not support tools "
+                             f"(capabilities: {', '.join(sorted(capabilities))})")
+        return None
+
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None,
+             output_format: OutputFormat | None = None) -> CallMeasurement:
         server = self._server()
         sent = with_nonce(messages, cache.nonce)
         body: dict[str, Any] = {
@@ -192,6 +204,8 @@ class OllamaBackend(Backend):
             "options": options}
         if tools:
             body["tools"] = tools
+        if output_format is not None:
+            body["format"] = output_format
         if self._sends_truncate():
             body["truncate"] = False  # an oversize prompt is refused (400), never cut
         reload_expected = self._reload_expected(options)

@@ -233,7 +233,7 @@ class Runner:
             cache = self._prepare_cache(slot, messages, options)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  *self._chat(messages, options, cache), messages)
+                                  *self._chat(slot.step, messages, options, cache), messages)
             if not should_retry(record):
                 break
             if record.outcome == NO_FINAL_CHUNK:
@@ -252,14 +252,16 @@ class Runner:
         primer_options = {**options, "num_predict": PRIME_NUM_PREDICT}
         started_at = provenance.utc_now()
         record = self._record(primer, 1, primer_options, started_at,
-                              *self._chat(messages, primer_options))
+                              *self._chat(slot.step, messages, primer_options))
         return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
-    def _chat(self, messages: list[dict[str, str]], options: dict[str, Any],
+    def _chat(self, step: int, messages: list[dict[str, str]], options: dict[str, Any],
               cache: CachePlan = UNARRANGED) -> tuple[CallMeasurement, dict[str, Any]]:
-        """One backend call and what the host did meanwhile (read outside its clocks)."""
+        """One backend call with the step's tools and format, and what the host did
+        meanwhile (read outside its clocks)."""
         before = read_host()
-        measurement = self.backend.chat(messages, options, cache, self.workload.tools)
+        measurement = self.backend.chat(messages, options, cache, self.workload.tools_of(step),
+                                        self.workload.format_of(step))
         return measurement, host_load(before, read_host())
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
@@ -302,6 +304,7 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     backend = backend or make_backend(config.model, config.run)
     backend.preflight()
     options = arm_options(config)
+    workload.check_requests(backend.refusal, f"the {backend.name} backend")
     for arm, where in (("control", "reference.options"), ("treatment", "profile.options")):
         backend.validate_options(options[arm], where)  # refused before the first call
         num_ctx = backend.context_length(options[arm])

@@ -28,12 +28,13 @@ from ollabench.files import write_text_atomic
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-SCHEMA_VERSION = 3
-# Versions 1 and 2 lack the fields later versions added (all of them nullable: 2 the cache
-# and outcome fields, 3 the tool agent's task fields): their records are read as the current
+SCHEMA_VERSION = 4
+# Versions 1 to 3 lack the fields later versions added (all of them nullable: 2 the cache
+# and outcome fields, 3 the tool agent's task fields, 4 the trace's replay_diverged): their
+# records are read as the current
 # version with those fields null. Version 1's prompt_tok_s, computed over the whole prompt,
 # is kept as recorded (see _parse_record; version 2's equals the recomputed one).
-UPGRADED_VERSIONS = frozenset({1, 2})
+UPGRADED_VERSIONS = frozenset({1, 2, 3})
 READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 
 ARMS = ("control", "treatment")
@@ -128,6 +129,9 @@ class CallRecord(CallMeasurement):
     invalid_tool_calls: int | None = None
     tool_ms: float | None = None
     task_ended_by: str | None = None  # on the turn that ended the task
+    # A replayed session turn (workloads/trace.py, replay: model): its reply is not the
+    # recorded one, so the later turns follow the model, not the recording.
+    replay_diverged: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

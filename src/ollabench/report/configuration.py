@@ -52,6 +52,11 @@ def configuration(md: MdUtils, inputs: Inputs) -> None:
         md.new_paragraph("Options marked † may be ignored by this server: "
                          + "; ".join(f"`{name}`: {why}" for name, why in sorted(notes.items()))
                          + ". No difference in this report is evidence of their effect.")
+    overridden = (inputs.env.get("workload") or {}).get("overridden_fields") or []
+    if overridden:
+        md.new_paragraph("The trace's own " + ", ".join(f"`{name}`" for name in overridden)
+                         + " were not replayed: each arm sent its profile's options and its "
+                         "model settings instead (docs/workloads.md, Writing a trace).")
     run = config.get("run") or {}
     if run:
         md.new_paragraph("Run settings, the same for both arms:")

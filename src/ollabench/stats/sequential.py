@@ -29,6 +29,10 @@ FAR_Z = 40.0
 # Blocks before the paired estimator takes over: fewer leave too few degrees of freedom.
 MIN_PAIRED_BLOCKS = 4
 CALIBRATION_PATHS = 200_000
+# The simulation holds CALIBRATION_PATHS x blocks values (about 160 MiB an array at 100
+# blocks): beyond it the t statistic has so many degrees of freedom that it is the z
+# statistic that boundaries() assumes, and a million-record fixed run stays affordable.
+MAX_CALIBRATED_BLOCKS = 100
 CALIBRATION_SEED = 11  # a boundary that no finite sample reaches (nothing spent at this look)
 
 
@@ -190,22 +194,25 @@ class Design:
         if final and fractions:
             fractions[-1] = 1.0
         alpha = self.alpha / self.comparisons
-        if self.paired_from_first(reached):
+        if self.calibrated(reached):
             blocks = tuple(n // self.block_runs for n in reached)
             return reached, paired_levels(blocks, tuple(fractions), alpha)
         return reached, tuple(nominal_alpha(z) for z in boundaries(tuple(fractions), alpha))
 
-    def paired_from_first(self, reached: list[int]) -> bool:
-        """Every look reached pairs by blocks (the first has MIN_PAIRED_BLOCKS of them)."""
-        return bool(self.block_runs and reached
-                    and reached[0] >= MIN_PAIRED_BLOCKS * self.block_runs)
+    def calibrated(self, reached: list[int]) -> bool:
+        """Every look reached pairs by blocks (the first has MIN_PAIRED_BLOCKS of them) and
+        none has more blocks than the t calibration simulates (MAX_CALIBRATED_BLOCKS)."""
+        block = self.block_runs
+        return bool(block and reached and reached[0] >= MIN_PAIRED_BLOCKS * block
+                    and reached[-1] <= MAX_CALIBRATED_BLOCKS * block)
 
     def equivalence(self, reached: list[int], levels: tuple[float, ...],
                     final: bool) -> tuple[float, ...]:
         """Each look's one-sided TOST level: with paired looks, its own error
         (equivalence_alpha per comparison, Pocock-type spending over runs / max_runs);
-        otherwise half the look's two-sided level, the interval the verdict reads."""
-        if not self.equivalence_alpha or not self.paired_from_first(reached):
+        otherwise (Welch looks, or past the calibrated blocks) half the look's two-sided
+        level, the interval the verdict reads."""
+        if not self.equivalence_alpha or not self.calibrated(reached):
             return tuple(level / 2 for level in levels)
         fractions = [n / self.max_runs for n in reached]
         if final and fractions:
