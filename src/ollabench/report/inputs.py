@@ -25,6 +25,7 @@ from ollabench.paths import (
     SUMMARY_FILE,
 )
 from ollabench.records.schema import ARMS
+from ollabench.report.noise import read_noise
 from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
 
 QUALITY_KEYS = ("arms", "settings", "outliers", "errors", "reloaded_calls", "load_spikes",
@@ -64,6 +65,7 @@ class Inputs:
         self.primary, self.looks = (pd.read_csv(processed_dir / name)
                                     if (processed_dir / name).is_file() else pd.DataFrame()
                                     for name in (PRIMARY_FILE, LOOKS_FILE))
+        self.noise = read_noise(processed_dir)
         env_path = raw_dir / ENV_FILE
         self.env = _read_env(env_path) if env_path.is_file() else {}
         self.config: dict[str, Any] = self.env.get("config") or {}

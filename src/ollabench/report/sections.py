@@ -31,6 +31,7 @@ from ollabench.report.format import (
 )
 from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import table, tidy
+from ollabench.report.noise import noise_section
 from ollabench.report.quality import data_quality
 from ollabench.report.quality_gate import quality_gate, quality_lower
 from ollabench.report.verdicts import answer_sentence, how_it_stopped, primary_table
@@ -54,6 +55,7 @@ def render(inputs: Inputs, figures: dict[str, str]) -> str:
     _executive_summary(md, inputs)
     if not inputs.primary.empty:
         how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"))
+    noise_section(md, inputs.noise, inputs.quality["settings"]["threshold_pct"])
     _aggregate_table(md, inputs, figures)
     configuration(md, inputs)
     _methodology(md, inputs)
