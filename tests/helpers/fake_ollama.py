@@ -96,6 +96,7 @@ class Exchange:
     did: dict[str, Any] | None = None  # the Plan: what the server did with the request
     slot_wait_ns: int | None = None  # how long it waited for a generation slot
     generating_ns: int = 0  # when it got its slot: scripted times count from here
+    authorization: str | None = None  # the request's Authorization header (a proxy's key)
 
 
 class FakeOllama:
@@ -232,7 +233,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(body)
 
     def _serve(self, body: Any) -> None:
-        exchange = Exchange(self.command, self.path, body, self.arrived_ns)
+        exchange = Exchange(self.command, self.path, body, self.arrived_ns,
+                            authorization=self.headers.get("Authorization"))
         self.fake.record(exchange)
         routes = {
             ("GET", "/api/version"): lambda: self._send_json(

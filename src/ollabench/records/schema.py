@@ -28,12 +28,14 @@ from ollabench.files import write_text_atomic
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-SCHEMA_VERSION = 3
-# Versions 1 and 2 lack the fields later versions added (all of them nullable: 2 the cache
-# and outcome fields, 3 the tool agent's task fields): their records are read as the current
-# version with those fields null. Version 1's prompt_tok_s, computed over the whole prompt,
-# is kept as recorded (see _parse_record; version 2's equals the recomputed one).
-UPGRADED_VERSIONS = frozenset({1, 2})
+SCHEMA_VERSION = 6
+# Versions 1 to 5 lack the fields later versions added (all of them nullable: 2 the cache
+# and outcome fields, 3 the tool agent's task fields, 4 the trace's replay_diverged, 5 time
+# to first chunk and the sources of token counts and timings, 6 the load fields of
+# run.concurrency: level, agent, due and send times, in flight, queue wait): their records are
+# read as the current version with those fields null. Version 1's prompt_tok_s, computed over the whole
+# prompt, is kept as recorded (see _parse_record; version 2's equals the recomputed one).
+UPGRADED_VERSIONS = frozenset({1, 2, 3, 4, 5})
 READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 
 ARMS = ("control", "treatment")
@@ -62,6 +64,15 @@ QUEUE_ENGINE_WAIT = "engine_wait"
 QUEUE_SERVER_RESIDUAL = "server_residual"
 QUEUE_SERVER_RESIDUAL_RAW = "server_residual_uncorrected"
 QUEUE_SOURCES = (QUEUE_ENGINE_WAIT, QUEUE_SERVER_RESIDUAL, QUEUE_SERVER_RESIDUAL_RAW)
+# Where a record's token counts come from (token_count_source): the engine's own counters
+# (embedded, Ollama's final chunk), an OpenAI server's `usage`, the chunks that carried
+# output, or the model's tokenizer run on the output by the client.
+ENGINE_COUNT, USAGE, CHUNKS, TOKENIZER = "engine", "usage", "chunks", "tokenizer"
+TOKEN_SOURCES = (ENGINE_COUNT, USAGE, CHUNKS, TOKENIZER)
+# Who timed prompt_eval_ms and eval_ms (timing_source): the engine itself, or the client from
+# the chunks' arrival times (no prompt time then).
+ENGINE_CLOCK, CLIENT_CLOCK = "engine", "client"
+TIMING_SOURCES = (ENGINE_CLOCK, CLIENT_CLOCK)
 OUTCOMES = (OK, HTTP_ERROR, STREAM_ERROR, NO_FINAL_CHUNK, FIRST_TOKEN_TIMEOUT, STALLED,
             DISCONNECTED, MALFORMED, UNREACHABLE, ENGINE_ERROR, SKIPPED, NOT_REACHED)
 
@@ -71,6 +82,7 @@ class CallMeasurement:
     """What a backend measured for one LLM call (times in ms on the client's monotonic clock)."""
 
     ttft_ms: float | None = None
+    ttfb_ms: float | None = None  # first chunk of the body, whatever it carried
     e2e_ms: float | None = None
     load_ms: float | None = None
     prompt_eval_ms: float | None = None
@@ -80,6 +92,8 @@ class CallMeasurement:
     prompt_eval_tokens: int | None = None
     prompt_cached_tokens: int | None = None
     output_tokens: int | None = None
+    token_count_source: str | None = None  # TOKEN_SOURCES: where output_tokens came from
+    timing_source: str | None = None  # TIMING_SOURCES: who timed prompt_eval_ms and eval_ms
     done_reason: str | None = None
     truncated: bool | None = None
     context_shift: bool | None = None
@@ -149,6 +163,9 @@ class CallRecord(CallMeasurement):
     due_ms: float | None = None
     sent_ms: float | None = None
     in_flight: int | None = None
+    # A replayed session turn (workloads/trace.py, replay: model): its reply is not the
+    # recorded one, so the later turns follow the model, not the recording.
+    replay_diverged: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

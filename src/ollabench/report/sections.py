@@ -15,6 +15,7 @@ from mdutils.mdutils import MdUtils
 
 from ollabench.paths import PER_RUN_FILE
 from ollabench.records.schema import ARMS
+from ollabench.redaction import scrub
 from ollabench.report.configuration import configuration, option_notes
 from ollabench.report.format import (
     fmt_effect,
@@ -31,6 +32,7 @@ from ollabench.report.format import (
 from ollabench.report.inputs import Inputs
 from ollabench.report.load import under_load
 from ollabench.report.markdown import table, tidy
+from ollabench.report.noise import noise_section
 from ollabench.report.quality import data_quality
 from ollabench.report.quality_gate import quality_gate, quality_lower
 from ollabench.report.verdicts import answer_sentence, how_it_stopped, primary_table
@@ -54,6 +56,7 @@ def render(inputs: Inputs, figures: dict[str, str]) -> str:
     _executive_summary(md, inputs)
     if not inputs.primary.empty:
         how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"))
+    noise_section(md, inputs.noise, inputs.quality["settings"]["threshold_pct"])
     _aggregate_table(md, inputs, figures)
     under_load(md, inputs.load, inputs.profiles, inputs.config, figures.get("load"))
     configuration(md, inputs)
@@ -192,6 +195,15 @@ def _stage_metric_sorted(frame: pd.DataFrame, stages: list[str]) -> pd.DataFrame
         {v: i for i, v in enumerate(order[col.name])}), kind="stable")
 
 
+def _clocks(config: dict[str, Any]) -> list[str]:
+    """Which clock times what: once, or per arm when the arms ran on different backends."""
+    backends = [(config.get(key) or {}).get("backend") for key in ("reference_model", "model")]
+    if backends[0] in (None, backends[1]):
+        return [clocks_sentence(backends[1])]
+    return [f"Control arm: {clocks_sentence(backends[0])}",
+            f"Treatment arm: {clocks_sentence(backends[1])}"]
+
+
 def _methodology(md: MdUtils, inputs: Inputs) -> None:
     md.new_header(2, "Methodology", add_table_of_contents="n")
     run = inputs.config.get("run") or {}
@@ -202,7 +214,7 @@ def _methodology(md: MdUtils, inputs: Inputs) -> None:
         "); each run makes one call per stage.",
         f"Warm-up: {fmt_int(run.get('warmup'))} call(s) after every switch of arm absorb a "
         "model (re)load; they are recorded as `warmup` and never measured.",
-        clocks_sentence((inputs.config.get("model") or {}).get("backend")),
+        *_clocks(inputs.config),
         "Statistics: only measured calls without an error and without a model reload "
         "count; the unit is one value per run, arm and stage.",
         "Verdict test: Welch's t-test on the logarithm of the values (the metrics are ratios "
@@ -287,9 +299,11 @@ def _system(md: MdUtils, inputs: Inputs) -> None:
               f"Git commit: {git.get('commit') or NOT_RECORDED}{dirty}",
               f"Started: {env.get('started_at', NOT_RECORDED)}; finished: "
               f"{env.get('finished_at', NOT_RECORDED)}"]
-    items += [f"Backend {key}: {json.dumps(value, sort_keys=True)}"
-              for key, value in (env.get("backend") or {}).items()]
-    md.new_list([md_escape(i) for i in items])
+    for section, label in (("backend", "Backend"), ("reference_backend", "Control's backend")):
+        items += [f"{label} {key}: {json.dumps(value, sort_keys=True)}"
+                  for key, value in (env.get(section) or {}).items()]
+    # scrubbed: the env.json of a run before the redaction may hold a URL with credentials
+    md.new_list([md_escape(scrub(i)) for i in items])
     packages = env.get("packages") or {}
     if packages:
         table(md, ["Package", "Version"], [[k, v] for k, v in sorted(packages.items())])
