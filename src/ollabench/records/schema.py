@@ -33,8 +33,9 @@ SCHEMA_VERSION = 6
 # and outcome fields, 3 the tool agent's task fields, 4 the trace's replay_diverged, 5 time
 # to first chunk and the sources of token counts and timings, 6 the load fields of
 # run.concurrency: level, agent, due and send times, in flight, queue wait): their records are
-# read as the current version with those fields null. Version 1's prompt_tok_s, computed over the whole
-# prompt, is kept as recorded (see _parse_record; version 2's equals the recomputed one).
+# read as the current version with those fields null. Version 1's prompt_tok_s, computed over
+# the whole prompt, is kept as recorded (see _parse_record; version 2's equals the recomputed
+# one).
 UPGRADED_VERSIONS = frozenset({1, 2, 3, 4, 5})
 READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 
