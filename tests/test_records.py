@@ -233,17 +233,21 @@ def test_a_version_1_record_reads_as_the_current_version_with_the_new_fields_unk
     assert record.prompt_tok_s == stored["prompt_tok_s"]  # as version 1 computed it
 
 
-def test_a_version_4_record_reads_with_the_version_5_fields_unknown(tmp_path: Path) -> None:
+def test_a_version_4_record_reads_with_the_later_fields_unknown(tmp_path: Path) -> None:
+    later = ("ttfb_ms", "token_count_source", "timing_source",  # version 5
+             "concurrency", "agent", "due_ms", "sent_ms", "in_flight", "queue_ms")  # version 6
     stored = json.loads((GOLDEN_RAW / CALLS_FILE).read_text().splitlines()[1])
-    for name in ("ttfb_ms", "token_count_source", "timing_source"):
+    for name in later:
         stored.pop(name, None)
     path = tmp_path / CALLS_FILE
     path.write_text(json.dumps({**stored, "schema_version": 4}) + "\n")
 
     record = read_records(path)[0]
 
-    assert record.schema_version == 5
-    assert (record.ttfb_ms, record.token_count_source, record.timing_source) == (None,) * 3
+    assert record.schema_version == SCHEMA_VERSION == 6
+    assert record.concurrency == 1  # a record from before levels ran at level 1
+    unknown = [name for name in later if name != "concurrency"]
+    assert tuple(getattr(record, name) for name in unknown) == (None,) * len(unknown)
     assert record.ttft_ms == stored["ttft_ms"]
 
 
