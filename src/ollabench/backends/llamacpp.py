@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from ollabench.backends.base import (
@@ -29,6 +30,7 @@ from ollabench.backends.base import (
     Tools,
     record_token_gaps,
 )
+from ollabench.backends.gguf import check_loadable
 from ollabench.backends.tool_wire import call_schema, with_tool_prompt
 from ollabench.bench.provenance import physical_cores
 from ollabench.config.schema import ModelConfig, RunConfig
@@ -109,6 +111,15 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _load_vocab(path: Path) -> Any:
+    """A vocabulary-only Llama: the metadata and tokenizer, no weights (a fraction of a
+    second); llama.cpp's warning about the context such a load sets up is silenced."""
+    from llama_cpp import Llama
+
+    with _quiet_stderr():
+        return Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+
 def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
     """The options a call runs with: Ollama's defaults, then the engine's, then the profile's."""
     return {**ollama_defaults(), **ENGINE_DEFAULTS, **options}
@@ -147,8 +158,10 @@ class LlamaCppBackend(Backend):
         self._load_key: tuple[Any, ...] | None = None
         self._chat_format: Any = None
         self._grammars: dict[str, Any] = {}  # call schema (JSON text) -> its LlamaGrammar
+        self.option_notes: dict[str, str] = {}  # {option: why it cannot act here}
 
     def preflight(self) -> None:
+        """The file is there, is a GGUF, and llama.cpp reads its metadata and tensor table."""
         if not self.model_path.is_file():
             raise BackendUnavailable(f"model file not found: {self.model_path}")
         try:
@@ -156,6 +169,7 @@ class LlamaCppBackend(Backend):
         except ImportError as exc:
             raise BackendUnavailable(
                 "llama-cpp-python is not installed: pip install llama-cpp-python") from exc
+        check_loadable(self.model_path, lambda path: _load_vocab(path).close())
 
     def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unsupported = sorted(set(options) - SUPPORTED_OPTIONS)
@@ -170,16 +184,24 @@ class LlamaCppBackend(Backend):
                               "flash attention)")
         return filled
 
+    def validate_options(self, options: dict[str, Any], where: str) -> None:
+        """As the base class, and note an option this build cannot act on: GPU layers in a
+        llama.cpp built without GPU offload run on the CPU whatever `num_gpu` says."""
+        super().validate_options(options, where)
+        import llama_cpp
+
+        if options.get("num_gpu") not in (None, 0) and not llama_cpp.llama_supports_gpu_offload():
+            self.option_notes["num_gpu"] = (
+                "cannot act here: this llama.cpp build has no GPU offload "
+                "(llama_supports_gpu_offload() is false), every layer runs on the CPU")
+
     def context_length(self, options: dict[str, Any]) -> int | None:
         return int(self.effective_options(options)["num_ctx"])
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Exact, with the model's tokenizer and chat template (a vocabulary-only load: no
         weights, so the first call still pays the real load)."""
-        from llama_cpp import Llama
-
-        with _quiet_stderr():  # llama.cpp warns about the context a vocabulary load sets up
-            vocab = Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+        vocab = _load_vocab(self.model_path)
         try:
             formatted = _chat_formatter(vocab)(messages=messages)
             return len(vocab.tokenize(formatted.prompt.encode("utf-8"), add_bos=True,
@@ -279,8 +301,15 @@ class LlamaCppBackend(Backend):
         from llama_cpp import Llama
 
         self.close()
-        self._llm = Llama(model_path=str(self.model_path), verbose=False,
-                          **_llama_params(dict(zip(LOAD_OPTIONS, key, strict=True))))
+        load = dict(zip(LOAD_OPTIONS, key, strict=True))
+        try:
+            self._llm = Llama(model_path=str(self.model_path), verbose=False,
+                              **_llama_params(load))
+        except ValueError:  # the file passed preflight: the options are at fault
+            raise BackendUnavailable(
+                f"llama.cpp could not load {self.model_path} with {json.dumps(load)}: not "
+                "enough memory for this context and batch? Lower num_ctx or num_batch"
+            ) from None
         self._load_key = key
         self._chat_format = _chat_formatter(self._llm)
         return True
@@ -323,6 +352,7 @@ class LlamaCppBackend(Backend):
             "model_sha256": sha256_file(self.model_path),
             "model_bytes": self.model_path.stat().st_size,
             "assumed_ollama_defaults": ollama_defaults(),
+            "option_notes": dict(self.option_notes),
         }
 
     def snapshot(self) -> dict[str, Any]:

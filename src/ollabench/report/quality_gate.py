@@ -34,7 +34,7 @@ def quality_gate(md: MdUtils, inputs: Inputs) -> None:
     if inputs.noise_floor:
         text = "Quality (A/A): " + gate_words(inputs.comparisons).split(", ", 1)[1] + "."
     else:
-        text = f"Quality gate: {gate_words(inputs.comparisons)}."
+        text = f"Quality gate: {gate_words(inputs.comparisons, inputs.primary)}."
     rows = [row for metric in QUALITY_METRICS
             if (row := inputs.comparison(WORKFLOW_STAGE, metric)) is not None
             and pd.notna(row["control_median"]) and pd.notna(row["treatment_median"])]
