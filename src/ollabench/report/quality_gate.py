@@ -33,8 +33,8 @@ def quality_gate(md: MdUtils, inputs: Inputs) -> None:
         return
     measured = [m for m in QUALITY_METRICS if m not in inputs.not_applicable]
     if not any(inputs.comparison(WORKFLOW_STAGE, m) is not None for m in measured):
-        text = ("Quality gate: not applied; every quality metric was 0 in every run of both "
-                "arms (see below).")
+        text = ("Quality gate: not applied; no quality metric applied to these outputs "
+                "(see below).")
     elif inputs.noise_floor:
         text = "Quality (A/A): " + gate_words(inputs.comparisons).split(", ", 1)[1] + "."
     else:
