@@ -73,8 +73,8 @@ def _cause(record: CallRecord) -> str:
         return f"{record.arm} arm: {error}; check model.name (pull the model first)"
     if should_retry(record):
         return f"{record.arm} arm: {error}"
-    return (f"{record.arm} arm: {error}; the server refuses the request as "
-            f"{PROFILE_KEY.get(record.arm, 'profile')}.options set it")
+    return (f"{record.arm} arm: {error} (the server's answer to the request as configured: "
+            f"check {PROFILE_KEY.get(record.arm, 'profile')}.options and model)")
 
 
 def _overflow(arm: str, refused: list[CallRecord], records: list[CallRecord]) -> str:
