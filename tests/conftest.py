@@ -1,4 +1,8 @@
-"""Shared fixtures: the composed project config and small, fast variants of it."""
+"""Shared fixtures: the composed project config and small, fast variants of it; each test
+process's (xdist worker's) own DVC and git settings.
+
+`make test` runs the tests on pytest-xdist workers, a whole module per worker (README, "Two
+commands", says how a new test shares the expensive parts)."""
 
 from __future__ import annotations
 
@@ -14,12 +18,40 @@ from omegaconf import DictConfig
 
 from ollabench.backends.ollama import OllamaBackend
 from ollabench.config.schema import ModelConfig, compose
+from ollabench.paths import JOURNAL_DIR_ENV
+from tests.helpers import llama_cpp_server as real_server
 from tests.helpers.fake_ollama import FakeOllama, fake_ollama_fixture
 from tests.helpers.project import OLLAMA_MODEL, ROOT, BackendFactory, default_run_config
 
 __all__ = ["fake_ollama_fixture"]  # registers the `fake_ollama` fixture
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# llama.cpp's OpenMP threads wait at every barrier of every token by spinning; when more
+# threads than cores want to run (two test workers, other jobs on the machine) a spinning
+# thread holds the core its partner needs, and a 24-token call took 5 to 6 times longer and
+# 5 times the CPU (measured on a 2-core VM at load 10-15). Passive threads sleep instead.
+# Set before llama_cpp loads libgomp (it reads this once); child processes inherit it. Tests
+# assert no timings, so this changes no outcome; `ollabench` itself never sets it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """State that DVC and git keep outside a repository, private to this test process (an
+    xdist worker has its own base temp folder): DVC's site cache (repository locks and
+    indexes, else under /var/tmp/dvc for all), DVC's global config, git's global config (an
+    identity for commits; the user's own settings, such as commit signing, kept out), and no
+    resume journal folder chosen by the caller's environment. Child processes inherit it."""
+    base = tmp_path_factory.getbasetemp()
+    gitconfig = base / "gitconfig"
+    gitconfig.write_text("[user]\n\tname = ollabench tests\n\temail = tests@ollabench.local\n",
+                         encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVC_SITE_CACHE_DIR", str(base / "dvc-site"))
+        mp.setenv("DVC_GLOBAL_CONFIG_DIR", str(base / "dvc-global"))
+        mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+        mp.delenv(JOURNAL_DIR_ENV, raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +121,16 @@ def make_backend(fake_ollama: FakeOllama) -> Iterator[BackendFactory]:
     yield make
     for backend in made:
         backend.close()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[real_server.LlamaCppServer]:
+    """A real OpenAI-compatible server (llama-cpp-python's) on the shipped GGUF, behind a
+    key, shared by the session's tests; stopped at the end."""
+    log = tmp_path_factory.mktemp("llama-cpp-server") / "server.log"
+    with real_server.llama_cpp_server(log) as server:
+        yield server
 
 
 @pytest.fixture

@@ -81,7 +81,8 @@ def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("workload.num_predict.analysis", 0,
          r"workload\.num_predict\.analysis: input should be greater"),
         ("run.max_output_tokens", 0, r"run\.max_output_tokens: input should be greater"),
-        ("model.backend", "vllm", r"model\.backend: must be one of 'llamacpp' or 'ollama'"),
+        ("model.backend", "vllm",
+         r"model\.backend: must be one of 'llamacpp', 'ollama' or 'openai'"),
         ("model.gguf", "/nonexistent/model.gguf", r"model\.gguf: file not found"),
         ("model.think", "ultra", r"model\.think: must be true, false, null or one of 'low', "
                                  r"'medium', 'high', 'max' .*got 'ultra'"),
@@ -97,7 +98,7 @@ def _bad(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
                               r"llamacpp"),
         ("model.keep_alive", "10m", r"model\.keep_alive: only for backend ollama"),
         ("model.host", "http://127.0.0.1:1", r"model\.host: only for backend ollama"),
-        ("colour", "red", r"colour: unknown key; allowed keys: model, profile"),
+        ("colour", "red", r"colour: unknown key; allowed keys: model, reference_model, profile"),
     ],
 )
 def test_bad_input_names_the_key(raw_config: dict[str, Any], path: str, value: Any,
@@ -151,3 +152,15 @@ def test_a_bad_override_is_one_line_not_a_traceback(override, expected, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("ollabench: error: overrides: ") and expected in err
     assert len(err.splitlines()) == 1
+
+
+def test_the_control_arm_may_name_its_own_model_config() -> None:
+    same = validate_config(compose(["model=openai", "model.name=served"]))
+    assert same.reference_model is None
+    assert same.arm_model("control") == same.arm_model("treatment") == same.model
+    apart = validate_config(compose(["model=openai", "model.name=served",
+                                     "reference_model=smollm2-135m"]))
+    assert (apart.arm_model("control").backend, apart.arm_model("treatment").backend) == \
+        ("llamacpp", "openai")
+    assert apart.model.api_key_env == "OPENAI_API_KEY" and apart.model.base_url is None
+

@@ -225,11 +225,26 @@ def test_a_version_1_record_reads_as_the_current_version_with_the_new_fields_unk
 
     record = read_records(GOLDEN_RAW / CALLS_FILE)[1]
 
-    assert record.schema_version == SCHEMA_VERSION == 3
+    assert record.schema_version == SCHEMA_VERSION == 5
     assert (record.prompt_eval_tokens, record.cache_state, record.outcome,
             record.reload_expected, record.num_batch, record.task_turn,
-            record.task_ended_by) == (None,) * 7
+            record.task_ended_by, record.replay_diverged, record.ttfb_ms,
+            record.token_count_source, record.timing_source) == (None,) * 11
     assert record.prompt_tok_s == stored["prompt_tok_s"]  # as version 1 computed it
+
+
+def test_a_version_4_record_reads_with_the_version_5_fields_unknown(tmp_path: Path) -> None:
+    stored = json.loads((GOLDEN_RAW / CALLS_FILE).read_text().splitlines()[1])
+    for name in ("ttfb_ms", "token_count_source", "timing_source"):
+        stored.pop(name, None)
+    path = tmp_path / CALLS_FILE
+    path.write_text(json.dumps({**stored, "schema_version": 4}) + "\n")
+
+    record = read_records(path)[0]
+
+    assert record.schema_version == 5
+    assert (record.ttfb_ms, record.token_count_source, record.timing_source) == (None,) * 3
+    assert record.ttft_ms == stored["ttft_ms"]
 
 
 def test_the_columnar_path_upgrades_version_1_alike(tmp_path: Path) -> None:

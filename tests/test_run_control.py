@@ -41,7 +41,8 @@ class ScriptedBackend(Backend):
         pass
 
     def chat(self, messages: list[dict[str, str]], options: dict[str, Any],
-             cache: CachePlan | None = None, tools: Any = None) -> CallMeasurement:
+             cache: CachePlan | None = None, tools: Any = None,
+             output_format: Any = None) -> CallMeasurement:
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt  # the process dies mid-sequence

@@ -64,13 +64,14 @@ def test_unlabelled_requests_get_a_stage_each() -> None:
 BAD_TRACES = [
     ("{not json", r":1: not valid JSON"),
     ("[1, 2]", r":1: a request must be a JSON object, got list"),
-    ({"messages": [USER], "tools": []}, r":1: unknown key 'tools'; allowed keys: messages, stage"),
+    ({"messages": [USER], "tool": []}, r":1: unknown key 'tool'; a line is a compact line "
+     r"\(messages, num_predict, tools, format, stage, session, turn\), an OpenAI"),
     ({"messages": []}, r":1: messages must be a non-empty list"),
     ({"messages": [{"role": "robot", "content": "hi"}]},
      r":1: messages\[0\]: unknown role 'robot'; allowed: system, user, assistant, tool"),
     ({"messages": [{"role": "user", "content": 5}]}, r":1: messages\[0\]: content must be a str"),
-    ({"messages": [{"role": "user", "content": "x", "name": "a"}]},
-     r":1: messages\[0\]: unknown key 'name'"),
+    ({"messages": [{"role": "user", "content": "x", "images": ["aGk="]}]},
+     r":1: messages\[0\]: unknown key 'images'"),
     ({"messages": [USER], "num_predict": 0}, r":1: num_predict must be a positive integer"),
     ({"messages": [USER], "session": "s"}, r":1: session and turn go together"),
     ({"messages": [USER], "session": "s", "turn": 2},

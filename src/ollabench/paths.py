@@ -46,6 +46,7 @@ PER_RUN_FILE = "per_run.csv"
 PER_RUN_WIDE_FILE = "per_run_wide.csv"
 PRIMARY_FILE = "primary.csv"  # the primary comparisons' sequential decisions
 LOOKS_FILE = "looks.csv"  # every look of each primary comparison, up to its decision
+NOISE_FILE = "noise.csv"  # per primary comparison: this machine's noise and its structure
 
 # compare -> COMPARE_OUT/<A>_vs_<B>, beside its COMPARISONS_FILE
 COMPARISON_MD = "comparison.md"

@@ -88,6 +88,7 @@ class Exchange:
     final: dict[str, Any] | None = None  # the done chunk as sent
     status: int = 200
     did: dict[str, Any] | None = None  # the Plan: what the server did with the request
+    authorization: str | None = None  # the request's Authorization header (a proxy's key)
 
 
 class FakeOllama:
@@ -219,7 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(body)
 
     def _serve(self, body: Any) -> None:
-        exchange = Exchange(self.command, self.path, body, self.arrived_ns)
+        exchange = Exchange(self.command, self.path, body, self.arrived_ns,
+                            authorization=self.headers.get("Authorization"))
         self.fake.record(exchange)
         routes = {
             ("GET", "/api/version"): lambda: self._send_json(

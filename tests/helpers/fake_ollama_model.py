@@ -152,6 +152,10 @@ class Server:
             raise Refusal(400, f'"{body.get("model")}" does not support thinking')
         if isinstance(think, str) and self.version < (0, 13, 0) and spec.arch != "gptoss":
             raise Refusal(400, f'think value "{think}" is not supported for this model')
+        if body.get("tools") and "tools" not in spec.capabilities:
+            # server/routes.go:ChatHandler asks for model.CapabilityTools when tools is not
+            # empty; CheckCapabilities fails and handleScheduleError answers 400 "%q %v"
+            raise Refusal(400, f'"{body.get("model")}" does not support tools')
         for key, value in (body.get("options") or {}).items():
             check_option_type(key, value)
         return thinks and think is not False  # unset think on a thinking model thinks

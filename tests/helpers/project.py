@@ -6,12 +6,14 @@ temporary projects) can call them with their own arguments.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,7 +107,36 @@ def run_cmd(cmd: list[str], cwd: Path) -> str:
 
 
 def make_project(dest: Path, runs: int = 2, caps: int = 8) -> Path:
-    """A copy of the tracked project, with a small fixed run as the committed default."""
+    """A copy of the tracked project, with a small fixed run as the committed default: a git
+    repository of its own at dest, its DVC site cache beside it (dest.parent / "dvc-site")."""
+    return _copy_of(("project", runs, caps), lambda repo: _build_project(repo, runs, caps), dest)
+
+
+def small_project(dest: Path) -> Path:
+    """make_project with a one-file workload: on an idle machine a call then takes a fraction
+    of a second, so an experiment is mostly DVC's own time."""
+    return _copy_of(("small",), _build_small_project, dest)
+
+
+# Built projects, per process (one xdist worker): a template is built once (a copy of the
+# tracked files, `ollabench params`, git init and commit: seconds of subprocesses) and every
+# later call copies it, history included, so each test still owns its repository.
+_TEMPLATES: dict[tuple[object, ...], Path] = {}
+
+
+def _copy_of(key: tuple[object, ...], build: Callable[[Path], Path], dest: Path) -> Path:
+    if key not in _TEMPLATES:
+        folder = Path(tempfile.mkdtemp(prefix="ollabench-template-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _TEMPLATES[key] = build(folder / "repo")
+    shutil.copytree(_TEMPLATES[key], dest, symlinks=True)
+    # what `dvc config --local core.site_cache_dir` writes (.dvc/config.local, git-ignored)
+    (dest / ".dvc" / "config.local").write_text(
+        f"[core]\n    site_cache_dir = {dest.parent / 'dvc-site'}\n", encoding="utf-8")
+    return dest
+
+
+def _build_project(dest: Path, runs: int, caps: int) -> Path:
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     for rel in tracked:
@@ -121,17 +152,13 @@ def make_project(dest: Path, runs: int = 2, caps: int = 8) -> Path:
         path.write_text(yaml.safe_dump(changed, sort_keys=False))
     run_cmd([sys.executable, "-m", "ollabench.cli", "params"], dest)
     run_cmd(["git", "init", "-q", "-b", "main"], dest)
-    run_cmd(["dvc", "config", "--local", "core.site_cache_dir", str(dest.parent / "dvc-site")],
-            dest)
     run_cmd(["git", "add", "-A"], dest)
     run_cmd(["git", "commit", "-qm", "project"], dest)
     return dest
 
 
-def small_project(dest: Path) -> Path:
-    """make_project with a one-file workload: on an idle machine a call then takes a fraction
-    of a second, so an experiment is mostly DVC's own time."""
-    repo = make_project(dest, runs=2, caps=4)
+def _build_small_project(dest: Path) -> Path:
+    repo = _build_project(dest, runs=2, caps=4)
     workload = repo / "data" / "workload"
     for path in workload.iterdir():
         path.unlink()

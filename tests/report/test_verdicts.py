@@ -69,3 +69,17 @@ def test_autocorrelation_is_judged_against_the_schedules_units() -> None:
     assert not _autocorrelated(row, block_runs=2)
     assert _autocorrelated(row, block_runs=1)
     assert not _autocorrelated(row | {"lag1_autocorr": math.nan}, block_runs=1)
+
+
+def test_an_untrustworthy_comparison_is_not_called_better() -> None:
+    """The run's checks overruled the interval: the words give the cause and the remedy,
+    and the one-sentence answer says not trusted, never yes or no."""
+    row = _row("analysis", "ttft_ms", "untrustworthy", 10.3, 1.4, 19.9) | {
+        "untrusted_note": "successive blocks' differences follow each other; remedy: run "
+                          "more blocks"}
+    assert verdict_text(row, 5.0) == ("not trusted: successive blocks' differences follow "
+                                      "each other; remedy: run more blocks")
+    rows = pd.DataFrame([row, _row("workflow", "e2e_ms", "equivalent", 0.5, -2.0, 3.0)])
+    answer = answer_sentence(rows, quality_lower=False)
+    assert answer.startswith("Not trusted: the run's own checks overrule analysis TTFT")
+    assert "remedy: run more blocks" in answer and "better" not in answer

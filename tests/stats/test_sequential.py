@@ -14,13 +14,16 @@ from ollabench.stats.sequential import (
     BETTER,
     EQUIVALENT,
     INCONCLUSIVE,
+    MAX_CALIBRATED_BLOCKS,
     UNDECIDED,
     WORSE,
     Design,
     block_autocorrelation,
     boundaries,
+    equivalence_levels,
     estimate,
     paired_levels,
+    pocock_spent,
     sequential_looks,
     spent_alpha,
 )
@@ -99,6 +102,25 @@ def test_paired_levels_of_one_look_are_alpha() -> None:
     assert paired_levels((20,), (1.0,), 0.01)[0] == pytest.approx(0.01, rel=0.06)
 
 
+def test_past_the_calibrated_blocks_the_z_boundaries_apply() -> None:
+    """A fixed run of a million records (83,334 blocks a look) takes the z level at once;
+    simulating 200,000 paths of that many blocks would need 130 GB. Up to
+    MAX_CALIBRATED_BLOCKS the level is the calibrated t one."""
+    runs = 2 * 83_334
+    fixed = Design(min_runs=runs, max_runs=runs, look_every_runs=runs, block_runs=2,
+                   threshold_pct=5.0, comparisons=4)
+    assert fixed.looks(available_runs=runs, final=True) == ([runs], (pytest.approx(0.05 / 4),))
+    edge = 2 * MAX_CALIBRATED_BLOCKS
+    sequential = replace(DESIGN, min_runs=edge - 2, max_runs=edge + 2)
+    assert sequential.looks(available_runs=edge, final=False)[1] == paired_levels(
+        (MAX_CALIBRATED_BLOCKS - 1, MAX_CALIBRATED_BLOCKS),
+        ((edge - 2) / (edge + 2), edge / (edge + 2)), 0.05)
+    runs_past, levels = sequential.looks(available_runs=edge + 2, final=False)
+    assert runs_past == [edge - 2, edge, edge + 2]
+    assert levels == pytest.approx([2 * sps.norm.sf(z) for z in boundaries(
+        tuple(n / (edge + 2) for n in runs_past), 0.05)])
+
+
 def test_paired_levels_spend_like_obrien_fleming() -> None:
     """Early looks nearly nothing, the last close to alpha: (a t analogue of) the
     published boundaries."""
@@ -106,6 +128,25 @@ def test_paired_levels_spend_like_obrien_fleming() -> None:
     assert levels[0] < 1e-5
     assert levels[1] == pytest.approx(2 * sps.norm.sf(3.357), rel=0.3)
     assert 0.03 < levels[-1] < 0.05
+
+
+def test_equivalence_levels_spend_their_own_alpha_early() -> None:
+    """One look: the one-sided t level is alpha itself. Several: Pocock-type spending gives
+    the first look a real share of it (O'Brien-Fleming gives it almost nothing), and a
+    change exactly on the threshold is declared equivalent in about alpha of simulated
+    experiments over all looks."""
+    assert equivalence_levels((6,), (1.0,), 0.05)[0] == pytest.approx(0.05, rel=0.03)
+    levels = equivalence_levels((4, 8, 12, 16, 20), (0.2, 0.4, 0.6, 0.8, 1.0), 0.05)
+    assert pocock_spent(0.05, 0.2) == pytest.approx(0.05 * math.log1p((math.e - 1) * 0.2))
+    assert levels[0] > 0.005 and all(level < 0.05 for level in levels)
+    design = Design(min_runs=8, max_runs=40, look_every_runs=2, block_runs=2,
+                    threshold_pct=5.0, comparisons=4)
+    rng = np.random.default_rng(9)
+    control = rng.lognormal(0.0, 0.05, (2000, 40))
+    treatment = rng.lognormal(math.log(1.05), 0.05, (2000, 40))
+    looks = sequential_looks(control, treatment, "lower", design, final=True)
+    first = np.take_along_axis(looks.outcome, looks.decided_at()[:, None], axis=1)[:, 0]
+    assert (first == EQUIVALENT).mean() <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 2000)
 
 
 @pytest.mark.parametrize(("ratio", "direction", "expected"), [

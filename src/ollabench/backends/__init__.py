@@ -1,4 +1,5 @@
-"""Inference backends: a small interface (base.Backend) with two implementations."""
+"""Inference backends: a small interface (base.Backend) with three implementations:
+embedded llama.cpp, Ollama's API, the OpenAI chat-completions API."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def make_backend(model: ModelConfig, run: RunConfig) -> Backend:
         from ollabench.backends.ollama import OllamaBackend
 
         return OllamaBackend(model, run)
+    if model.backend == "openai":
+        from ollabench.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(model, run)
     from ollabench.backends.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(model, run)

@@ -16,8 +16,9 @@ import numpy as np
 
 from ollabench.records.schema import CallMeasurement
 
-Message = dict[str, str]
+Message = dict[str, Any]  # role and content; a replayed trace's also tool_calls, tool_name
 Tools = list[dict[str, Any]]  # tool definitions in Ollama's `tools` shape
+OutputFormat = str | dict[str, Any]  # Ollama's `format`: "json" or a JSON schema
 COLD, WARM = "cold", "warm"
 
 
@@ -70,10 +71,17 @@ class Backend(ABC):
 
     @abstractmethod
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None,
+             output_format: OutputFormat | None = None) -> CallMeasurement:
         """Run one streamed chat call with Ollama-named options (num_predict included);
         with `tools`, the model may call them, and a call's output is canonical JSON
-        (workloads/tools.py, backends/tool_wire.py)."""
+        (workloads/tools.py, backends/tool_wire.py); with `output_format`, the output is
+        held to it."""
+
+    def refusal(self, tools: Tools | None,
+                output_format: OutputFormat | None) -> tuple[str, str] | None:
+        """The request field this engine cannot honour and why (None: it can all)."""
+        return None
 
     @abstractmethod
     def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:

@@ -27,16 +27,28 @@ from ollabench.backends.base import (
     Backend,
     CachePlan,
     Message,
+    OutputFormat,
     Tools,
     record_token_gaps,
 )
 from ollabench.backends.gguf import check_loadable
-from ollabench.backends.tool_wire import call_schema, with_tool_prompt
+from ollabench.backends.tool_wire import (
+    call_schema,
+    embedded_messages,
+    format_schema,
+    with_tool_prompt,
+)
 from ollabench.bench.provenance import physical_cores
 from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
-from ollabench.records.schema import ENGINE_ERROR, OK, CallMeasurement
+from ollabench.records.schema import (
+    ENGINE_CLOCK,
+    ENGINE_COUNT,
+    ENGINE_ERROR,
+    OK,
+    CallMeasurement,
+)
 
 # Options that need a new model instance, as in Ollama, with their llama.cpp names.
 LOAD_OPTIONS = {
@@ -203,7 +215,7 @@ class LlamaCppBackend(Backend):
         weights, so the first call still pays the real load)."""
         vocab = _load_vocab(self.model_path)
         try:
-            formatted = _chat_formatter(vocab)(messages=messages)
+            formatted = _chat_formatter(vocab)(messages=embedded_messages(messages))
             return len(vocab.tokenize(formatted.prompt.encode("utf-8"), add_bos=True,
                                       special=True))
         finally:
@@ -212,18 +224,31 @@ class LlamaCppBackend(Backend):
     def expects_reload(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
         return self._load_options(old) != self._load_options(new)
 
+    def refusal(self, tools: Tools | None,
+                output_format: OutputFormat | None) -> tuple[str, str] | None:
+        """One grammar holds the output: to a tool call or to a format, not both."""
+        if tools and output_format is not None:
+            return "format", ("the embedded engine holds the output to one grammar: a "
+                              "structured-output format together with tools cannot be honoured")
+        return None
+
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None,
+             output_format: OutputFormat | None = None) -> CallMeasurement:
         """One call. Without the prompt cache the engine's cache is cleared first, which
         needs no nonce: the call is cold by construction. With tools, the prompt lists them
-        and a grammar holds the output to a call or an answer (backends/tool_wire.py)."""
+        and a grammar holds the output to a call or an answer (backends/tool_wire.py); with
+        an output format, a grammar holds it to the format's schema."""
         import llama_cpp
 
         opts = self.effective_options(options)
+        messages = embedded_messages(messages)
         constrained: dict[str, Any] = {}
-        if tools:  # the grammar is built before the clock starts (once per tool set)
+        if tools:  # the grammar is built before the clock starts (once per schema)
             messages = with_tool_prompt(messages, tools)
-            constrained["grammar"] = self._grammar(tools)
+            constrained["grammar"] = self._grammar(call_schema(tools))
+        elif output_format is not None:
+            constrained["grammar"] = self._grammar(format_schema(output_format))
         start_ns = time.perf_counter_ns()
         reload_expected = self._load_options(opts) != self._load_key
         reloaded = self._ensure_loaded(opts)
@@ -268,11 +293,12 @@ class LlamaCppBackend(Backend):
         self._set_cache_state(measurement, cache)
         return measurement
 
-    def _grammar(self, tools: Tools) -> Any:
-        """The grammar of one turn's output for these tools, built once per tool set."""
+    def _grammar(self, schema_object: dict[str, Any]) -> Any:
+        """The grammar of a JSON schema (a turn's tool call or answer, a format), built
+        once per schema."""
         from llama_cpp import LlamaGrammar
 
-        schema = json.dumps(call_schema(tools), sort_keys=True)
+        schema = json.dumps(schema_object, sort_keys=True)
         if schema not in self._grammars:
             with _quiet_stderr():
                 self._grammars[schema] = LlamaGrammar.from_json_schema(schema, verbose=False)
@@ -339,6 +365,7 @@ class LlamaCppBackend(Backend):
         measurement.prompt_eval_ms = float(perf.t_p_eval_ms)
         measurement.eval_ms = float(perf.t_eval_ms)
         measurement.output_tokens = decoded + (1 if measurement.done_reason == "length" else 0)
+        measurement.token_count_source, measurement.timing_source = ENGINE_COUNT, ENGINE_CLOCK
         if measurement.prompt_tokens is not None:
             measurement.prompt_eval_tokens = min(prompt_evaluated, measurement.prompt_tokens)
             measurement.prompt_cached_tokens = measurement.prompt_tokens - \

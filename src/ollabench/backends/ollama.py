@@ -31,16 +31,25 @@ from ollabench.backends.base import (
     Backend,
     CachePlan,
     Message,
+    OutputFormat,
     Tools,
     with_nonce,
 )
+from ollabench.backends.http_stream import Timeouts, auth_headers, one_line
 from ollabench.backends.ollama_server import load_identity, ps_row, resolve_host, tagged
-from ollabench.backends.ollama_stream import Timeouts, one_line, server_message, stream_chat
+from ollabench.backends.ollama_stream import server_message, stream_chat
 from ollabench.backends.tool_wire import ollama_messages
 from ollabench.bench.loads import is_model_load
 from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable
-from ollabench.records.schema import HTTP_ERROR, UNREACHABLE, CallMeasurement
+from ollabench.records.schema import (
+    ENGINE_CLOCK,
+    ENGINE_COUNT,
+    HTTP_ERROR,
+    UNREACHABLE,
+    CallMeasurement,
+)
+from ollabench.redaction import redact_url
 
 DEFAULT_THINK = False
 DEFAULT_KEEP_ALIVE = "5m"
@@ -68,13 +77,15 @@ class OllamaBackend(Backend):
     def __init__(self, model: ModelConfig, run: RunConfig) -> None:
         self.model = model
         self.model_name = tagged(model.name)
-        self.url = resolve_host(model.host)
+        self.url = resolve_host(model.host)  # with any credentials: for requests only
+        self.shown_url = redact_url(self.url)  # for env.json, reports and error messages
         self.think = DEFAULT_THINK if model.think is None else model.think
         self.keep_alive = DEFAULT_KEEP_ALIVE if model.keep_alive is None else model.keep_alive
         self.timeouts = Timeouts(run.connect_timeout_s, run.first_token_timeout_s,
                                  run.read_timeout_s)
-        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(
-            run.read_timeout_s, connect=run.connect_timeout_s))
+        self._http = httpx.Client(base_url=self.url, headers=auth_headers(model.api_key_env),
+                                  timeout=httpx.Timeout(run.read_timeout_s,
+                                                        connect=run.connect_timeout_s))
         self.server: rules.ServerModel | None = None  # known after preflight()
         self.option_notes: dict[str, str] = {}
         self._gpu_asked = False  # a profile sets GPU layers (num_gpu other than 0)
@@ -92,22 +103,22 @@ class OllamaBackend(Backend):
             tags = self._get_json("GET", "/api/tags")
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise BackendUnavailable(
-                f"cannot reach the Ollama server at {self.url}: start it with `ollama serve` "
+                f"cannot reach the Ollama server at {self.shown_url}: start it with `ollama serve` "
                 "(or set OLLAMA_HOST / model.host)") from None
         except (httpx.HTTPError, ValueError) as exc:
             raise BackendUnavailable(
-                f"the Ollama server at {self.url} failed to list models: {one_line(exc)}"
+                f"the Ollama server at {self.shown_url} failed to list models: {one_line(exc)}"
             ) from None
         if self._entry_for_model(tags) is None:
             raise BackendUnavailable(
-                f"model '{self.model.name}' is not on the server at {self.url}: "
+                f"model '{self.model.name}' is not on the server at {self.shown_url}: "
                 f"run `ollama pull {self.model.name}`")
         version_text = self._json_or_error("GET", "/api/version").get("version")
         version = rules.parse_version(version_text)
         show = self._json_or_error("POST", "/api/show", {"model": self.model_name})
         if version is None or "error" in show:
             raise BackendUnavailable(
-                f"the Ollama server at {self.url} did not describe itself "
+                f"the Ollama server at {self.shown_url} did not describe itself "
                 f"(/api/version: {version_text!r}; {show.get('error', '/api/show: ok')})")
         self.server = rules.ServerModel.from_show(str(version_text), version, show)
         rules.check_think(self.think, self.server, self.model_name)
@@ -150,7 +161,7 @@ class OllamaBackend(Backend):
         engine, engine_why = rules.go_engine(server)
         return {
             "backend": self.name,
-            "host": self.url,
+            "host": self.shown_url,
             "server_version": version.get("version"),
             "client_versions": {"httpx": _package_version("httpx")},
             "model": {
@@ -190,8 +201,19 @@ class OllamaBackend(Backend):
 
     # --- calls -----------------------------------------------------------------------------
 
+    def refusal(self, tools: Tools | None,
+                output_format: OutputFormat | None) -> tuple[str, str] | None:
+        """Tools on a model whose template has none: the server answers 400 (ollama
+        server/routes.go `ChatHandler`, "does not support tools")."""
+        capabilities = self._server().capabilities
+        if tools and capabilities is not None and "tools" not in capabilities:
+            return "tools", (f"model '{self.model_name}' does not support tools "
+                             f"(capabilities: {', '.join(sorted(capabilities))})")
+        return None
+
     def chat(self, messages: list[Message], options: dict[str, Any],
-             cache: CachePlan = UNARRANGED, tools: Tools | None = None) -> CallMeasurement:
+             cache: CachePlan = UNARRANGED, tools: Tools | None = None,
+             output_format: OutputFormat | None = None) -> CallMeasurement:
         server = self._server()
         sent = with_nonce(messages, cache.nonce)
         body: dict[str, Any] = {
@@ -200,6 +222,8 @@ class OllamaBackend(Backend):
             "options": options}
         if tools:
             body["tools"] = tools
+        if output_format is not None:
+            body["format"] = output_format
         if self._sends_truncate():
             body["truncate"] = False  # an oversize prompt is refused (400), never cut
         reload_expected = self._reload_expected(options)
@@ -225,10 +249,10 @@ class OllamaBackend(Backend):
             response = self._http.post("/api/chat", json=body)
         except httpx.HTTPError as exc:
             raise BackendUnavailable(
-                f"could not unload '{self.model_name}' from {self.url}: {one_line(exc)}"
+                f"could not unload '{self.model_name}' from {self.shown_url}: {one_line(exc)}"
             ) from None
         if response.is_error:
-            raise BackendUnavailable(f"could not unload '{self.model_name}' from {self.url}: "
+            raise BackendUnavailable(f"could not unload '{self.model_name}' from {self.shown_url}: "
                                      f"HTTP {response.status_code}: {server_message(response)}")
         self._last_ps_entry, self._last_ps_known = None, True
         self._runner_options = None
@@ -265,6 +289,7 @@ class OllamaBackend(Backend):
         measurement.total_ms = ns_to_ms(final.get("total_duration"))
         measurement.prompt_tokens = final.get("prompt_eval_count")
         measurement.output_tokens = final.get("eval_count")
+        measurement.token_count_source, measurement.timing_source = ENGINE_COUNT, ENGINE_CLOCK
         measurement.done_reason = final.get("done_reason")
         if measurement.cache_state == COLD:
             # The nonce leaves only the template's first tokens to the cache: all but those

@@ -8,6 +8,8 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from ollabench.redaction import remember_url
+
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
 # /api/ps fields that change only when the server (re)loads the model.
@@ -20,6 +22,7 @@ def resolve_host(configured: str | None) -> str:
     Follows Ollama's reading of OLLAMA_HOST: a bare host means http on port 11434.
     """
     raw = (configured or os.environ.get("OLLAMA_HOST") or "").strip().rstrip("/")
+    remember_url(raw)  # a proxy's password in OLLAMA_HOST: scrubbed from every error text
     if not raw:
         return DEFAULT_HOST
     scheme, has_scheme, rest = raw.rpartition("://")

@@ -76,12 +76,14 @@ def calls_from_ollama(tool_calls: list[Any]) -> str:
     return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
 
 
-def ollama_messages(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+def ollama_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conversation as Ollama expects it: an assistant turn that called tools carries
-    them in `tool_calls` (its canonical text is not sent as content)."""
+    them in `tool_calls` (its canonical text is not sent as content); a replayed trace's
+    message that already has them is sent as it is."""
     sent: list[dict[str, Any]] = []
     for message in messages:
-        turn = read_turn(message["content"]) if message["role"] == "assistant" else None
+        turn = read_turn(message["content"]) if message["role"] == "assistant" \
+            and "tool_calls" not in message else None
         if turn is not None and turn.calls:
             sent.append({"role": "assistant", "content": "", "tool_calls": [
                 {"function": {"name": c.name, "arguments": c.arguments}} for c in turn.calls]})
@@ -93,24 +95,39 @@ def ollama_messages(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- llama.cpp
 
 
+def embedded_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The conversation as the embedded engine's chat template takes it: role and content,
+    a replayed assistant's tool calls as their canonical text (the reply format the tool
+    prompt asks for), a tool reply's text as it is."""
+    return [{"role": m["role"],
+             "content": calls_from_ollama(m["tool_calls"]) if m.get("tool_calls")
+             else m["content"]} for m in messages]
+
+
 def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON schema of one turn's output: a call of one of the tools, or an answer."""
     calls = [{"type": "object",
               "properties": {"tool": {"const": t["function"]["name"]},
-                             "arguments": t["function"]["parameters"]},
+                             "arguments": t["function"].get("parameters") or {"type": "object"}},
               "required": ["tool", "arguments"]} for t in tools]
     answer = {"type": "object", "properties": {FINAL_KEY: {"type": "string"}},
               "required": [FINAL_KEY]}
     return {"oneOf": [*calls, answer]}
 
 
+def format_schema(output_format: str | dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of a structured-output format: Ollama's "json" is any JSON object."""
+    return {"type": "object"} if output_format == "json" else output_format
+
+
 def with_tool_prompt(messages: list[dict[str, str]],
                      tools: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The messages with the tools and the reply format added to the system message (a new
     one first if there is none), as Ollama's templates render a model's tools."""
-    listing = "\n".join(f"- {t['function']['name']}: {t['function']['description']} "
-                        f"Arguments: {json.dumps(t['function']['parameters']['properties'])}"
-                        for t in tools)
+    listing = "\n".join(
+        f"- {t['function']['name']}: {t['function'].get('description', '')} Arguments: "
+        f"{json.dumps((t['function'].get('parameters') or {}).get('properties', {}))}"
+        for t in tools)
     text = f"Tools:\n{listing}\n{CALL_FORMAT}"
     if messages and messages[0]["role"] == "system":
         return [{**messages[0], "content": f"{messages[0]['content']}\n\n{text}"},

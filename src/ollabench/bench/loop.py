@@ -103,13 +103,13 @@ class Journal:
 
 
 class Runner:
-    """Executes a plan against one backend, journaling every attempt."""
+    """Executes a plan against each arm's backend, journaling every attempt."""
 
-    def __init__(self, config: BenchConfig, backend: Backend, workload: Workload,
+    def __init__(self, config: BenchConfig, backends: dict[str, Backend], workload: Workload,
                  journal: Journal, warmups: int,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
-        self.backend = backend
+        self.backends = backends  # by arm (arm_backends)
         self.workload = workload
         self.journal = journal
         self.warmups = warmups
@@ -170,12 +170,12 @@ class Runner:
         if previous is not None:
             self._snapshot("after", previous)
         if self.config.run.cold_start:
-            self.backend.unload()
+            self.backends[slot.arm].unload()
         self._snapshot("before", slot.arm, run=slot.run)
 
     def _snapshot(self, when: str, arm: str, run: int | None = None) -> None:
         self.snapshots.append({"when": when, "arm": arm, "run": run, "at": provenance.utc_now(),
-                               "state": self.backend.snapshot()})
+                               "state": self.backends[arm].snapshot()})
 
     def _messages(self, slot: Slot) -> list[dict[str, str]]:
         if slot.step < 0:
@@ -220,7 +220,8 @@ class Runner:
             cache = self._prepare_cache(slot, messages, options)
             started_at = provenance.utc_now()
             record = self._record(slot, attempt + retry, options, started_at,
-                                  *self._chat(messages, options, cache), messages)
+                                  *self._chat(slot.arm, slot.step, messages, options, cache),
+                                  messages)
             if not should_retry(record):
                 break
             if record.outcome == NO_FINAL_CHUNK:
@@ -239,14 +240,18 @@ class Runner:
         primer_options = {**options, "num_predict": PRIME_NUM_PREDICT}
         started_at = provenance.utc_now()
         record = self._record(primer, 1, primer_options, started_at,
-                              *self._chat(messages, primer_options))
+                              *self._chat(slot.arm, slot.step, messages, primer_options))
         return CachePlan(WARM) if record.outcome == OK else UNARRANGED
 
-    def _chat(self, messages: list[dict[str, str]], options: dict[str, Any],
+    def _chat(self, arm: str, step: int, messages: list[dict[str, str]],
+              options: dict[str, Any],
               cache: CachePlan = UNARRANGED) -> tuple[CallMeasurement, dict[str, Any]]:
-        """One backend call and what the host did meanwhile (read outside its clocks)."""
+        """One backend call with the step's tools and format, and what the host did
+        meanwhile (read outside its clocks)."""
         before = read_host()
-        measurement = self.backend.chat(messages, options, cache, self.workload.tools)
+        measurement = self.backends[arm].chat(messages, options, cache,
+                                              self.workload.tools_of(step),
+                                              self.workload.format_of(step))
         return measurement, host_load(before, read_host())
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
@@ -265,11 +270,13 @@ class Runner:
             if other is not None:
                 quality["output_similarity_pct"] = similarity_pct(measurement.output,
                                                                   other.output)
+        backend = self.backends[slot.arm]
         record = CallRecord(
             **asdict(measurement), seq=slot.seq, run=slot.run, arm=slot.arm,
             profile=self.profile_name(slot.arm), stage=slot.stage, phase=slot.phase,
-            attempt=attempt, started_at=started_at, model=self.config.model.name,
-            backend=self.backend.name, options=self.backend.effective_options(options),
+            attempt=attempt, started_at=started_at,
+            model=self.config.arm_model(slot.arm).name, backend=backend.name,
+            options=backend.effective_options(options),
             **(host or {}), **quality)
         self.journal.append(record)
         return record
@@ -281,24 +288,39 @@ def arm_options(config: BenchConfig) -> dict[str, dict[str, Any]]:
             for arm, profile in (("control", config.reference), ("treatment", config.profile))}
 
 
+def arm_backends(config: BenchConfig, backend: Backend | None = None) -> dict[str, Backend]:
+    """Each arm's backend: one shared by both arms, unless the control arm names its own
+    model config (reference_model), which gets a backend of its own."""
+    treatment = backend or make_backend(config.model, config.run)
+    if config.reference_model is None:
+        return {"control": treatment, "treatment": treatment}
+    return {"control": make_backend(config.reference_model, config.run), "treatment": treatment}
+
+
 def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_ROOT,
               progress: bool = True, backend: Backend | None = None) -> list[CallRecord]:
     """Run (or resume) the benchmark and write calls.jsonl (with its columnar copy) and
     env.json to out_dir."""
     workload = load_workload(config)
-    backend = backend or make_backend(config.model, config.run)
-    backend.preflight()
+    backends = arm_backends(config, backend)
+    distinct = list({id(b): b for b in backends.values()}.values())
+    for each in distinct:
+        each.preflight()
+        workload.check_requests(each.refusal, f"the {each.name} backend")
     options = arm_options(config)
     for arm, where in (("control", "reference.options"), ("treatment", "profile.options")):
+        backend = backends[arm]
         backend.validate_options(options[arm], where)  # refused before the first call
         num_ctx = backend.context_length(options[arm])
         if num_ctx is not None:
             workload.check_context(backend.count_tokens, num_ctx,
                                    lambda step: output_cap(config, step), f"{arm} arm")
-    switch_reloads = backend.expects_reload(options["control"], options["treatment"])
+    # Two engines: every switch of arm is treated as a reload (a warm-up absorbs it).
+    switch_reloads = len(distinct) > 1 or backends["treatment"].expects_reload(
+        options["control"], options["treatment"])
     key = config_key(config, workload)
     journal = Journal(journal_root, key)
-    runner = Runner(config, backend, workload, journal,
+    runner = Runner(config, backends, workload, journal,
                     warmups_per_switch(config.run, switch_reloads))
     slots = plan(config.run, workload.steps, switch_reloads)
     start = host_at_start()  # after every check: a refused config is not kept waiting
@@ -307,12 +329,13 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     stop_rule = StopRule(config, journal.records)
     try:
         runs = runner.execute(slots, progress=progress, stop=stop_rule)
-        backend_info = backend.provenance()
+        described = {id(b): b.provenance() for b in distinct}
     finally:
-        backend.close()
+        for each in distinct:
+            each.close()
     records = sorted(journal.records, key=lambda r: r.key)
     started_at = min((r.started_at for r in records), default=provenance.utc_now())
-    env = provenance.collect(backend_info) | {
+    env = provenance.collect(described[id(backends["treatment"])]) | {
         "config": config.model_dump(mode="json"),
         "workload": workload.describe(),
         "journal_key": key,
@@ -323,6 +346,8 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
         "stopping": stop_rule.summary(runs),
         "host_at_start": start,
     }
+    if len(distinct) > 1:
+        env["reference_backend"] = described[id(backends["control"])]
     write_records_atomic(out_dir / CALLS_FILE, records)
     write_json_atomic(out_dir / ENV_FILE, env)
     write_calls_table(out_dir)

@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ollabench.redaction import REDACTED, redact_url
+
 PACKAGES = ("ollabench", "llama-cpp-python", "httpx", "dvc", "hydra-core",
             "omegaconf", "numpy", "pandas", "scipy", "mdutils", "matplotlib")
 
@@ -92,8 +94,10 @@ SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH")
 
 
 def ollama_environment() -> dict[str, str]:
-    """The client's OLLAMA_* variables (they change server behaviour), credentials redacted."""
-    return {key: "<redacted>" if any(m in key for m in SECRET_MARKERS) else value
+    """The client's OLLAMA_* variables (they change server behaviour), credentials redacted:
+    credential-like names whole, and a URL's user info and secret query values (OLLAMA_HOST
+    of a server behind an authenticating proxy)."""
+    return {key: REDACTED if any(m in key for m in SECRET_MARKERS) else redact_url(value)
             for key, value in sorted(os.environ.items()) if key.startswith("OLLAMA_")}
 
 

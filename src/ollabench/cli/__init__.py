@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ollabench.cli import experiments, stages
+from ollabench.cli import experiments, record, stages
 from ollabench.errors import OllabenchError
 
 EXIT_INTERRUPTED = 130
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stages.add_commands(sub)
     experiments.add_commands(sub)
+    record.add_commands(sub)
     return parser
 
 

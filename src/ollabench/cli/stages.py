@@ -98,6 +98,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from ollabench.config.schema import load_config
+    from ollabench.doctor import advice, run_doctor
+
+    if args.runs < 2:
+        raise ConfigError(f"--runs: must be at least 2 (a spread needs two runs), got {args.runs}")
+    config = load_config(args.params)
+    findings, seconds = run_doctor(config, args.runs)
+    print(f"{args.runs} A/A runs per arm at each setting, {config.model.name} on "
+          f"{config.model.backend}, {seconds:.0f} s; worst primary comparison per setting:")
+    print("\n".join(advice(findings, config)))
+    return 0
+
+
 def read_threshold(path: Path) -> float:
     """run.practical_threshold_pct from a params file, the file and key named if it is not
     there or not a number."""
@@ -123,7 +137,7 @@ def read_threshold(path: Path) -> float:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register `params`, `bench`, `judge`, `aggregate` and `report`."""
+    """Register `params`, `bench`, `judge`, `aggregate`, `report` and `doctor`."""
     p = sub.add_parser("params", help="compose conf/ with Hydra into params.yaml",
                        description="Compose conf/ (as `dvc exp run` does) and write params.yaml. "
                                    "With --check, only verify that params.yaml matches.")
@@ -185,6 +199,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help=f"the report; {APPENDIX_FILE} goes beside it ({REPORT_MD})")
     p.add_argument("--figures", type=Path, default=FIGURES_DIR, help=f"({FIGURES_DIR})")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("doctor", help="measure this machine's noise and what would shorten a "
+                                      "decision (about a minute)",
+                       description="Run a few A/A runs of the configured model and backend at "
+                                   "the current settings and at each open measurement choice "
+                                   "(embedded threads, pinning to one CPU, shorter outputs), "
+                                   "in a temporary folder, and print the noise, the runs and "
+                                   "minutes a decision at the practical threshold will take, "
+                                   "and what would shorten it. No experiment's data is "
+                                   "touched.")
+    p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
+    p.add_argument("--runs", type=int, default=3,
+                   help="A/A runs per arm at each setting (3; more: slower, surer)")
+    p.set_defaults(func=_cmd_doctor)
 
 
 def _add_model_run_options(p: argparse.ArgumentParser, journal_root: Path,

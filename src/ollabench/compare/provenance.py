@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollabench.compare.revisions import Side
+from ollabench.redaction import redact_url
 
 # Provenance categories that make a comparison "not like for like", in report order, with
 # the words used when they differ. `options` and `run` are what experiments vary on purpose.
@@ -57,7 +58,12 @@ def provenance_facts(side: Side) -> dict[str, Any]:
         "engine.backend": model.get("backend"),
         "engine.engine_version": backend.get("engine_version"),
         "engine.server_version": backend.get("server_version"),
-        **{f"server.{key}": value for key, value in (env.get("ollama_env") or {}).items()},
+        "weights.reference_model": (config.get("reference_model") or {}).get("name"),
+        "engine.reference_backend": (config.get("reference_model") or {}).get("backend"),
+        "engine.server": backend.get("server"),
+        # env.json of runs before the redaction may hold a URL with credentials
+        **{f"server.{key}": redact_url(str(value))
+           for key, value in (env.get("ollama_env") or {}).items()},
         "software.python": env.get("python"),
         **{f"software.{key}": value for key, value in (env.get("packages") or {}).items()},
         "prompt.workload_sha256": (env.get("workload") or {}).get("sha256"),

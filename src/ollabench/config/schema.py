@@ -18,6 +18,7 @@ from ollabench.bench.stopping import StoppingConfig, check_block_fit, parse_prim
 from ollabench.config.options import validate_options
 from ollabench.errors import ConfigError
 from ollabench.paths import CONF_DIR
+from ollabench.redaction import url_credentials
 
 THINK_LEVELS = ("low", "medium", "high", "max")
 # Go's time.ParseDuration, which Ollama's api.Duration applies to a keep_alive string: an
@@ -31,11 +32,35 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    backend: Literal["llamacpp", "ollama"]
+    backend: Literal["llamacpp", "ollama", "openai"]
     gguf: str | None = None
     host: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
     think: bool | Literal["low", "medium", "high", "max"] | None = None
     keep_alive: str | int | None = None
+
+    @field_validator("host", "base_url")
+    @classmethod
+    def _no_credentials(cls, url: str | None, info: Any) -> str | None:
+        """A setting lands in params.yaml, dvc.lock and git: credentials come from the
+        environment (api_key_env, OLLAMA_HOST, OPENAI_BASE_URL), never from here."""
+        found = url_credentials(url) if url else None
+        if found:
+            raise ConfigError(f"model.{info.field_name}: holds a credential in {found}, "
+                              "which would be written to params.yaml and git; put the key in the "
+                              "environment variable named by model.api_key_env (or the whole "
+                              "URL in OLLAMA_HOST / OPENAI_BASE_URL)")
+        return url
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"model.api_key_env: the name of an environment variable (such "
+                              f"as OPENAI_API_KEY), not a key; got a value of {len(name)} "
+                              "characters")
+        return name
 
     @field_validator("think", mode="before")
     @classmethod
@@ -191,6 +216,9 @@ class JudgeConfig(_Strict):
 
 class BenchConfig(_Strict):
     model: ModelConfig
+    # The control arm's own model config; None (conf/reference_model/same.yaml, or a
+    # params.yaml from before it existed): the control arm runs on `model` too.
+    reference_model: ModelConfig | None = None
     profile: ProfileConfig
     reference: ProfileConfig
     run: RunConfig
@@ -198,11 +226,22 @@ class BenchConfig(_Strict):
 
     judge: JudgeConfig
 
+    @field_validator("reference_model", mode="before")
+    @classmethod
+    def _empty_is_same(cls, value: Any) -> Any:
+        return None if value == {} else value
+
+    def arm_model(self, arm: str) -> ModelConfig:
+        """The model config an arm runs on."""
+        return (self.reference_model or self.model) if arm == "control" else self.model
+
     @model_validator(mode="after")
     def _models_fit_their_backends(self) -> BenchConfig:
         """A setting the chosen backend would ignore is refused, not silently dropped; the
         judge is never the model under test unless judge.allow_model_under_test says so."""
-        _check_model(self.model, "model")
+        for where in ("model", "reference_model"):
+            if getattr(self, where) is not None:
+                _check_model(getattr(self, where), where)
         judge = self.judge
         if not judge.enabled:
             return self
@@ -219,11 +258,13 @@ class BenchConfig(_Strict):
 
 
 def _check_model(model: ModelConfig, where: str) -> None:
-    only_for = {"host": "ollama", "think": "ollama", "keep_alive": "ollama", "gguf": "llamacpp"}
-    for key, backend in only_for.items():
-        if getattr(model, key) is not None and model.backend != backend:
-            raise ConfigError(f"{where}.{key}: only for backend {backend}; this model runs "
-                              f"on {model.backend} (set it to null)")
+    only_for = {"host": ("ollama",), "think": ("ollama",), "keep_alive": ("ollama",),
+                "gguf": ("llamacpp",), "base_url": ("openai",),
+                "api_key_env": ("ollama", "openai")}
+    for key, backends in only_for.items():
+        if getattr(model, key) is not None and model.backend not in backends:
+            raise ConfigError(f"{where}.{key}: only for backend {' or '.join(backends)}; this "
+                              f"model runs on {model.backend} (set it to null)")
     if model.backend == "llamacpp" and not model.gguf_path().is_file():
         raise ConfigError(f"{where}.gguf: file not found: {model.gguf_path()} "
                           "(give the path of a GGUF file)")
@@ -234,7 +275,7 @@ def _same_model(a: ModelConfig, b: ModelConfig) -> bool:
         return False
     if a.backend == "llamacpp":
         return a.gguf_path().resolve() == b.gguf_path().resolve()
-    return a.name == b.name and (a.host or "") == (b.host or "")
+    return a.name == b.name and (a.host or a.base_url or "") == (b.host or b.base_url or "")
 
 
 def bundled_gguf() -> Path:

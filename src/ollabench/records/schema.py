@@ -28,12 +28,13 @@ from ollabench.files import write_text_atomic
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-SCHEMA_VERSION = 3
-# Versions 1 and 2 lack the fields later versions added (all of them nullable: 2 the cache
-# and outcome fields, 3 the tool agent's task fields): their records are read as the current
-# version with those fields null. Version 1's prompt_tok_s, computed over the whole prompt,
-# is kept as recorded (see _parse_record; version 2's equals the recomputed one).
-UPGRADED_VERSIONS = frozenset({1, 2})
+SCHEMA_VERSION = 5
+# Versions 1 to 4 lack the fields later versions added (all of them nullable: 2 the cache
+# and outcome fields, 3 the tool agent's task fields, 4 the trace's replay_diverged, 5 time
+# to first chunk and the sources of token counts and timings): their records are read as the
+# current version with those fields null. Version 1's prompt_tok_s, computed over the whole
+# prompt, is kept as recorded (see _parse_record; version 2's equals the recomputed one).
+UPGRADED_VERSIONS = frozenset({1, 2, 3, 4})
 READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 
 ARMS = ("control", "treatment")
@@ -54,6 +55,15 @@ UNREACHABLE = "unreachable"  # no connection to the server
 ENGINE_ERROR = "engine_error"  # the embedded engine raised
 SKIPPED = "skipped"  # not run: the call it depends on never succeeded
 NOT_REACHED = "not_reached"  # not run, and no failure: the task had ended (UNREACHED_PHASE)
+# Where a record's token counts come from (token_count_source): the engine's own counters
+# (embedded, Ollama's final chunk), an OpenAI server's `usage`, the chunks that carried
+# output, or the model's tokenizer run on the output by the client.
+ENGINE_COUNT, USAGE, CHUNKS, TOKENIZER = "engine", "usage", "chunks", "tokenizer"
+TOKEN_SOURCES = (ENGINE_COUNT, USAGE, CHUNKS, TOKENIZER)
+# Who timed prompt_eval_ms and eval_ms (timing_source): the engine itself, or the client from
+# the chunks' arrival times (no prompt time then).
+ENGINE_CLOCK, CLIENT_CLOCK = "engine", "client"
+TIMING_SOURCES = (ENGINE_CLOCK, CLIENT_CLOCK)
 OUTCOMES = (OK, HTTP_ERROR, STREAM_ERROR, NO_FINAL_CHUNK, FIRST_TOKEN_TIMEOUT, STALLED,
             DISCONNECTED, MALFORMED, UNREACHABLE, ENGINE_ERROR, SKIPPED, NOT_REACHED)
 
@@ -63,6 +73,7 @@ class CallMeasurement:
     """What a backend measured for one LLM call (times in ms on the client's monotonic clock)."""
 
     ttft_ms: float | None = None
+    ttfb_ms: float | None = None  # first chunk of the body, whatever it carried
     e2e_ms: float | None = None
     load_ms: float | None = None
     prompt_eval_ms: float | None = None
@@ -72,6 +83,8 @@ class CallMeasurement:
     prompt_eval_tokens: int | None = None
     prompt_cached_tokens: int | None = None
     output_tokens: int | None = None
+    token_count_source: str | None = None  # TOKEN_SOURCES: where output_tokens came from
+    timing_source: str | None = None  # TIMING_SOURCES: who timed prompt_eval_ms and eval_ms
     done_reason: str | None = None
     truncated: bool | None = None
     context_shift: bool | None = None
@@ -128,6 +141,9 @@ class CallRecord(CallMeasurement):
     invalid_tool_calls: int | None = None
     tool_ms: float | None = None
     task_ended_by: str | None = None  # on the turn that ended the task
+    # A replayed session turn (workloads/trace.py, replay: model): its reply is not the
+    # recorded one, so the later turns follow the model, not the recording.
+    replay_diverged: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

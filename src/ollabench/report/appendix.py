@@ -15,6 +15,7 @@ from mdutils.mdutils import MdUtils
 
 from ollabench.paths import PER_RUN_FILE
 from ollabench.records.schema import ARMS
+from ollabench.redaction import scrub
 from ollabench.report.applicable import applicable, not_applicable_line
 from ollabench.report.format import (
     fmt_effect,
@@ -139,9 +140,11 @@ def _system(md: MdUtils, inputs: Inputs) -> None:
               f"Git commit: {git.get('commit') or NOT_RECORDED}{dirty}",
               f"Started: {env.get('started_at', NOT_RECORDED)}; finished: "
               f"{env.get('finished_at', NOT_RECORDED)}"]
-    items += [f"Backend {key}: {json.dumps(value, sort_keys=True)}"
-              for key, value in (env.get("backend") or {}).items()]
-    md.new_list([md_escape(i) for i in items])
+    for section, label in (("backend", "Backend"), ("reference_backend", "Control's backend")):
+        items += [f"{label} {key}: {json.dumps(value, sort_keys=True)}"
+                  for key, value in (env.get(section) or {}).items()]
+    # scrubbed: the env.json of a run before the redaction may hold a URL with credentials
+    md.new_list([md_escape(scrub(i)) for i in items])
     packages = env.get("packages") or {}
     if packages:
         table(md, ["Package", "Version"], [[k, v] for k, v in sorted(packages.items())])

@@ -16,6 +16,7 @@ from typing import Any
 from mdutils.mdutils import MdUtils
 
 from ollabench.records.schema import ARMS
+from ollabench.redaction import redact_url
 from ollabench.report.format import md_escape
 from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import table
@@ -40,6 +41,7 @@ def configuration(md: MdUtils, inputs: Inputs) -> None:
     conditions = inputs.quality["conditions"]
     names = sorted(set().union(*requested.values()))
     rows = [["profile", *(f"`{inputs.profiles[arm]}`" for arm in ARMS)]]
+    rows += engine_rows(inputs.env, conditions)
     rows += [[_option_name(name, notes), *(_requested(requested[arm], name) for arm in ARMS)]
              for name in names]
     rows += [[f"`{name}` that ran", *(_effective(conditions.get(arm) or {}, name)
@@ -54,10 +56,58 @@ def configuration(md: MdUtils, inputs: Inputs) -> None:
                          "ignore them: "
                          + "; ".join(f"`{name}`: {why}" for name, why in sorted(notes.items()))
                          + ". No difference in this report is evidence of their effect.")
+    overridden = (inputs.env.get("workload") or {}).get("overridden_fields") or []
+    if overridden:
+        md.new_paragraph("The trace's own " + ", ".join(f"`{name}`" for name in overridden)
+                         + " were not replayed: each arm sent its profile's options and its "
+                         "model settings instead (docs/workloads.md, Writing a trace).")
     run = config.get("run") or {}
     if run:
         md.new_paragraph("Run settings, the same for both arms:")
         md.new_list([f"`{key}`: {json.dumps(value)}" for key, value in run.items()])
+
+
+def engine_rows(env: dict[str, Any], conditions: dict[str, Any]) -> list[list[str]]:
+    """Each arm's model, backend, server, model identity, and the sources of its token
+    counts and decode times, side by side (the control arm has its own with
+    reference_model)."""
+    config = env.get("config") or {}
+    models = [(config.get("reference_model") or config.get("model") or {}),
+              config.get("model") or {}]
+    backends = [env.get("reference_backend") or env.get("backend") or {},
+                env.get("backend") or {}]
+    sides = [conditions.get(arm) or {} for arm in ARMS]
+    return [
+        ["model", *(f"`{m.get('name', '?')}`" for m in models)],
+        ["backend", *(_backend(m, b) for m, b in zip(models, backends, strict=True))],
+        ["server", *(md_escape(redact_url(str(b["host"]))) if b.get("host") else "in process"
+                     for b in backends)],
+        ["model identity", *(_identity(b) for b in backends)],
+        ["token counts from", *(_sources(c.get("token_count_source")) for c in sides)],
+        ["decode times from", *(_sources(c.get("timing_source")) for c in sides)],
+    ]
+
+
+def _backend(model: dict[str, Any], backend: dict[str, Any]) -> str:
+    server = backend.get("server") or backend.get("engine")
+    version = backend.get("server_version") or backend.get("engine_version")
+    text = str(model.get("backend") or "?")
+    text += f" ({server})" if server else ""
+    text += f" {version}" if version else ""
+    return md_escape(text)
+
+
+def _identity(backend: dict[str, Any]) -> str:
+    """The weights as far as the backend can tell: GGUF hash, Ollama digest, served path."""
+    served = backend.get("model") if isinstance(backend.get("model"), dict) else {}
+    digest = backend.get("model_sha256") or served.get("digest")
+    if digest:
+        return f"sha256 {str(digest).removeprefix('sha256:')[:12]}"
+    return md_escape(str(served.get("model_path") or served.get("id") or "not reported"))
+
+
+def _sources(counts: dict[str, int] | None) -> str:
+    return ", ".join(f"{k} ({n})" for k, n in counts.items()) if counts else "not recorded"
 
 
 def requested_options(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

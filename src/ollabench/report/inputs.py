@@ -26,6 +26,7 @@ from ollabench.paths import (
 )
 from ollabench.records.schema import ARMS
 from ollabench.report.applicable import not_applicable
+from ollabench.report.noise import read_noise
 from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
 
 QUALITY_KEYS = ("arms", "settings", "outliers", "errors", "reloaded_calls", "load_spikes",
@@ -40,7 +41,8 @@ ARM_KEYS = ("profile", "calls", "measured", "warmups", "errors", "retries", "rel
 CONDITION_KEYS = ("num_ctx", "num_batch", "num_batch_basis", "engine_version", "cache_state",
                   "cache_controlled", "truncated", "context_shift", "outcomes", "primers")
 # Sections of env.json the report reads with .get(): each an object when present.
-ENV_OBJECTS = ("config", "host", "host_at_start", "backend", "git", "packages")
+ENV_OBJECTS = ("config", "host", "host_at_start", "backend", "reference_backend", "git",
+               "packages")
 CONFIG_OBJECTS = ("model", "run", "reference", "profile")
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
@@ -64,6 +66,7 @@ class Inputs:
         self.primary, self.looks = (pd.read_csv(processed_dir / name)
                                     if (processed_dir / name).is_file() else pd.DataFrame()
                                     for name in (PRIMARY_FILE, LOOKS_FILE))
+        self.noise = read_noise(processed_dir)
         env_path = raw_dir / ENV_FILE
         self.env = _read_env(env_path) if env_path.is_file() else {}
         self.config: dict[str, Any] = self.env.get("config") or {}
@@ -76,7 +79,10 @@ class Inputs:
 
     @property
     def noise_floor(self) -> bool:
-        """An A/A run: both arms ran the same profile with the same options."""
+        """An A/A run: both arms ran the same profile with the same options, on the same
+        model config (no reference_model of its own)."""
+        if self.config.get("reference_model"):
+            return False
         same_name = self.profiles["control"] == self.profiles["treatment"]
         options = [(self.config.get(key) or {}).get("options") for key in ("reference",
                                                                           "profile")]

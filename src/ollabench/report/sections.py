@@ -23,6 +23,7 @@ from ollabench.report.configuration import configuration, option_notes
 from ollabench.report.format import fmt_int, fmt_mde, fmt_num, fmt_plain_pct, fmt_setting
 from ollabench.report.inputs import Inputs
 from ollabench.report.markdown import tidy
+from ollabench.report.noise import noise_section
 from ollabench.report.quality import data_quality
 from ollabench.report.quality_gate import quality_gate, quality_lower
 from ollabench.report.verdicts import answer_sentence, how_it_stopped, primary_table
@@ -153,6 +154,15 @@ def _open_headlines(md: MdUtils, inputs: Inputs, threshold: float) -> None:
         md.new_paragraph("Every headline comparison reached a verdict.")
 
 
+def _clocks(config: dict[str, Any]) -> list[str]:
+    """Which clock times what: once, or per arm when the arms ran on different backends."""
+    backends = [(config.get(key) or {}).get("backend") for key in ("reference_model", "model")]
+    if backends[0] in (None, backends[1]):
+        return [clocks_sentence(backends[1])]
+    return [f"Control arm: {clocks_sentence(backends[0])}",
+            f"Treatment arm: {clocks_sentence(backends[1])}"]
+
+
 def _methodology(md: MdUtils, inputs: Inputs) -> None:
     md.new_header(2, "Methodology", add_table_of_contents="n")
     run = inputs.config.get("run") or {}
@@ -163,7 +173,7 @@ def _methodology(md: MdUtils, inputs: Inputs) -> None:
         "); each run makes one call per stage.",
         f"Warm-up: {fmt_int(run.get('warmup'))} call(s) after every switch of arm absorb a "
         "model (re)load; they are recorded as `warmup` and never measured.",
-        clocks_sentence((inputs.config.get("model") or {}).get("backend")),
+        *_clocks(inputs.config),
         "Statistics: only measured calls without an error and without a model reload "
         "count; the unit is one value per run, arm and stage.",
         "Verdict test: Welch's t-test on the logarithm of the values (the metrics are ratios "
@@ -220,6 +230,10 @@ def _conclusion(md: MdUtils, inputs: Inputs) -> None:
                          "in end-to-end time may come from that rather than from speed.")
 
 
+def _noise(md: MdUtils, inputs: Inputs) -> None:
+    noise_section(md, inputs.noise, inputs.quality["settings"]["threshold_pct"])
+
+
 def _noise_text(inputs: Inputs) -> str:
     """The run-to-run spread (CV) of the headline metrics of whole runs, and how busy the
     rest of the machine was meanwhile."""
@@ -238,4 +252,4 @@ def _noise_text(inputs: Inputs) -> str:
 
 # The sections after the summary and "How the experiment stopped", in reading order.
 SECTIONS: tuple[Callable[[MdUtils, Inputs], None], ...] = (
-    configuration, _methodology, data_quality, _conclusion)
+    _noise, configuration, _methodology, data_quality, _conclusion)

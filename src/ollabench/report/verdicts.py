@@ -18,6 +18,7 @@ from ollabench.report.markdown import table
 from ollabench.report.words import metric_label
 
 LOOKS_FIGURE = "primary_looks.png"
+UNTRUSTWORTHY = "untrustworthy"  # stats.sequential's outcome when the trust checks overrule
 REASON_WORDS = {
     "decided": "every primary comparison was decided",
     "max_runs": "the run budget (run.stopping.max_runs) was spent",
@@ -36,7 +37,15 @@ def verdict_text(row: dict[str, Any], threshold_pct: float) -> str:
         return words
     if verdict in ("inconclusive", "undecided"):
         return f"{verdict}: no change larger than {_precision(row)} (95%)"
+    if verdict == UNTRUSTWORTHY:
+        return f"not trusted: {untrusted_text(row)}"
     return str(verdict)
+
+
+def untrusted_text(row: dict[str, Any]) -> str:
+    """Why the run's own checks overruled a primary comparison's interval, and the remedy
+    (primary.csv `untrusted_note`)."""
+    return str(row.get("untrusted_note") or "the run's checks failed")
 
 
 def _precision(row: dict[str, Any]) -> str:
@@ -86,10 +95,16 @@ def answer_sentence(primary: pd.DataFrame, quality_lower: bool) -> str:
     better = [r for r in rows if r["verdict"] == "better"]
     worse = [r for r in rows if r["verdict"] == "worse"]
     same = [r for r in rows if r["verdict"] == "equivalent"]
+    untrusted = [r for r in rows if r["verdict"] == UNTRUSTWORTHY]
     lead = _lead(rows)
     how_much = (f"; {lead['stage']} {metric_label(lead['metric'])} changed by "
                 f"{fmt_pct(lead['change_pct'])} (95% interval {fmt_pct(lead['low_pct'])} to "
                 f"{fmt_pct(lead['high_pct'])})" if lead is not None else "")
+    if untrusted:
+        return (f"Not trusted: the run's own checks overrule {_names(untrusted)} ("
+                + "; ".join(untrusted_text(r) for r in untrusted) + ")"
+                + (f"; the others read: {_names(better)} better" if better else "")
+                + (f"; {_names(worse)} worse" if worse else "") + ".")
     if better and worse:
         return (f"Mixed: the treatment is better on {_names(better)} but worse on "
                 f"{_names(worse)}{how_much}.")
@@ -141,7 +156,7 @@ def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
         items.append(f"Calls took {fmt_num(stopping['minutes_of_calls'])} minutes in all.")
     decided = [f"{r['stage']} {metric_label(r['metric'])} at {fmt_int(r['runs'])} runs"
                for r in primary.to_dict("records") if r["verdict"] not in
-               ("inconclusive", "undecided")]
+               ("inconclusive", "undecided", UNTRUSTWORTHY)]
     if decided:
         items.append("Decided: " + "; ".join(decided) + ".")
     md.new_list(items)

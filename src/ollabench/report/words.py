@@ -49,6 +49,11 @@ CLOCK_WORDS = {
     "ollama": "TTFT and end-to-end time are measured by the client on a monotonic clock (TTFT "
               "at the first non-empty streamed text); load, prompt-eval and eval times come "
               "from the Ollama server (its final streamed chunk)",
+    "openai": "TTFT (first chunk with content, reasoning or a tool call), time to first "
+              "chunk and end-to-end time are measured by the client on a monotonic clock; "
+              "token counts come from the server's usage, its tokenizer or the chunks, and "
+              "decode times from the server's timings (llama-server) or the chunks' arrival, "
+              "as each record's token_count_source and timing_source say",
 }
 CHECK_WORDS = {
     "output_tokens": "mean output tokens differ by more than {limit}%",
@@ -58,6 +63,11 @@ CHECK_WORDS = {
     "measured_calls": "the number of measured calls differs",
     "cache_state": "the measured calls met different prompt-cache states",
     "engine_version": "the arms ran on different engine versions",
+    "token_count_source": "the arms' token counts come from different sources (an engine's "
+                          "own count, a server's usage, counted chunks, a tokenizer): their "
+                          "per-token figures are not counted alike",
+    "timing_source": "the arms' decode times come from different clocks (the engine's, or "
+                     "derived by the client from chunk arrivals)",
 }
 
 

@@ -26,6 +26,7 @@ from ollabench.paths import (
     COMPARISONS_FILE,
     ENV_FILE,
     LOOKS_FILE,
+    NOISE_FILE,
     PER_RUN_FILE,
     PER_RUN_WIDE_FILE,
     PRIMARY_FILE,
@@ -35,8 +36,11 @@ from ollabench.paths import (
 from ollabench.records.schema import ARMS
 from ollabench.stats.decisions import (
     FIXED,
+    control_first,
     looks_table,
+    overrule,
     primary_decisions,
+    primary_series,
     primary_table,
     run_settings,
 )
@@ -50,6 +54,7 @@ from ollabench.stats.grouping import (
 )
 from ollabench.stats.judged import with_judge_scores
 from ollabench.stats.metrics import CONTROL, PER_RUN_COLUMNS, PLOTTED_METRICS, TREATMENT
+from ollabench.stats.noise import noise_table
 from ollabench.stats.quality import data_quality
 from ollabench.stats.tables import comparisons_with_outliers, headline, summary_table
 from ollabench.stats.tasks import task_summary, task_table
@@ -115,6 +120,7 @@ def _aggregate(calls: pd.DataFrame, calls_path: Path, out_dir: Path, metrics_pat
     try:
         comparisons, outliers = comparisons_with_outliers(runs[CONTROL], runs[TREATMENT],
                                                           threshold_pct)
+        comparisons = overrule(comparisons, (stopped or {}).get("primary", {}))
         staging.write(out_dir / COMPARISONS_FILE, comparisons.to_csv(index=False))
         staging.write(out_dir / QUALITY_FILE,
                       json_text(quality.result() | {"outliers": outliers, "judge": judge}
@@ -135,11 +141,14 @@ def _tasks(measured: dict[str, pd.DataFrame]) -> dict[str, Any]:
 
 def _write_decisions(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
                      threshold_pct: float, staging: Staging) -> dict[str, Any]:
-    """primary.csv and looks.csv: the sequential decisions of the primary comparisons.
-    Returns their metrics.json entries: runs per arm, why the bench stopped, and each
-    primary comparison's change and verdict."""
+    """primary.csv and looks.csv: the sequential decisions of the primary comparisons, and
+    noise.csv, their noise. Returns their metrics.json entries: runs per arm, why the bench
+    stopped, and each primary comparison's change and verdict."""
     run, final = run_settings(env, calls, threshold_pct)
-    decisions = primary_decisions(calls, run, final)
+    series = primary_series(calls, run["primary"])
+    decisions = primary_decisions(calls, run, final, series)
+    staging.write(out_dir / NOISE_FILE, noise_table(series, control_first(calls),
+                                                    threshold_pct).to_csv(index=False))
     table = primary_table(decisions)
     staging.write(out_dir / PRIMARY_FILE, table.to_csv(index=False))
     staging.write(out_dir / LOOKS_FILE, looks_table(decisions).to_csv(index=False))

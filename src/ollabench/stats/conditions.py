@@ -15,6 +15,7 @@ from ollabench.records.schema import ARMS, PRIME_PHASE
 from ollabench.stats.grouping import is_flagged
 
 TRUNCATION_KEYS = ("true", "false", "unknown")
+UNEQUAL_CHECKS = ("cache_state", "engine_version", "token_count_source", "timing_source")
 
 
 def call_list(calls: pd.DataFrame, extra: list[str]) -> list[dict[str, Any]]:
@@ -42,6 +43,10 @@ def arm_conditions(calls: pd.DataFrame) -> dict[str, Any]:
         "context_shift": _flag_counts(measured, "context_shift"),
         "outcomes": _counts(calls, "outcome"),
         "primers": int((calls["phase"] == PRIME_PHASE).sum()),
+        "backend": _distinct(calls, "backend"),
+        "model": _distinct(calls, "model"),
+        "token_count_source": _counts(measured, "token_count_source"),
+        "timing_source": _counts(measured, "timing_source"),
     }
 
 
@@ -64,10 +69,11 @@ def reload_mismatches(calls: pd.DataFrame) -> list[dict[str, Any]]:
 
 def unequal_conditions(conditions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Differences between the arms that the profiles do not ask for: another cache state
-    (one arm measured warm caches, the other cold), or another engine version."""
+    (one arm measured warm caches, the other cold), another engine version, or token counts
+    and timings from different sources (an engine's counters against a client's count)."""
     found = []
-    for check in ("cache_state", "engine_version"):
-        control, treatment = (conditions[arm][check] for arm in ARMS)
+    for check in UNEQUAL_CHECKS:
+        control, treatment = (conditions[arm].get(check) or [] for arm in ARMS)
         seen = [set(side) for side in (control, treatment)]  # states or versions
         if seen[0] and seen[1] and seen[0] != seen[1]:
             found.append({"check": check, "stage": None, "control": _text(control),

@@ -16,20 +16,22 @@ from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
 from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
 from ollabench.stats.sequential import (
     UNDECIDED,
+    UNTRUSTWORTHY,
     Design,
     Looks,
     block_autocorrelation,
     sequential_looks,
 )
+from ollabench.stats.trust import cause_note
 
 # Why an experiment stopped (env.json `stopping.reason`, metrics.json `stop_reason`)
 DECIDED, MAX_RUNS, MAX_MINUTES, FIXED = "decided", "max_runs", "max_minutes", "fixed_runs"
 FINAL_REASONS = frozenset({MAX_RUNS, MAX_MINUTES, FIXED})
 PRIMARY_COLUMNS = ("stage", "metric", "better", "runs", "control_mean", "treatment_mean",
                    "change_pct", "low_pct", "high_pct", "level", "paired", "verdict",
-                   "lag1_autocorr")
+                   "untrusted_by", "untrusted_note", "lag1_autocorr")
 LOOK_COLUMNS = ("stage", "metric", "runs", "change_pct", "low_pct", "high_pct", "level",
-                "outcome")
+                "outcome", "untrusted_by")
 
 
 def run_settings(env: dict[str, Any], calls: pd.DataFrame,
@@ -71,7 +73,7 @@ class PrimaryDecision:
     looks: Looks
     control_mean: float
     treatment_mean: float
-    lag1_autocorr: float  # of the per-block log ratios (sequential.block_autocorrelation)
+    lag1_autocorr: float  # of the per-block log ratios over every run used
 
     @property
     def at(self) -> int:
@@ -93,7 +95,21 @@ class PrimaryDecision:
                 **{key: float(getattr(looks, key)[k]) if found else np.nan
                    for key in ("change_pct", "low_pct", "high_pct", "level")},
                 "paired": bool(looks.paired[k]) if found else False, "verdict": self.verdict,
+                "untrusted_by": str(looks.cause[k]) if found else "",
+                "untrusted_note": cause_note(str(looks.cause[k])) if found else "",
                 "lag1_autocorr": self.lag1_autocorr}
+
+
+def control_first(calls: pd.DataFrame) -> np.ndarray | None:
+    """Per run (index i = run i + 1), whether control's first measured call came before
+    treatment's: the order the trust checks read (None without measured calls)."""
+    measured = measured_calls(calls)
+    if measured.empty:
+        return None
+    first = measured.groupby(["run", "arm"])["seq"].min().unstack("arm")
+    first = first.reindex(index=range(1, int(measured["run"].max()) + 1),
+                          columns=[CONTROL, TREATMENT])
+    return (first[CONTROL] < first[TREATMENT]).to_numpy(dtype=bool, na_value=False)
 
 
 def primary_series(calls: pd.DataFrame, primary: list[str],
@@ -125,17 +141,22 @@ def primary_series(calls: pd.DataFrame, primary: list[str],
     return series
 
 
-def primary_decisions(calls: pd.DataFrame, run: dict[str, Any],
-                      final: bool) -> list[PrimaryDecision]:
-    """Each primary comparison's looks over the runs recorded so far (complete blocks)."""
-    series = primary_series(calls, run["primary"])
+def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
+                      series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None
+                      = None) -> list[PrimaryDecision]:
+    """Each primary comparison's looks over the runs recorded so far (complete blocks);
+    series: primary_series of the calls when the caller has it already."""
+    if series is None:
+        series = primary_series(calls, run["primary"])
     design = design_for(run, max(len(series), 1))
     block = max(design.block_runs, 1)
+    order = control_first(calls)
     decisions = []
     for (stage, metric), (control, treatment) in series.items():
         runs = min(len(control), design.max_runs) // block * block
         looks = sequential_looks(control[:runs], treatment[:runs],
-                                 METRIC_BY_NAME[metric].direction, design, final)
+                                 METRIC_BY_NAME[metric].direction, design, final,
+                                 None if order is None else order[:runs])
         with quiet():  # an arm without values has no mean
             means = [float(np.nanmean(arm[:runs])) if runs else np.nan
                      for arm in (control, treatment)]
@@ -146,7 +167,8 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any],
 
 
 def all_decided(decisions: list[PrimaryDecision]) -> bool:
-    """Every primary comparison has a decision (better, worse or equivalent)."""
+    """Every primary comparison has a decision (better, worse or equivalent) that its trust
+    checks allow: a held-back look is undecided."""
     return bool(decisions) and all(d.verdict != UNDECIDED for d in decisions)
 
 
@@ -164,5 +186,18 @@ def looks_table(decisions: list[PrimaryDecision]) -> pd.DataFrame:
             rows.append({"stage": d.stage, "metric": d.metric, "runs": int(d.looks.runs[k]),
                          **{key: float(getattr(d.looks, key)[k])
                             for key in ("change_pct", "low_pct", "high_pct", "level")},
-                         "outcome": str(d.looks.outcome[k])})
+                         "outcome": str(d.looks.outcome[k]),
+                         "untrusted_by": str(d.looks.cause[k])})
     return pd.DataFrame(rows, columns=list(LOOK_COLUMNS))
+
+
+def overrule(comparisons: pd.DataFrame, primary: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """comparisons.csv with the verdict `untrustworthy` on the rows of the primary
+    comparisons (metrics.json `primary`, keyed stage/metric) that the trust checks
+    overruled: the same runs cannot be trusted in one table and not in the other."""
+    if comparisons.empty:
+        return comparisons
+    keys = comparisons["stage"].astype(str) + "/" + comparisons["metric"].astype(str)
+    untrusted = [key for key, entry in primary.items() if entry["verdict"] == UNTRUSTWORTHY]
+    return comparisons.assign(verdict=comparisons["verdict"].where(~keys.isin(untrusted),
+                                                                   UNTRUSTWORTHY))

@@ -28,6 +28,7 @@ FRAME_COLUMNS = tuple(dict.fromkeys((
     "prompt_tokens", "prompt_eval_tokens", "prompt_cached_tokens",
     "total_ms", "num_ctx", "num_batch", "http_status",
     "outcome", "cache_state", "num_batch_basis", "engine_version",
+    "backend", "model", "token_count_source", "timing_source",
     "reloaded", "reload_expected", "truncated", "context_shift", "cache_controlled",
     "host_other_cpu_pct", "host_steal_pct", "host_load_1m")))
 FLAG_COLUMNS = tuple(c for c in FRAME_COLUMNS if FIELD_BY_NAME[c].kind is bool)

@@ -19,14 +19,20 @@ from scipy import stats as sps
 
 from ollabench.stats.core import on_test_scale, outlier_flags, quiet, welch
 from ollabench.stats.metrics import ALPHA
+from ollabench.stats.trust import Checks, check, lag1_autocorrelation, unit_differences
 
 BETTER, WORSE, EQUIVALENT = "better", "worse", "equivalent"
 UNDECIDED, INCONCLUSIVE = "undecided", "inconclusive"  # still running / the budget ended
+UNTRUSTWORTHY = "untrustworthy"  # the run's own checks overrule the interval (stats/trust.py)
 GRID_POINTS = 601  # quadrature points of the boundary recursion
 FAR_Z = 40.0
 # Blocks before the paired estimator takes over: fewer leave too few degrees of freedom.
 MIN_PAIRED_BLOCKS = 4
 CALIBRATION_PATHS = 200_000
+# The simulation holds CALIBRATION_PATHS x blocks values (about 160 MiB an array at 100
+# blocks): beyond it the t statistic has so many degrees of freedom that it is the z
+# statistic that boundaries() assumes, and a million-record fixed run stays affordable.
+MAX_CALIBRATED_BLOCKS = 100
 CALIBRATION_SEED = 11  # a boundary that no finite sample reaches (nothing spent at this look)
 
 
@@ -100,6 +106,16 @@ class Estimate:
     paired: np.ndarray
 
 
+def test_scale(control: np.ndarray, treatment: np.ndarray,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both arms on the verdict test's scale (core.on_test_scale) with core's left-out
+    outliers set to NaN: what the interval and the trust checks read."""
+    c, t, on_log = on_test_scale(control, treatment)
+    flags = outlier_flags(control, treatment)
+    return (np.where(flags["left_out_control"], np.nan, c),
+            np.where(flags["left_out_treatment"], np.nan, t), on_log)
+
+
 def estimate(control: np.ndarray, treatment: np.ndarray, block_runs: int) -> Estimate:
     """The log ratio from per-run values along the last axis, aligned by run (index i =
     run i + 1; NaN missing).
@@ -110,22 +126,25 @@ def estimate(control: np.ndarray, treatment: np.ndarray, block_runs: int) -> Est
     The choice follows the schedule, never the data: taking whichever interval is narrower
     would make them too narrow (docs/statistics.md). NaN with fewer than two values per
     arm, or with a zero or negative value (no log scale)."""
-    c, t, on_log = on_test_scale(control, treatment)
-    flags = outlier_flags(control, treatment)
-    c = np.where(flags["left_out_control"], np.nan, c)
-    t = np.where(flags["left_out_treatment"], np.nan, t)
+    return _estimate(*test_scale(control, treatment), block_runs)
+
+
+def paired_units(block_runs: int, runs: int) -> int:
+    """Runs per block of the paired interval at this many runs per arm, once the schedule
+    has MIN_PAIRED_BLOCKS blocks; 0 before (Welch on the runs)."""
+    return block_runs if block_runs >= 1 and runs >= MIN_PAIRED_BLOCKS * block_runs else 0
+
+
+def _estimate(c: np.ndarray, t: np.ndarray, on_log: np.ndarray, block_runs: int) -> Estimate:
     n_min, effect, se2, df = welch(c, t)
     known = on_log & (n_min >= 2) & np.isfinite(se2)
     se = np.sqrt(se2)
     with quiet():
         found = Estimate(np.where(known, effect, np.nan), np.where(known, se, np.nan),
                          df, np.zeros(np.shape(effect), dtype=bool))
-        if block_runs < 1 or c.shape[-1] < MIN_PAIRED_BLOCKS * block_runs:
+        if not paired_units(block_runs, c.shape[-1]):
             return found
-        blocks = c.shape[-1] // block_runs
-        shape = (*c.shape[:-1], blocks, block_runs)
-        diffs = (np.nanmean(t[..., :blocks * block_runs].reshape(shape), axis=-1)
-                 - np.nanmean(c[..., :blocks * block_runs].reshape(shape), axis=-1))
+        diffs = unit_differences(c, t, block_runs)
         count = np.sum(np.isfinite(diffs), axis=-1)
         pair_effect = np.nanmean(diffs, axis=-1)
         pair_se = np.nanstd(diffs, axis=-1, ddof=1) / np.sqrt(count)
@@ -137,20 +156,12 @@ def estimate(control: np.ndarray, treatment: np.ndarray, block_runs: int) -> Est
 
 def block_autocorrelation(control: np.ndarray, treatment: np.ndarray,
                           block_runs: int) -> float:
-    """Lag-1 autocorrelation of the per-block log ratios (per-run ones without blocks), the
-    units the paired interval treats as independent: clearly positive, drift or a
-    wandering machine makes the intervals too narrow. NaN with fewer than 4 units."""
-    size = max(block_runs, 1)
-    units = len(control) // size
-    with quiet():
-        c, t, on_log = on_test_scale(control[:units * size], treatment[:units * size])
-        diffs = (np.nanmean(t.reshape(units, size), axis=1)
-                 - np.nanmean(c.reshape(units, size), axis=1))
-    diffs = diffs[np.isfinite(diffs)]
-    if not bool(on_log) or len(diffs) < 4 or not np.any(diffs != diffs[0]):
-        return math.nan
-    centred = diffs - diffs.mean()
-    return float(np.sum(centred[1:] * centred[:-1]) / np.sum(centred**2))
+    """Lag-1 autocorrelation of the per-block log ratios of one comparison (per-run ones
+    without blocks), the units the paired interval treats as independent: primary.csv's
+    `lag1_autocorr`. NaN with fewer than trust.MIN_UNITS units or off the log scale."""
+    c, t, on_log = test_scale(control, treatment)
+    value, _ = lag1_autocorrelation(unit_differences(c, t, block_runs))
+    return float(value) if bool(on_log) else math.nan
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,8 @@ class Design:
     threshold_pct: float
     comparisons: int
     alpha: float = ALPHA
+    # per comparison, the error of equivalent (0: the better/worse interval decides it)
+    equivalence_alpha: float = ALPHA
 
     def looks(self, available_runs: int, final: bool) -> tuple[list[int], tuple[float, ...]]:
         """Runs per arm at each look reached with available_runs, and each look's nominal
@@ -181,10 +194,31 @@ class Design:
         if final and fractions:
             fractions[-1] = 1.0
         alpha = self.alpha / self.comparisons
-        if self.block_runs and reached and reached[0] >= MIN_PAIRED_BLOCKS * self.block_runs:
+        if self.calibrated(reached):
             blocks = tuple(n // self.block_runs for n in reached)
             return reached, paired_levels(blocks, tuple(fractions), alpha)
         return reached, tuple(nominal_alpha(z) for z in boundaries(tuple(fractions), alpha))
+
+    def calibrated(self, reached: list[int]) -> bool:
+        """Every look reached pairs by blocks (the first has MIN_PAIRED_BLOCKS of them) and
+        none has more blocks than the t calibration simulates (MAX_CALIBRATED_BLOCKS)."""
+        block = self.block_runs
+        return bool(block and reached and reached[0] >= MIN_PAIRED_BLOCKS * block
+                    and reached[-1] <= MAX_CALIBRATED_BLOCKS * block)
+
+    def equivalence(self, reached: list[int], levels: tuple[float, ...],
+                    final: bool) -> tuple[float, ...]:
+        """Each look's one-sided TOST level: with paired looks, its own error
+        (equivalence_alpha per comparison, Pocock-type spending over runs / max_runs);
+        otherwise (Welch looks, or past the calibrated blocks) half the look's two-sided
+        level, the interval the verdict reads."""
+        if not self.equivalence_alpha or not self.calibrated(reached):
+            return tuple(level / 2 for level in levels)
+        fractions = [n / self.max_runs for n in reached]
+        if final and fractions:
+            fractions[-1] = 1.0
+        return equivalence_levels(tuple(n // self.block_runs for n in reached),
+                                  tuple(fractions), self.equivalence_alpha)
 
 
 @lru_cache(maxsize=64)
@@ -197,26 +231,50 @@ def paired_levels(blocks: tuple[int, ...], fractions: tuple[float, ...],
     more errors through over 17 looks. Under no change, the sequence of paired t statistics
     does not depend on the spread, so CALIBRATION_PATHS seeded simulated sequences give
     each look's boundary (a pure function of its arguments)."""
+    return calibrated_levels(blocks, tuple(spent_alpha(alpha, f) for f in fractions), True)
+
+
+def pocock_spent(alpha: float, fraction: float) -> float:
+    """Lan-DeMets Pocock-type spending function alpha ln(1 + (e - 1) t): spends early."""
+    return alpha * math.log1p((math.e - 1.0) * min(fraction, 1.0)) if fraction > 0 else 0.0
+
+
+@lru_cache(maxsize=64)
+def equivalence_levels(blocks: tuple[int, ...], fractions: tuple[float, ...],
+                       alpha: float) -> tuple[float, ...]:
+    """One-sided levels of each paired look's two one-sided tests (TOST): the chance of
+    ever declaring equivalent when the true change sits on the threshold is at most alpha,
+    spent over the looks with the Pocock-type function (docs/statistics.md, "Equivalence
+    and its own error"), calibrated like paired_levels."""
+    return calibrated_levels(blocks, tuple(pocock_spent(alpha, f) for f in fractions),
+                             False)
+
+
+@lru_cache(maxsize=64)
+def calibrated_levels(blocks: tuple[int, ...], spent: tuple[float, ...],
+                      two_sided: bool) -> tuple[float, ...]:
+    """Nominal levels of paired t statistics at looks after blocks_1 < ... blocks such that
+    the share of null paths (standard normal block differences, CALIBRATION_PATHS seeded)
+    that first cross at look k is spent_k - spent_(k-1): two-sided on |t|, or one-sided."""
     rng = np.random.default_rng(CALIBRATION_SEED)
     draws = rng.standard_normal((CALIBRATION_PATHS, blocks[-1]))
     sums, squares = np.cumsum(draws, axis=1), np.cumsum(draws**2, axis=1)
     alive = np.ones(CALIBRATION_PATHS, dtype=bool)
     levels: list[float] = []
     previous_spent = 0.0
-    for b, fraction in zip(blocks, fractions, strict=True):
-        spent = spent_alpha(alpha, fraction)
+    for b, spent_now in zip(blocks, spent, strict=True):
         mean = sums[:, b - 1] / b
         sd = np.sqrt(np.maximum(squares[:, b - 1] - b * mean**2, 0.0) / (b - 1))
-        statistic = np.abs(mean) / (sd / math.sqrt(b))
-        crossing = round((spent - previous_spent) * CALIBRATION_PATHS)
+        statistic = (np.abs(mean) if two_sided else mean) / (sd / math.sqrt(b))
+        crossing = round((spent_now - previous_spent) * CALIBRATION_PATHS)
         candidates = np.sort(statistic[alive])[::-1]
         if crossing < 1 or len(candidates) <= crossing:
             boundary = math.inf
         else:  # halfway between the last path that crosses and the first that does not
             boundary = float(candidates[crossing - 1] + candidates[crossing]) / 2.0
         alive &= statistic < boundary
-        levels.append(float(2.0 * sps.t.sf(boundary, b - 1)))
-        previous_spent = spent
+        levels.append(float((2.0 if two_sided else 1.0) * sps.t.sf(boundary, b - 1)))
+        previous_spent = spent_now
     return tuple(levels)
 
 
@@ -231,6 +289,7 @@ class Looks:
     high_pct: np.ndarray
     outcome: np.ndarray
     paired: np.ndarray
+    cause: np.ndarray  # the trust check that held the look back ('' for none: trust.CAUSES)
 
     def decided_at(self) -> np.ndarray:
         """Index of the look that decided (the first not undecided), -1 for none yet."""
@@ -241,12 +300,15 @@ class Looks:
 
 
 def judge(found: Estimate, level_alpha: float, direction: str, threshold_pct: float,
-          final: bool) -> dict[str, np.ndarray]:
+          final: bool, checks: Checks, equivalence_alpha: float) -> dict[str, np.ndarray]:
     """The outcome of one look. Equivalent when the whole interval lies within
-    +-threshold_pct (two one-sided tests on the log scale, each at half this look's level;
-    a significant change smaller than the threshold is equivalent too); better or worse
+    +-threshold_pct (two one-sided tests on the log scale, each at equivalence_alpha, the
+    look's one-sided TOST level; a significant change smaller than the threshold is
+    equivalent too); better or worse
     when it excludes no change on the metric's good or bad side; else undecided, or
-    inconclusive at the final look. level_alpha is this look's nominal two-sided level."""
+    inconclusive at the final look. level_alpha is this look's nominal two-sided level.
+    A look whose trust checks fail decides nothing: undecided, or untrustworthy at the
+    final look, whatever the interval says."""
     with quiet():
         half = np.where(found.se > 0, sps.t.isf(level_alpha / 2, found.df) * found.se, 0.0)
         low = np.expm1(found.log_ratio - half) * 100.0
@@ -254,23 +316,39 @@ def judge(found: Estimate, level_alpha: float, direction: str, threshold_pct: fl
         up = low > 0
         label = np.where(direction == "neither", "different",
                          np.where(up == (direction == "higher"), BETTER, WORSE))
-        outcome = np.where((-threshold_pct < low) & (high < threshold_pct), EQUIVALENT,
-                           np.where(up | (high < 0), label,
-                                    INCONCLUSIVE if final else UNDECIDED))
+        tost = np.where(found.se > 0,
+                        sps.t.isf(equivalence_alpha, found.df) * found.se, 0.0)
+        equivalent = ((-threshold_pct < np.expm1(found.log_ratio - tost) * 100.0)
+                      & (np.expm1(found.log_ratio + tost) * 100.0 < threshold_pct))
+        changed = ~equivalent & (up | (high < 0))
+        cause = checks.causes(changed)
+        outcome = np.where(cause != "", UNTRUSTWORTHY if final else UNDECIDED,
+                           np.where(equivalent, EQUIVALENT,
+                                    np.where(changed, label,
+                                             INCONCLUSIVE if final else UNDECIDED)))
     return {"change_pct": np.expm1(found.log_ratio) * 100.0, "low_pct": low,
-            "high_pct": high, "outcome": outcome}
+            "high_pct": high, "outcome": outcome, "cause": cause}
 
 
 def sequential_looks(control: np.ndarray, treatment: np.ndarray, direction: str,
-                     design: Design, final: bool) -> Looks:
+                     design: Design, final: bool,
+                     control_first: np.ndarray | None = None) -> Looks:
     """Every look the runs so far allow (the last axis holds runs 1, 2, ...): a pure
-    function of the values, so a resumed experiment reaches the same decisions."""
+    function of the values, so a resumed experiment reaches the same decisions.
+    control_first: per run, whether control ran first (the records' order); None reads
+    ABBA's alternation when the blocks are ABBA, else skips the order check."""
     runs, levels = design.looks(control.shape[-1], final)
+    tost_levels = design.equivalence(runs, levels, final)
+    if control_first is None and design.block_runs == 2:
+        control_first = np.arange(control.shape[-1]) % 2 == 0
     columns: dict[str, list[np.ndarray]] = {}
-    for k, (n, level_alpha) in enumerate(zip(runs, levels, strict=True)):
-        found = estimate(control[..., :n], treatment[..., :n], design.block_runs)
+    for k, (n, level_alpha, tost_alpha) in enumerate(zip(runs, levels, tost_levels,
+                                                          strict=True)):
+        c, t, on_log = test_scale(control[..., :n], treatment[..., :n])
+        found = _estimate(c, t, on_log, design.block_runs)
+        checks = check(c, t, paired_units(design.block_runs, n), control_first)
         for key, value in judge(found, level_alpha, direction, design.threshold_pct,
-                                final and k == len(runs) - 1).items():
+                                final and k == len(runs) - 1, checks, tost_alpha).items():
             columns.setdefault(key, []).append(np.broadcast_to(value, found.se.shape))
         columns.setdefault("paired", []).append(found.paired)
     lead = control.shape[:-1]
@@ -278,4 +356,5 @@ def sequential_looks(control: np.ndarray, treatment: np.ndarray, direction: str,
                for key, values in columns.items()}
     return Looks(runs=np.array(runs), level=1.0 - np.array(levels),
                  **{key: stacked.get(key, np.empty((*lead, 0)))
-                    for key in ("change_pct", "low_pct", "high_pct", "outcome", "paired")})
+                    for key in ("change_pct", "low_pct", "high_pct", "outcome", "paired",
+                                "cause")})

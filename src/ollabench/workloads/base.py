@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ollabench.backends.base import Message
+from ollabench.backends.base import Message, OutputFormat, Tools
+from ollabench.errors import WorkloadError
 from ollabench.workloads.quality import Part
 
 
@@ -71,6 +72,29 @@ class Workload(ABC):
     def call_fields(self, index: int, output: str) -> dict[str, Any]:
         """Record fields step `index`'s output adds (the tool agent's task fields)."""
         return {}
+
+    def tools_of(self, index: int) -> Tools | None:
+        """The tool definitions sent with step `index` (-1: the warm-up, the first step's)."""
+        return self.tools
+
+    def format_of(self, index: int) -> OutputFormat | None:
+        """The structured-output format of step `index` (None: free text)."""
+        return None
+
+    def place(self, index: int) -> str:
+        """Where step `index` comes from, for an error message."""
+        return f"{self.name} step {index + 1} ({self.steps[index].stage})"
+
+    def check_requests(self, refusal: Callable[[Tools | None, OutputFormat | None],
+                                               tuple[str, str] | None], where: str) -> None:
+        """Refuse, before the first call, a step with a field the backend cannot honour
+        (Backend.refusal), naming the step and the field."""
+        for index in range(len(self.steps)):
+            refused = refusal(self.tools_of(index), self.format_of(index))
+            if refused is not None:
+                field_name, why = refused
+                raise WorkloadError(f"{self.place(index)}: field {field_name!r} cannot be "
+                                    f"replayed on {where}: {why}")
 
     def warmup_messages(self) -> list[Message]:
         """A warm-up call runs the first step's prompt (it has no inputs)."""

@@ -1,12 +1,15 @@
 """The trace workload: replay a user's own chat requests, one JSON object per line.
 
-Each line is one request: `messages` in the OpenAI/Ollama chat shape, an optional `stage`
-label (the statistics group by it), an optional `num_predict`, and optionally a `session`
-with its `turn` (1, 2, ... in file order). A run replays every line in order. With
-`replay: model`, the assistant messages of a session's turn are replaced by the model's own
-replies to the turns before it, so the conversation follows what the model under test said;
-with `replay: recorded` they are sent as recorded. Every line is checked before the first
-call; a problem ends the bench with the file, the line and what is wrong.
+Each line is one request: a compact line (`messages`, optional `num_predict`, `tools`,
+`format`), or an OpenAI chat-completions or Ollama /api/chat body as the agent sent it
+(workloads/trace_bodies.py reads all three alike), with an optional `stage` label (the
+statistics group by it) and optionally a `session` with its `turn` (1, 2, ... in file order).
+A run replays every line in order, with its tools and format. With `replay: model`, the last
+assistant messages of a session's turn are replaced by the model's own replies to the turns
+before it, so the conversation follows what the model under test said (each call records
+whether its reply diverged from the recording); with `replay: recorded` they are sent as
+recorded, tool replies always as recorded. Every line is checked before the first call; a
+problem ends the bench with the file, the line and what is wrong.
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ollabench.backends.base import Message
+from ollabench.backends.base import Message, OutputFormat, Tools
+from ollabench.backends.tool_wire import calls_from_ollama, read_turn
 from ollabench.errors import WorkloadError
 from ollabench.workloads.base import Source, Step, Workload
+from ollabench.workloads.trace_bodies import Body, read_body
 
-ROLES = ("system", "user", "assistant", "tool")
-LINE_KEYS = ("messages", "stage", "num_predict", "session", "turn")
-MESSAGE_KEYS = ("role", "content")
 # Without the model's tokenizer (Ollama has no tokenize endpoint), a prompt has at least one
 # token per this many UTF-8 bytes: text averages 3-5, so only a sure overflow is refused.
 BYTES_PER_TOKEN_BOUND = 6
@@ -36,11 +38,14 @@ class Request:
     """One line of the trace."""
 
     line: int
-    messages: tuple[Message, ...]
+    body: Body
     stage: str
-    num_predict: int | None
     session: str | None
     turn: int | None
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        return self.body.messages
 
 
 class TraceWorkload(Workload):
@@ -58,8 +63,12 @@ class TraceWorkload(Workload):
         if not self.requests:
             raise WorkloadError(f"workload.path: {path} holds no request")
         self._steps = _steps(path, self.requests, replay)
+        self._recorded_replies = _recorded_replies(self.requests, self._steps)
+        overridden = sorted({key for r in self.requests for key in r.body.overridden})
+        kinds = sorted({r.body.kind for r in self.requests})
         self.source = Source("trace", str(path), (path.name,), hashlib.sha256(raw).hexdigest(),
-                             {"replay": replay, "requests": len(self.requests)})
+                             {"replay": replay, "requests": len(self.requests),
+                              "line_kinds": kinds, "overridden_fields": overridden})
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -67,11 +76,32 @@ class TraceWorkload(Workload):
 
     def messages(self, index: int, output_of: Callable[[int], str]) -> list[Message]:
         request = self.requests[index]
-        if not self._steps[index].needs:
+        needs = self._steps[index].needs
+        if not needs:
             return [dict(m) for m in request.messages]
-        replies = iter(self._steps[index].needs)
+        replaced = set(_assistants(request)[-len(needs):])
+        replies = iter(needs)
         return [{"role": "assistant", "content": output_of(next(replies))}
-                if m["role"] == "assistant" else dict(m) for m in request.messages]
+                if position in replaced else dict(m)
+                for position, m in enumerate(request.messages)]
+
+    def tools_of(self, index: int) -> Tools | None:
+        return self.requests[max(index, 0)].body.tools
+
+    def format_of(self, index: int) -> OutputFormat | None:
+        return self.requests[max(index, 0)].body.output_format
+
+    def place(self, index: int) -> str:
+        return f"{self.path}:{self.requests[index].line}"
+
+    def call_fields(self, index: int, output: str) -> dict[str, Any]:
+        """With replay `model`, whether this session turn's reply differs from the reply
+        the recording holds (the next turn's last assistant message): from the first
+        such turn on, the conversation is the model's, not the recording's."""
+        recorded = self._recorded_replies.get(index)
+        if self.replay != "model" or recorded is None:
+            return {}
+        return {"replay_diverged": not _same_reply(output, recorded)}
 
     def check_context(self, count_tokens: Callable[[list[Message]], int | None],
                       num_ctx: int, cap_of: Callable[[Step], int], where: str) -> None:
@@ -83,7 +113,7 @@ class TraceWorkload(Workload):
             tokens = count_tokens(messages)
             how = "tokens"
             if tokens is None:
-                size = sum(len(m["content"].encode("utf-8")) for m in messages)
+                size = sum(_text_bytes(m) for m in messages)
                 tokens, how = math.ceil(size / BYTES_PER_TOKEN_BOUND), "tokens at least"
             cap = cap_of(step)
             if tokens + cap > num_ctx:
@@ -114,15 +144,7 @@ def _parse_line(path: Path, number: int, text: str) -> Request:
         raise WorkloadError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise WorkloadError(f"{where}: a request must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(LINE_KEYS))
-    if unknown:
-        raise WorkloadError(f"{where}: unknown key {unknown[0]!r}; allowed keys: "
-                            f"{', '.join(LINE_KEYS)}")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise WorkloadError(f"{where}: messages must be a non-empty list of "
-                            "{\"role\", \"content\"} objects")
-    checked = tuple(_message(where, index, m) for index, m in enumerate(messages))
+    body = read_body(where, data)
     session, turn = data.get("session"), data.get("turn")
     if session is not None and not isinstance(session, (str, int)):
         raise WorkloadError(f"{where}: session must be a string or an integer")
@@ -132,24 +154,34 @@ def _parse_line(path: Path, number: int, text: str) -> Request:
     stage = data.get("stage", f"turn{turn}" if turn is not None else f"request{number}")
     if not isinstance(stage, str) or not stage.strip():
         raise WorkloadError(f"{where}: stage must be a non-empty string")
-    return Request(number, checked, stage, _positive(where, "num_predict", data),
-                   None if session is None else str(session), _positive(where, "turn", data))
+    return Request(number, body, stage, None if session is None else str(session),
+                   _positive(where, "turn", data))
 
 
-def _message(where: str, index: int, message: Any) -> Message:
-    if not isinstance(message, dict):
-        raise WorkloadError(f"{where}: messages[{index}] must be an object")
-    unknown = sorted(set(message) - set(MESSAGE_KEYS))
-    if unknown:
-        raise WorkloadError(f"{where}: messages[{index}]: unknown key {unknown[0]!r}; a "
-                            f"replayed message has only {' and '.join(MESSAGE_KEYS)}")
-    role, content = message.get("role"), message.get("content")
-    if role not in ROLES:
-        raise WorkloadError(f"{where}: messages[{index}]: unknown role {role!r}; allowed: "
-                            f"{', '.join(ROLES)}")
-    if not isinstance(content, str):
-        raise WorkloadError(f"{where}: messages[{index}]: content must be a string")
-    return {"role": role, "content": content}
+def _text_bytes(message: Message) -> int:
+    """The UTF-8 bytes of a message's text and tool calls."""
+    calls = message.get("tool_calls")
+    return len((message["content"] + (json.dumps(calls) if calls else "")).encode("utf-8"))
+
+
+def _assistants(request: Request) -> list[int]:
+    """The positions of a request's assistant messages."""
+    return [i for i, m in enumerate(request.messages) if m["role"] == "assistant"]
+
+
+def _reply_text(message: Message) -> str:
+    """A recorded assistant message as a call's canonical output (backends/tool_wire.py)."""
+    calls = message.get("tool_calls")
+    return calls_from_ollama(calls) if calls else message["content"]
+
+
+def _same_reply(output: str, recorded: str) -> bool:
+    """Whether the model said what the recording holds: the same tool calls (name and
+    arguments), or the same text up to surrounding white space."""
+    mine, theirs = read_turn(output), read_turn(recorded)
+    if mine.calls or theirs.calls:
+        return mine.calls == theirs.calls
+    return output.strip() == recorded.strip()
 
 
 def _positive(where: str, key: str, data: dict[str, Any]) -> int | None:
@@ -163,7 +195,7 @@ def _positive(where: str, key: str, data: dict[str, Any]) -> int | None:
 
 def _steps(path: Path, requests: tuple[Request, ...], replay: str) -> tuple[Step, ...]:
     """One step per request; with replay `model`, a session turn needs the turns before it
-    (their replies replace its assistant messages, which must be one per earlier turn)."""
+    (their replies replace its last assistant messages, one per earlier turn)."""
     sessions: dict[str, list[int]] = {}
     steps = []
     for index, request in enumerate(requests):
@@ -176,14 +208,26 @@ def _steps(path: Path, requests: tuple[Request, ...], replay: str) -> tuple[Step
                     f"comes after {len(earlier)} turn(s); number turns 1, 2, ... in file order")
         needs: tuple[int, ...] = ()
         if replay == "model" and earlier:
-            replies = sum(m["role"] == "assistant" for m in request.messages)
-            if replies != len(earlier):
+            replies = len(_assistants(request))
+            if replies < len(earlier):
                 raise WorkloadError(
                     f"{path}:{request.line}: turn {request.turn} has {replies} assistant "
                     f"message(s), but replay 'model' replaces one per earlier turn "
                     f"({len(earlier)})")
             needs = tuple(earlier)
-        steps.append(Step(request.stage, request.num_predict, needs))
+        steps.append(Step(request.stage, request.body.num_predict, needs))
         if request.session is not None:
             earlier.append(index)
     return tuple(steps)
+
+
+def _recorded_replies(requests: tuple[Request, ...],
+                      steps: tuple[Step, ...]) -> dict[int, str]:
+    """Step -> the reply the recording holds for it: the assistant message a later turn
+    replaces with that step's output."""
+    replies: dict[int, str] = {}
+    for request, step in zip(requests, steps, strict=True):
+        positions = _assistants(request)[-len(step.needs):] if step.needs else []
+        for needed, position in zip(step.needs, positions, strict=True):
+            replies[needed] = _reply_text(request.messages[position])
+    return replies
