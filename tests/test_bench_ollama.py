@@ -116,12 +116,33 @@ def test_no_final_chunk_is_retried_with_another_recorded_seed(
 def test_a_prompt_over_the_context_is_not_retried(fake_ollama: FakeOllama, raw_config,
                                                   tmp_path) -> None:
     raw_config["profile"]["options"]["num_ctx"] = 16
-    with pytest.raises(BenchIncomplete):
+    with pytest.raises(BenchIncomplete) as raised:
         _bench(fake_ollama, raw_config, tmp_path)
-    refused = [r for r in read_records(tmp_path / "raw" / "calls.jsonl")
-               if r.outcome == HTTP_ERROR]
+    records = read_records(tmp_path / "raw" / "calls.jsonl")
+    refused = [r for r in records if r.outcome == HTTP_ERROR]
     assert refused and all(r.http_status == 400 and r.truncated for r in refused)
     assert all(r.attempt == 1 for r in refused)
+    # The closing line names the cause, the arm and the option, and no rerun: the control
+    # arm counted the same prompts, so their size is known.
+    counted = max(r.prompt_tokens for r in records
+                  if r.arm == "control" and r.stage in ("warmup", "analysis") and not r.error)
+    message = str(raised.value)
+    assert (f"treatment arm: the warmup and analysis prompts of up to {counted} tokens do not "
+            "fit num_ctx 16") in message
+    assert "set profile.options.num_ctx to at least" in message
+    assert "a rerun would fail the same way" in message and "run again" not in message
+    assert "report call(s) skipped because the call whose output they need failed" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_server_error_that_never_passes_asks_for_a_rerun(fake_ollama: FakeOllama,
+                                                            raw_config, tmp_path) -> None:
+    fake_ollama.queue(Script(), *[Script(status=503, error="server busy")] * 2)
+    with pytest.raises(BenchIncomplete) as raised:
+        _bench(fake_ollama, raw_config, tmp_path)
+    message = str(raised.value)
+    assert "control arm: HTTP 503: server busy" in message
+    assert "run again to retry" in message and "a rerun would fail" not in message
 
 
 def _measured(records) -> Counter:

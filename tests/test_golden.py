@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ollabench.paths import CALLS_FILE, ENV_FILE
+from ollabench.paths import APPENDIX_FILE, CALLS_FILE, ENV_FILE
 from ollabench.records.calls_table import write_calls_table
 from ollabench.report import run_report
 from ollabench.stats import run_aggregate
@@ -45,7 +45,8 @@ def produce(work: Path, columnar_copy: bool) -> dict[str, bytes]:
         write_calls_table(raw)
     run_aggregate(raw, work / PROCESSED, work / METRICS, THRESHOLD_PCT)
     run_report(raw, work / PROCESSED, work / REPORT, work / "reports" / "figures")
-    outputs = [*sorted((work / PROCESSED).iterdir()), work / METRICS, work / REPORT]
+    outputs = [*sorted((work / PROCESSED).iterdir()), work / METRICS, work / REPORT,
+               work / REPORT.with_name(APPENDIX_FILE)]
     return {path.relative_to(work).as_posix(): path.read_bytes() for path in outputs}
 
 

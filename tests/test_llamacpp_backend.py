@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
+import yaml
 
 from ollabench.backends.base import WARM, CachePlan
-from ollabench.backends.llamacpp import LlamaCppBackend, ollama_defaults
+from ollabench.backends.llamacpp import LlamaCppBackend
+from ollabench.backends.llamacpp_options import ollama_defaults
 from ollabench.bench.provenance import physical_cores
+from ollabench.cli import main
+from ollabench.config.schema import bundled_gguf
 from ollabench.errors import ConfigError
 from ollabench.workloads.agent import analysis_messages, read_digest
 from tests.helpers.project import ROOT, tiny_config
@@ -132,3 +137,44 @@ def test_default_caps_fit_the_chimera_context(backend, composed) -> None:
     m = backend.chat(messages, {"num_predict": 1, "num_ctx": 512, "seed": 42})  # counts only
     assert m.error is None and m.truncated is False
     assert m.prompt_tokens + caps["analysis"] <= 512
+
+
+@pytest.mark.parametrize(("name", "make", "expected"), [
+    ("random.gguf", lambda model: bytes(range(256)) * 64,
+     r"is not a GGUF file: it starts with b'\\x00\\x01\\x02\\x03', not b'GGUF'"),
+    ("header.gguf", lambda model: model[:10],
+     r"is truncated: 10 bytes, shorter than the 24-byte GGUF header"),
+    ("metadata.gguf", lambda model: model[:2000],
+     r"has a GGUF header but llama.cpp cannot load it: its metadata or tensors are cut short"),
+    ("half.gguf", lambda model: model[:len(model) // 2],
+     r"has a GGUF header but llama.cpp cannot load it"),
+])
+def test_an_invalid_gguf_is_one_line_naming_the_file(raw_config, tmp_path, capsys, name, make,
+                                                     expected) -> None:
+    """Random bytes, a header cut short, a metadata table cut short and half a model: each
+    refused by the bench before the first call, in one line naming the file."""
+    bad = tmp_path / name
+    bad.write_bytes(make(bundled_gguf().read_bytes()))
+    raw_config["model"]["gguf"] = str(bad)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw_config))
+    assert main(["bench", "--params", str(params), "--out", str(tmp_path / "raw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"ollabench: error: model.gguf: {bad}")
+    assert re.search(expected, err), err
+    assert not (tmp_path / "raw").exists()
+
+
+def test_num_gpu_on_a_build_without_gpu_offload_is_noted(backend) -> None:
+    """An engine built without GPU offload runs every layer on the CPU whatever num_gpu
+    says: the backend names the option as one that cannot act, for the report."""
+    import llama_cpp
+
+    backend.validate_options({"num_gpu": 80}, "profile.options")
+    notes = backend.provenance()["option_notes"]
+    if llama_cpp.llama_supports_gpu_offload():
+        assert "num_gpu" not in notes
+    else:
+        assert notes["num_gpu"].startswith("cannot act here: this llama.cpp build has no GPU "
+                                           "offload")

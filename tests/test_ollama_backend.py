@@ -334,3 +334,23 @@ def test_records_match_the_server_log_of_another_process() -> None:
     assert (m.truncated, m.context_shift, m.reloaded) == (
         did["truncated"], did["context_shift"], did["reloaded"])
     assert m.num_batch == 1024 and m.num_batch_basis == "assumed"  # auto batch on 0.30+
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_num_gpu_on_a_server_without_a_gpu_is_noted(fake_ollama: FakeOllama,
+                                                    make_backend: BackendFactory,
+                                                    gpu: bool) -> None:
+    """GPU layers cannot act on a server that holds the model without VRAM (/api/ps
+    size_vram 0): the backend names num_gpu so, for the report's configuration table."""
+    fake_ollama.state.gpu = gpu
+    backend = make_backend()
+    backend.validate_options({"num_gpu": 80}, "profile.options")
+    assert backend.chat(MESSAGES, {"num_gpu": 80}).outcome == OK
+
+    notes = backend.provenance()["option_notes"]
+
+    if gpu:
+        assert "num_gpu" not in notes
+    else:
+        assert notes["num_gpu"] == ("cannot act here: the server ran the model without a GPU "
+                                    "(/api/ps size_vram 0)")

@@ -15,6 +15,7 @@ RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 METRICS_JSON = Path("reports/metrics.json")
 REPORT_MD = Path("reports/report.md")
+APPENDIX_FILE = "appendix.md"  # the report's full tables, written beside it
 FIGURES_DIR = Path("reports/figures")
 JOURNAL_ROOT = Path(".ollabench/journal")
 # Overrides JOURNAL_ROOT for the bench stage: `tune` points the DVC experiment of a candidate

@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.project import cli, run_cmd, small_project
+from tests.helpers.project import ROOT, cli, run_cmd, small_project
 
 QUEUE_TIMEOUT_S = 600
 
@@ -106,7 +107,7 @@ def test_leaderboard_ranks_the_three_experiments(project: Path,
         assert row["changes"] == "(none)" if row["experiment"] == "aa" else (
             "profile.name=chimera" in row["changes"])
     terminal = done.stdout.splitlines()
-    assert terminal[0].split()[:3] == ["#", "experiment", "rev"]
+    assert terminal[0].split()[:3] == ["#", "experiment", "runs"]
     assert rows[0]["experiment"] in terminal[1]
     markdown = (project / "reports" / "leaderboard" / "report_eval_tok_s.md").read_text()
     assert "higher is better" in markdown
@@ -131,3 +132,31 @@ def test_documented_grid_queues_one_experiment_per_point(project: Path) -> None:
             itertools.product((256, 512, 1024), (0.6, 0.8)))
     finally:
         run_cmd(["dvc", "queue", "remove", "--queued"], project)
+
+
+def documented_listing() -> list[str]:
+    """The README's experiment-listing command: the line of its experiments block commented
+    "every experiment", as a user would copy it."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        command, _, comment = line.partition("#")
+        if comment.strip().startswith("every experiment"):
+            return shlex.split(command)
+    raise AssertionError("README.md documents no experiment-listing command")
+
+
+@pytest.mark.slow
+def test_the_documented_listing_fits_a_120_column_terminal(project: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """The committed experiments, listed as the README says: readable in 120 columns, each
+    experiment with its verdict and what it changed (`dvc exp show` squeezes over 60
+    columns into that width)."""
+    command = documented_listing()
+    assert command[0] == "ollabench"
+    done = cli(project, capsys, *command[1:])
+    assert done.returncode == 0, done.stderr
+    listing = done.stdout.splitlines()
+    assert max(len(line) for line in listing) <= 120, done.stdout
+    for name in _experiments(project):
+        assert any(line.split()[1:2] == [name] for line in listing), (name, done.stdout)
+    assert "profile.name=chimera" in done.stdout.replace("\n      ", " ")
+    assert any("quality:" in line for line in listing)

@@ -130,6 +130,7 @@ class Server:
         self.version = parse_version(version)
         self.default_ctx = default_ctx  # OLLAMA_CONTEXT_LENGTH or the VRAM tier
         self.runners: dict[str, Runner] = {}
+        self.gpu = True  # False: a server without a GPU (every model in system memory)
 
     @property
     def g33(self) -> bool:
@@ -347,10 +348,12 @@ def tags(models: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def ps(server: Server) -> list[dict[str, Any]]:
-    """server/routes.go:PsHandler; context_length as the generation reports it."""
+    """server/routes.go:PsHandler; context_length as the generation reports it. size_vram is
+    the runner's VRAM use (llm/server.go VRAMSize), 0 on a server without a GPU."""
     expires = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+    vram = MODEL_SIZE_BYTES if server.gpu else 0
     return [{"name": name, "model": name, "size": MODEL_SIZE_BYTES, "digest": digest(name),
-             "details": details(name), "expires_at": expires, "size_vram": MODEL_SIZE_BYTES,
+             "details": details(name), "expires_at": expires, "size_vram": vram,
              "context_length": runner.ps_ctx} for name, runner in server.runners.items()]
 
 

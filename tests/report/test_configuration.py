@@ -12,6 +12,7 @@ from ollabench import report, stats
 from ollabench.paths import ENV_FILE
 from ollabench.records.schema import CallRecord
 from ollabench.report.configuration import confounded_changes
+from tests.helpers.report_files import report_with_appendix
 from tests.helpers.synthetic import Scenario, make_records, write_raw
 from tests.report.test_report import section
 
@@ -30,7 +31,7 @@ def _report(tmp_path: Path, records: list[CallRecord], notes: dict[str, str] | N
     stats.run_aggregate(raw, processed, tmp_path / "metrics.json", 5.0)
     path = tmp_path / "report.md"
     report.run_report(raw, processed, path, tmp_path / "figures")
-    return path.read_text()
+    return report_with_appendix(path)
 
 
 def _ran(control: list[int], treatment: list[int], name: str = "num_batch"
@@ -79,8 +80,25 @@ def test_an_option_the_server_may_ignore_is_marked_and_never_credited(tmp_path: 
 
     assert "|`num_gpu` †|backend default|80|" in section(text, "Configuration of both arms")
     assert f"`num_gpu`: {why}" in text
-    assert ("This server may ignore `num_gpu` (see Configuration): the differences above are "
-            "not evidence of its effect.") in section(text, "Executive summary")
+    assert (f"No difference above is evidence of the effect of `num_gpu`, which {why} (see "
+            "Configuration).") in section(text, "Executive summary")
+
+
+def test_an_option_that_cannot_act_is_named_as_such(tmp_path: Path) -> None:
+    """chimera's num_gpu on a llama.cpp built without GPU offload: marked in the table like an
+    option the server ignores, and no verdict credited to it."""
+    why = ("cannot act here: this llama.cpp build has no GPU offload "
+           "(llama_supports_gpu_offload() is false), every layer runs on the CPU")
+
+    text = _report(tmp_path, make_records(SCENARIO), {"num_gpu": why})
+
+    config = section(text, "Configuration of both arms")
+    assert "|`num_gpu` †|backend default|80|" in config
+    assert f"Options marked † cannot act on this engine or server, or it may ignore them: " \
+        f"`num_gpu`: {why}." in config
+    summary = section(text, "Executive summary")
+    assert "evidence of the effect of `num_gpu`, which cannot act here" in summary
+    assert "num_gpu" not in summary.split("No difference above")[0]
 
 
 def test_unknown_truncation_is_never_reported_as_none(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ that are the CSVs' numbers."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -11,12 +12,15 @@ import pytest
 
 from ollabench import report, stats
 from ollabench.paths import PRIMARY_FILE
+from ollabench.report.applicable import ALL_ZERO, NO_LOAD
 from ollabench.report.verdicts import change_text, verdict_text
+from tests.helpers.report_files import report_with_appendix
 from tests.helpers.synthetic import Scenario, make_records, swap_arms, write_raw
 
-SECTIONS = ("Executive summary", "Aggregate results", "Configuration of both arms",
-            "Methodology", "Statistical analysis", "Data quality", "Run-by-run results",
-            "System information", "Conclusion")
+SECTIONS = ("Executive summary", "How the experiment stopped", "Configuration of both arms",
+            "Methodology", "Data quality", "Conclusion")
+APPENDIX_SECTIONS = ("Aggregate results", "Statistical analysis", "Run-by-run results",
+                     "System information")
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?%?")
 
 
@@ -27,10 +31,12 @@ def build(tmp_path: Path, scenario: Scenario, swap: bool = False) -> dict[str, o
     stats.run_aggregate(raw, processed, tmp_path / "reports" / "metrics.json", 5.0)
     path, figures = tmp_path / "reports" / "report.md", tmp_path / "reports" / "figures"
     report.run_report(raw, processed, path, figures)
-    return {"text": path.read_text(), "figures": figures,
+    return {"text": report_with_appendix(path), "summary_text": path.read_text(),
+            "figures": figures,
             "comparisons": pd.read_csv(processed / stats.COMPARISONS_FILE),
             "summary": pd.read_csv(processed / stats.SUMMARY_FILE),
-            "primary": pd.read_csv(processed / PRIMARY_FILE)}
+            "primary": pd.read_csv(processed / PRIMARY_FILE),
+            "skipped": report.Inputs(raw, processed).not_applicable}
 
 
 def section(text: str, title: str) -> str:
@@ -62,17 +68,22 @@ def aa_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def test_sections_in_order_and_header(improvement: dict[str, object]) -> None:
-    text = str(improvement["text"])
+    text, full = str(improvement["summary_text"]), str(improvement["text"])
     assert text.startswith("# ollabench report: smollm2-135m\n")
     positions = [text.index(f"\n## {title}\n") for title in SECTIONS]
     assert positions == sorted(positions)
+    appendix = full[len(text):]
+    assert appendix.startswith("\n# ollabench report, appendix: smollm2-135m\n")
+    in_appendix = [appendix.index(f"\n## {title}\n") for title in APPENDIX_SECTIONS]
+    assert in_appendix == sorted(in_appendix)
+    assert not any(f"\n## {title}\n" in text for title in APPENDIX_SECTIONS)
     header = text[:positions[0]]
     for fact in ("Date: 2025-01-01T00:10:00+00:00",
                  "Model: smollm2-135m (SmolLM2-135M-Instruct.Q4_1.gguf, sha256 abababababab)",
                  "Backend: llamacpp (llama.cpp (llama-cpp-python)) 0.3.36",
                  "Runs: 10 runs per arm, fixed", "Host: testhost", "`chimera` (profile)"):
         assert fact in header
-    runs = section(text, "Run-by-run results")
+    runs = section(full, "Run-by-run results")
     assert "### Control (`baseline`)" in runs and "### Treatment (`chimera`)" in runs
     config = section(text, "Configuration of both arms")
     assert "|`num_ctx`|backend default|512|" in config
@@ -117,7 +128,7 @@ def test_regression_wording(regression: dict[str, object]) -> None:
 def test_aa_run_is_presented_as_a_noise_floor(aa_run: dict[str, object]) -> None:
     text = str(aa_run["text"])
     summary = section(text, "Executive summary")
-    assert "A/A run" in summary and "noise-floor calibration" in summary
+    assert "A/A run: both arms ran `baseline`" in summary and "run-to-run noise" in summary
     assert "noise floor" in section(text, "Conclusion")
     for part in (summary, section(text, "Conclusion")):
         # "significant" only where a test says so: here, only "no significant difference"
@@ -142,7 +153,12 @@ def test_every_number_matches_the_csvs(improvement: dict[str, object]) -> None:
     text = str(improvement["text"])
     comparisons = improvement["comparisons"]
     analysis = section(text, "Statistical analysis")
+    skipped = improvement["skipped"]
+    assert skipped == {"load_ms": NO_LOAD}  # the embedded engine, no load in a measured call
     for row in comparisons.to_dict("records"):
+        if row["metric"] in skipped:
+            assert f"|{report.metric_label(row['metric'])}|" not in text
+            continue
         cells = next(line for line in analysis.splitlines()
                      if line.startswith(f"|{row['stage']}|{report.metric_label(row['metric'])}|"))
         expected = [
@@ -162,6 +178,8 @@ def test_every_number_matches_the_csvs(improvement: dict[str, object]) -> None:
         assert cells.strip("|").split("|") == expected
     aggregate = section(text, "Aggregate results")
     for row in improvement["summary"].to_dict("records"):
+        if row["metric"] in skipped:
+            continue
         unit = stats.METRIC_BY_NAME[row["metric"]].unit
         prefix = f"|{row['stage']}|{report.metric_label(row['metric'])} ({unit})|{row['arm']}|"
         cells = next(line for line in aggregate.splitlines() if line.startswith(prefix))
@@ -199,3 +217,53 @@ def test_the_header_states_the_sequential_budget_not_a_fixed_count() -> None:
     sequential = {"runs": 10, "stopping": {"mode": "sequential", "min_runs": 8, "max_runs": 40}}
     assert _planned_runs(sequential) == "until decided, 8 to 40 per arm (sequential)"
     assert _planned_runs({"runs": 10, "stopping": {"mode": "fixed"}}) == "10 runs per arm, fixed"
+
+
+def test_the_first_screen_holds_the_answer(aa_run: dict[str, object]) -> None:
+    """Header (with the host), the one-sentence answer, the verdict table with its
+    estimator, the noise and the data quality, then the link to the full tables: all
+    before the first section after the summary, within a screen."""
+    text = str(aa_run["summary_text"])
+    first = text[:text.index("\n## How the experiment stopped\n")]
+    assert len(first.splitlines()) <= 45
+    assert "- Host: testhost, Test CPU" in first
+    assert re.search(r"^No change that matters: every primary comparison is equivalent", first,
+                     re.M)
+    assert ("|Stage|Metric|Control (mean of runs)|Treatment (mean of runs)|Paired change: "
+            "geometric mean of per-block ratios (95% interval)|Verdict|") in first
+    assert "it can differ from the ratio of the two means beside it" in first
+    assert re.search(r"^Noise: run-to-run CV of whole runs: TTFT control \d", first, re.M)
+    assert first.rstrip().endswith("[appendix](appendix.md).")
+
+
+def test_metrics_that_did_not_apply_are_named_once(tmp_path: Path) -> None:
+    """Quality metrics 0 in every call of both arms, and the embedded engine's load time
+    with no load: one line, no table row, no outlier row, no verdict counted."""
+    scenario = Scenario(runs=6, cv_pct=2.0, treatment_profile="baseline",
+                        spikes={("control", 3, "analysis", "load_ms"): 8.0})
+    records = [replace(r, numbers_supported=0, parts_found=0)
+               if r.numbers_supported is not None else r for r in make_records(scenario)]
+    raw = write_raw(tmp_path / "raw", records, scenario)
+    processed = tmp_path / "processed"
+    stats.run_aggregate(raw, processed, tmp_path / "metrics.json", 5.0)
+    report.run_report(raw, processed, tmp_path / "report.md", tmp_path / "figures")
+    text = report_with_appendix(tmp_path / "report.md")
+    summary = section(text, "Executive summary")
+
+    lines = [line for line in summary.splitlines() if line.startswith("Not applicable here")]
+    assert lines == [
+        "Not applicable here, left out of the tables (the CSVs keep them): figures found in "
+        f"the input, figures quoted from the input, required parts present: {ALL_ZERO}; "
+        f"load time: {NO_LOAD}."]
+    for label in ("figures found in the input", "required parts present", "load time"):
+        assert f"|{label}|" not in text and f"|{label} (" not in text
+    assert "Quality (A/A)" not in summary
+    assert "Quality gate: not applied; no quality metric applied to these outputs" in summary
+    quality = section(text, "Data quality")
+    assert "|load time|" not in quality
+    assert "more in metrics that did not apply" in summary
+    counted = section(text, "Conclusion")
+    comparisons = pd.read_csv(processed / stats.COMPARISONS_FILE)
+    applied = comparisons.loc[~comparisons["metric"].isin(
+        ["faithful_pct", "numbers_supported", "parts_pct", "load_ms"])]
+    assert f"All {len(applied)} comparisons that applied:" in counted

@@ -65,3 +65,20 @@ def test_an_output_without_figures_is_not_scored_as_unfaithful() -> None:
     values = per_run_values(measured_calls(records_frame(records))).set_index("stage")
     assert values.loc["analysis", "faithful_pct"].isna().all()
     assert values.loc["report", "faithful_pct"].notna().all()
+
+
+def test_the_gate_reads_speed_from_the_primary_comparisons(tmp_path: Path) -> None:
+    """One source of truth: when the whole run's end-to-end time is open in the descriptive
+    table but a primary comparison decided, the gate's speed half follows the primary
+    verdicts, as the report's one-sentence answer does (the chimera report once said "better
+    on workflow eval rate" above "no speed change detected")."""
+    scenario = Scenario(runs=10, treatment_profile="baseline")
+    table = aggregate(tmp_path, make_records(scenario), scenario)["comparisons"]
+    assert verdict(table, "workflow", "e2e_ms") != "better"
+    primary = pd.DataFrame([
+        {"stage": "workflow", "metric": "e2e_ms", "verdict": "inconclusive"},
+        {"stage": "workflow", "metric": "eval_tok_s", "verdict": "better"}])
+    assert gate_words(table) == "no speed change detected, no quality change detected"
+    assert gate_words(table, primary) == "faster, no quality change detected"
+    mixed = primary.assign(verdict=["worse", "better"])
+    assert gate_words(table, mixed).startswith("faster on some primary metrics and slower")

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from ollabench.backends.base import (
@@ -30,14 +31,22 @@ from ollabench.backends.base import (
     Tools,
     record_token_gaps,
 )
+from ollabench.backends.gguf import check_loadable
 from ollabench.backends.llamacpp_contexts import Context, ContextPool
+from ollabench.backends.llamacpp_options import (
+    LOAD_OPTIONS,
+    SAMPLING_OPTIONS,
+    SUPPORTED_OPTIONS,
+    llama_params,
+    ollama_defaults,
+    with_defaults,
+)
 from ollabench.backends.tool_wire import (
     call_schema,
     embedded_messages,
     format_schema,
     with_tool_prompt,
 )
-from ollabench.bench.provenance import physical_cores
 from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
@@ -49,57 +58,6 @@ from ollabench.records.schema import (
     QUEUE_ENGINE_WAIT,
     CallMeasurement,
 )
-
-# Options that need a new model instance, as in Ollama, with their llama.cpp names.
-LOAD_OPTIONS = {
-    "num_ctx": "n_ctx",
-    "num_gpu": "n_gpu_layers",
-    "num_thread": "n_threads",
-    "num_batch": "n_batch",
-    "use_mmap": "use_mmap",
-    "use_mlock": "use_mlock",
-    "repeat_last_n": "last_n_tokens_size",
-    "flash_attention": "flash_attn",
-    "kv_cache_type": "type_k",  # and type_v: both caches, as a GGML type (_llama_params)
-}
-# llama-cpp-python's own defaults for the engine settings an Ollama server takes from its
-# environment (options.ENGINE_OPTIONS); a quantized cache needs flash attention (llama.cpp
-# refuses a quantized V cache without it, and Ollama applies OLLAMA_KV_CACHE_TYPE only then).
-ENGINE_DEFAULTS = {"flash_attention": False, "kv_cache_type": "f16"}
-GGML_CACHE_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
-# Per-call sampling options, with their llama.cpp names.
-SAMPLING_OPTIONS = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "typical_p": "typical_p",
-    "repeat_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "mirostat": "mirostat_mode",
-    "mirostat_tau": "mirostat_tau",
-    "mirostat_eta": "mirostat_eta",
-    "tfs_z": "tfs_z",
-    "seed": "seed",
-    "stop": "stop",
-}
-SUPPORTED_OPTIONS = frozenset(LOAD_OPTIONS) | frozenset(SAMPLING_OPTIONS) | {"num_keep"}
-
-
-def ollama_defaults() -> dict[str, Any]:
-    """The values this backend fills in for options a profile leaves out, so that `baseline`
-    means what it means on Ollama. They are ollabench's assumption of an Ollama server's
-    defaults (CPU or < 24 GiB of VRAM), not read from any server: env.json records them as
-    `assumed_ollama_defaults`, and the Ollama backend records what its server reports."""
-    return {
-        "num_ctx": 4096, "num_batch": 512, "num_gpu": -1, "num_thread": physical_cores(),
-        "num_keep": 4, "use_mmap": True, "use_mlock": False, "repeat_last_n": 64,
-        "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "typical_p": 1.0,
-        "repeat_penalty": 1.1, "presence_penalty": 0.0, "frequency_penalty": 0.0,
-        "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "tfs_z": 1.0,
-    }
 
 
 def _as_list(stop: str | list[str] | None) -> list[str]:
@@ -123,19 +81,13 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
-    """The options a call runs with: Ollama's defaults, then the engine's, then the profile's."""
-    return {**ollama_defaults(), **ENGINE_DEFAULTS, **options}
+def _load_vocab(path: Path) -> Any:
+    """A vocabulary-only Llama: the metadata and tokenizer, no weights (a fraction of a
+    second); llama.cpp's warning about the context such a load sets up is silenced."""
+    from llama_cpp import Llama
 
-
-def _llama_params(load: dict[str, Any]) -> dict[str, Any]:
-    """Llama()'s keyword arguments for the load-time options (LOAD_OPTIONS)."""
-    import llama_cpp
-
-    params = {LOAD_OPTIONS[k]: value for k, value in load.items()}
-    params["type_k"] = params["type_v"] = getattr(llama_cpp,
-                                                  GGML_CACHE_TYPES[load["kv_cache_type"]])
-    return params
+    with _quiet_stderr():
+        return Llama(model_path=str(path), vocab_only=True, verbose=False)
 
 
 def _chat_formatter(llm: Any) -> Any:
@@ -163,8 +115,10 @@ class LlamaCppBackend(Backend):
         self.engine_version = metadata.version("llama-cpp-python")
         self._pool = ContextPool()  # one context per concurrent agent (llamacpp_contexts.py)
         self._grammars: dict[str, Any] = {}  # call schema (JSON text) -> its LlamaGrammar
+        self.option_notes: dict[str, str] = {}  # {option: why it cannot act here}
 
     def preflight(self) -> None:
+        """The file is there, is a GGUF, and llama.cpp reads its metadata and tensor table."""
         if not self.model_path.is_file():
             raise BackendUnavailable(f"model file not found: {self.model_path}")
         try:
@@ -172,6 +126,7 @@ class LlamaCppBackend(Backend):
         except ImportError as exc:
             raise BackendUnavailable(
                 "llama-cpp-python is not installed: pip install llama-cpp-python") from exc
+        check_loadable(self.model_path, lambda path: _load_vocab(path).close())
 
     def effective_options(self, options: dict[str, Any]) -> dict[str, Any]:
         unsupported = sorted(set(options) - SUPPORTED_OPTIONS)
@@ -179,12 +134,23 @@ class LlamaCppBackend(Backend):
             raise ConfigError(
                 f"options.{unsupported[0]}: not supported by the llamacpp backend; "
                 f"supported: {', '.join(sorted(SUPPORTED_OPTIONS))}")
-        filled = _with_defaults(options)
+        filled = with_defaults(options)
         if filled["kv_cache_type"] != "f16" and not filled["flash_attention"]:
             raise ConfigError(f"options.kv_cache_type: {filled['kv_cache_type']} needs "
                               "flash_attention: true (llama.cpp quantizes the cache only with "
                               "flash attention)")
         return filled
+
+    def validate_options(self, options: dict[str, Any], where: str) -> None:
+        """As the base class, and note an option this build cannot act on: GPU layers in a
+        llama.cpp built without GPU offload run on the CPU whatever `num_gpu` says."""
+        super().validate_options(options, where)
+        import llama_cpp
+
+        if options.get("num_gpu") not in (None, 0) and not llama_cpp.llama_supports_gpu_offload():
+            self.option_notes["num_gpu"] = (
+                "cannot act here: this llama.cpp build has no GPU offload "
+                "(llama_supports_gpu_offload() is false), every layer runs on the CPU")
 
     def context_length(self, options: dict[str, Any]) -> int | None:
         return int(self.effective_options(options)["num_ctx"])
@@ -192,10 +158,7 @@ class LlamaCppBackend(Backend):
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Exact, with the model's tokenizer and chat template (a vocabulary-only load: no
         weights, so the first call still pays the real load)."""
-        from llama_cpp import Llama
-
-        with _quiet_stderr():  # llama.cpp warns about the context a vocabulary load sets up
-            vocab = Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+        vocab = _load_vocab(self.model_path)
         try:
             formatted = _chat_formatter(vocab)(messages=embedded_messages(messages))
             return len(vocab.tokenize(formatted.prompt.encode("utf-8"), add_bos=True,
@@ -321,7 +284,7 @@ class LlamaCppBackend(Backend):
             measurement.cache_controlled = False
 
     def _load_options(self, opts: dict[str, Any]) -> tuple[Any, ...]:
-        filled = _with_defaults(opts)
+        filled = with_defaults(opts)
         return tuple(filled[k] for k in LOAD_OPTIONS)
 
     def _ensure_loaded(self, context: Context, opts: dict[str, Any]) -> bool:
@@ -332,8 +295,15 @@ class LlamaCppBackend(Backend):
         from llama_cpp import Llama
 
         context.close()
-        context.llm = Llama(model_path=str(self.model_path), verbose=False,
-                            **_llama_params(dict(zip(LOAD_OPTIONS, key, strict=True))))
+        load = dict(zip(LOAD_OPTIONS, key, strict=True))
+        try:
+            context.llm = Llama(model_path=str(self.model_path), verbose=False,
+                                **llama_params(load))
+        except ValueError:  # the file passed preflight: the options are at fault
+            raise BackendUnavailable(
+                f"llama.cpp could not load {self.model_path} with {json.dumps(load)}: not "
+                "enough memory for this context and batch? Lower num_ctx or num_batch"
+            ) from None
         context.load_key = key
         context.chat_format = _chat_formatter(context.llm)
         return True
@@ -364,6 +334,7 @@ class LlamaCppBackend(Backend):
             "model_bytes": self.model_path.stat().st_size,
             "assumed_ollama_defaults": ollama_defaults(),
             "concurrent_agents": CONCURRENT_AGENTS,
+            "option_notes": dict(self.option_notes),
         }
 
     def snapshot(self) -> dict[str, Any]:

@@ -89,6 +89,7 @@ class OllamaBackend(Backend):
                                                         connect=run.connect_timeout_s))
         self.server: rules.ServerModel | None = None  # known after preflight()
         self.option_notes: dict[str, str] = {}
+        self._gpu_asked = False  # a profile sets GPU layers (num_gpu other than 0)
         self._warm_loads_ms: deque[float] = deque(maxlen=WARM_WINDOW)
         self._last_ps_entry: dict[str, Any] | None = None  # the model's /api/ps entry ...
         self._last_ps_known = False  # ... and whether it reflects the server (after a call)
@@ -132,6 +133,7 @@ class OllamaBackend(Backend):
 
     def validate_options(self, options: dict[str, Any], where: str) -> None:
         self.option_notes.update(rules.check_options(options, self._server(), where))
+        self._gpu_asked = self._gpu_asked or options.get("num_gpu") not in (None, 0)
 
     def context_length(self, options: dict[str, Any]) -> int | None:
         """The scheduler's num_ctx for these options (sent, Modelfile, default; the vision
@@ -146,6 +148,12 @@ class OllamaBackend(Backend):
         return rules.needs_reload(self._server(), old, new)
 
     def provenance(self) -> dict[str, Any]:
+        """The server, the model and what the calls found, with the options that could not
+        act: GPU layers on a server that held the model without VRAM (/api/ps size_vram 0
+        after the last call)."""
+        if self._gpu_asked and (self._last_ps_entry or {}).get("size_vram") == 0:
+            self.option_notes["num_gpu"] = (
+                "cannot act here: the server ran the model without a GPU (/api/ps size_vram 0)")
         version = self._json_or_error("GET", "/api/version")
         tags = self._json_or_error("GET", "/api/tags")
         show = self._json_or_error("POST", "/api/show", {"model": self.model_name})

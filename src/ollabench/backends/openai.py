@@ -31,7 +31,7 @@ from ollabench.backends.base import (
     with_nonce,
 )
 from ollabench.backends.http_stream import NS_PER_MS, Timeouts, auth_headers, one_line
-from ollabench.backends.llamacpp import ollama_defaults
+from ollabench.backends.llamacpp_options import ollama_defaults
 from ollabench.backends.openai_dialects import GENERIC, Dialect, identify
 from ollabench.backends.openai_stream import SseStream, error_text, stream_completion
 from ollabench.config.schema import ModelConfig, RunConfig

@@ -3,7 +3,7 @@ name), the ones it would ignore without a word (refused before the first call), 
 cap's field, and how its prompt cache is kept out of a cold call.
 
 Profiles use Ollama's option names (config/options.py). Every sampling option is sent
-explicitly, with Ollama's default where the profile sets none (llamacpp.ollama_defaults),
+explicitly, with Ollama's default where the profile sets none (llamacpp_options.ollama_defaults),
 because the servers' own defaults differ (Ollama's /v1 forces temperature and top_p to 1.0
 when they are omitted; llama-server and vLLM have theirs). Checked in each server's source:
 llama.cpp tools/server/server.cpp and utils.hpp (params_from_json_cmpl), vLLM

@@ -28,6 +28,7 @@ from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.bench import provenance
 from ollabench.bench.concurrent import InFlight, Pace, derive_queue_ms, groups, run_block
+from ollabench.bench.failures import should_retry, why_incomplete
 from ollabench.bench.host import busy_warning, host_at_start, host_load, read_host
 from ollabench.bench.run_control import StopRule
 from ollabench.bench.schedule import Slot, plan, warmups_per_switch
@@ -37,7 +38,6 @@ from ollabench.files import write_json_atomic
 from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records.calls_table import write_calls_table
 from ollabench.records.schema import (
-    HTTP_ERROR,
     NO_FINAL_CHUNK,
     NOT_REACHED,
     OK,
@@ -56,9 +56,6 @@ from ollabench.workloads.quality import output_quality, similarity_pct
 WARMUP_NUM_PREDICT = 8
 PRIME_NUM_PREDICT = 1
 NONCE_DIGITS = 8  # fixed width: the same prompt length in both arms
-# HTTP statuses worth another try: the server was busy or failed while running. Any other
-# status (400 prompt too long, 404 unknown model) would only repeat.
-RETRY_STATUSES = frozenset({408, 429, 499})
 OTHER_ARM = {"control": "treatment", "treatment": "control"}
 
 
@@ -70,16 +67,6 @@ def new_nonce() -> str:
     """A per-call tag of NONCE_DIGITS decimal digits: fresh on every call and every rerun
     (so no cache holds it), and of one width (digits tokenize alike in most vocabularies)."""
     return f"{secrets.randbelow(10 ** NONCE_DIGITS):0{NONCE_DIGITS}d}"
-
-
-def should_retry(record: CallRecord) -> bool:
-    """A failure that another try may not repeat; outcomes, never error texts, decide."""
-    if record.outcome in (OK, SKIPPED):
-        return False
-    if record.outcome == HTTP_ERROR:
-        return record.http_status is None or record.http_status >= 500 \
-            or record.http_status in RETRY_STATUSES
-    return True
 
 
 def config_key(config: BenchConfig, workload: Workload) -> str:
@@ -396,9 +383,7 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     succeeded = journal.succeeded()
     failed = sorted(s.seq for s in slots if s.seq not in succeeded and s.run <= runs)
     if failed:
-        raise BenchIncomplete(
-            f"{len(failed)} call(s) never succeeded (seq {', '.join(map(str, failed[:10]))}); "
-            f"everything else is in {out_dir}; run again to retry them")
+        raise BenchIncomplete(why_incomplete(failed, journal.records, out_dir))
     journal.remove()
     return records
 

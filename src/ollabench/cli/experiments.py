@@ -56,10 +56,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from ollabench.compare import leaderboard, leaderboard_table, write_leaderboard
+    from ollabench.compare import leaderboard, leaderboard_text, write_leaderboard
 
     frame = leaderboard(repo_root(), args.metric, args.stage)
-    print(leaderboard_table(frame).text(), end="")
+    print(leaderboard_text(frame), end="")
     report = write_leaderboard(frame, args.metric, args.stage, args.out)
     print(f"wrote {report} and {report.with_suffix('.csv')}")
     return 0
@@ -225,7 +225,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "leaderboard", help="rank every DVC experiment by a metric's treatment median",
         description="Rank all DVC experiments of the repository by the treatment median of "
                     "one metric and stage, with its bootstrap CI and its verdict against its "
-                    "own control arm. Prints a table and writes Markdown and CSV.")
+                    "own control arm. Prints a listing that fits 120 columns (each experiment's "
+                    "figures, then its verdict, quality and changes beneath) and writes "
+                    "Markdown and CSV with every column: the readable form of `dvc exp show`.")
     p.add_argument("--metric", default="eval_tok_s",
                    help="ttft_ms, eval_tok_s or e2e_ms, a headline metric (eval_tok_s)")
     p.add_argument("--stage", default="workflow",

@@ -17,6 +17,7 @@ import yaml
 
 from ollabench.errors import ConfigError
 from ollabench.paths import (
+    APPENDIX_FILE,
     CONF_DIR,
     FIGURES_DIR,
     JOURNAL_DIR_ENV,
@@ -190,10 +191,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the Markdown report and figures (stage 3)",
                        description="Write the Markdown report and its figures from the "
                                    "aggregate's outputs and the raw env.json; it recomputes "
-                                   "nothing.")
+                                   "nothing. The report leads with the answer and links to "
+                                   f"its full tables, written beside it as {APPENDIX_FILE}.")
     p.add_argument("--raw", type=Path, default=RAW_DIR, help=f"folder holding env.json ({RAW_DIR})")
     p.add_argument("--processed", type=Path, default=PROCESSED_DIR, help=f"({PROCESSED_DIR})")
-    p.add_argument("--out", type=Path, default=REPORT_MD, help=f"({REPORT_MD})")
+    p.add_argument("--out", type=Path, default=REPORT_MD,
+                   help=f"the report; {APPENDIX_FILE} goes beside it ({REPORT_MD})")
     p.add_argument("--figures", type=Path, default=FIGURES_DIR, help=f"({FIGURES_DIR})")
     p.set_defaults(func=_cmd_report)
 

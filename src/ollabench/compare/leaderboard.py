@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ from ollabench.stats import (
 )
 
 T = TypeVar("T")
+TERMINAL_COLUMNS = 120  # the width the terminal listing keeps to (README, a test)
+DETAIL_INDENT = "   "  # the verdict and changes line under an experiment's figures
 
 LEADERBOARD_COLUMNS = ("rank", "experiment", "rev", "baseline", "changes", "runs",
                        "treatment_median", "ci_low", "ci_high", "control_median",
@@ -175,6 +178,27 @@ def leaderboard_table(frame: pd.DataFrame) -> Table:
           f"{fmt_num(r.ci_low)} to {fmt_num(r.ci_high)}", r.control_median,
           fmt_pct(r.median_diff_pct), fmt_p(r.p_holm), r.verdict, r.quality]
          for r in frame.itertuples()])
+
+
+def leaderboard_text(frame: pd.DataFrame, width: int = TERMINAL_COLUMNS) -> str:
+    """The ranking for a terminal `width` columns wide: each experiment's figures on one
+    line, then its verdict, quality, revision and changes wrapped beneath it. `dvc exp show`
+    cannot do this: every parameter, dependency and metric is a column of its own, over 60
+    of them, each squeezed to a letter. The Markdown file has every column side by side."""
+    lines = Table(
+        ["#", "experiment", "runs", "treatment median", "95% CI", "control median",
+         "difference", "p (Holm)"],
+        [[r.rank, r.experiment, r.runs, r.treatment_median,
+          f"{fmt_num(r.ci_low)} to {fmt_num(r.ci_high)}", r.control_median,
+          fmt_pct(r.median_diff_pct), fmt_p(r.p_holm)] for r in frame.itertuples()],
+    ).text().splitlines()
+    out = lines[:1]
+    for line, r in zip(lines[1:], frame.itertuples(), strict=True):
+        out.append(line)
+        out += textwrap.wrap(f"{r.verdict}; quality: {r.quality}; rev {r.rev}; changes: "
+                             f"{r.changes}", width, initial_indent=DETAIL_INDENT,
+                             subsequent_indent=DETAIL_INDENT + "  ", break_on_hyphens=False)
+    return "\n".join(out) + "\n"
 
 
 def write_leaderboard(frame: pd.DataFrame, metric: str, stage: str, out_dir: Path) -> Path:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from ollabench.files import Staging
+from ollabench.paths import APPENDIX_FILE
+from ollabench.report.appendix import render_appendix
 from ollabench.report.figures import draw_figures
 from ollabench.report.format import (
     Table,
@@ -55,8 +57,9 @@ __all__ = [
 
 def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
                figures_dir: Path) -> None:
-    """Write report_path (Markdown) and its PNG figures into figures_dir. The figures are
-    drawn into a temporary folder and moved into place together with the report."""
+    """Write report_path (Markdown, the summary), its appendix beside it (APPENDIX_FILE, the
+    full tables) and the PNG figures into figures_dir. The figures are drawn into a
+    temporary folder and moved into place together with both files."""
     inputs = Inputs(raw_dir, processed_dir)
     with Staging() as staging:
         names = draw_figures(inputs.per_run, inputs.profiles, staging, figures_dir)
@@ -68,5 +71,7 @@ def run_report(raw_dir: Path, processed_dir: Path, report_path: Path,
             names["load"] = LOAD_FIGURE
         relative = os.path.relpath(figures_dir, report_path.parent)
         links = {key: Path(relative, name).as_posix() for key, name in names.items()}
-        staging.write(report_path, render(inputs, links))
+        appendix_path = report_path.with_name(APPENDIX_FILE)
+        staging.write(report_path, render(inputs, links, APPENDIX_FILE))
+        staging.write(appendix_path, render_appendix(inputs, links, report_path.name))
         staging.commit()

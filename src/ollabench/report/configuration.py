@@ -4,7 +4,8 @@ A profile's options are requests. The server may raise the context (vision model
 least 2048), cap it at the model's training context, choose `num_batch` from the context, or
 ignore an option altogether. So the table shows requested and effective values side by side,
 names a change the profile did not ask for (a confounded comparison), and marks an option
-this server may ignore, so that no difference is read as its effect.
+this server may ignore or that cannot act here (GPU layers on an engine or server without a
+GPU), so that no difference is read as its effect.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def configuration(md: MdUtils, inputs: Inputs) -> None:
     if confounded:
         md.new_list([md_escape(item) for item in confounded])
     if notes:
-        md.new_paragraph("Options marked † may be ignored by this server: "
+        md.new_paragraph("Options marked † cannot act on this engine or server, or it may "
+                         "ignore them: "
                          + "; ".join(f"`{name}`: {why}" for name, why in sorted(notes.items()))
                          + ". No difference in this report is evidence of their effect.")
     overridden = (inputs.env.get("workload") or {}).get("overridden_fields") or []
@@ -115,7 +117,8 @@ def requested_options(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def option_notes(env: dict[str, Any]) -> dict[str, str]:
-    """{option: why it may be ignored}, as the backend found before the first call."""
+    """{option: why it may be ignored or cannot act}, as the backend found it (before the
+    first call; for an Ollama server's GPU, after the calls)."""
     notes = (env.get("backend") or {}).get("option_notes") or {}
     return {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
 

@@ -25,6 +25,7 @@ from ollabench.paths import (
     SUMMARY_FILE,
 )
 from ollabench.records.schema import ARMS
+from ollabench.report.applicable import not_applicable
 from ollabench.report.load import read_load
 from ollabench.report.noise import read_noise
 from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
@@ -75,6 +76,8 @@ class Inputs:
         # The workload's stages in its order (the aggregate writes them so), `workflow` last.
         ordered = dict.fromkeys(str(s) for s in self.summary["stage"] if s != WORKFLOW_STAGE)
         self.stages = [*ordered, WORKFLOW_STAGE]
+        # {metric: why it did not apply}: left out of the tables, named once (applicable.py)
+        self.not_applicable = not_applicable(self.summary, self.quality, self.config)
 
     @property
     def noise_floor(self) -> bool:

@@ -17,7 +17,9 @@ MAX_LISTED = 50  # outliers listed in the report; quality.json has them all
 
 
 def data_quality(md: MdUtils, inputs: Inputs) -> None:
-    quality = inputs.quality
+    # Outliers of a metric that did not apply (applicable.py) are not listed.
+    quality = {**inputs.quality, "outliers": [o for o in inputs.quality["outliers"]
+                                              if o["metric"] not in inputs.not_applicable]}
     md.new_header(2, "Data quality", add_table_of_contents="n")
     conditions = quality["conditions"]
     rows = [[arm, f"`{a['profile']}`", a["calls"], a["measured"], a["warmups"],

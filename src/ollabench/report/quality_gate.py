@@ -31,11 +31,15 @@ def quality_gate(md: MdUtils, inputs: Inputs) -> None:
         md.new_paragraph("Quality gate: not applied; these records hold no output-quality "
                          "figures (recorded from record format 2 on).")
         return
-    if inputs.noise_floor:
+    measured = [m for m in QUALITY_METRICS if m not in inputs.not_applicable]
+    if not any(inputs.comparison(WORKFLOW_STAGE, m) is not None for m in measured):
+        text = ("Quality gate: not applied; no quality metric applied to these outputs "
+                "(see below).")
+    elif inputs.noise_floor:
         text = "Quality (A/A): " + gate_words(inputs.comparisons).split(", ", 1)[1] + "."
     else:
-        text = f"Quality gate: {gate_words(inputs.comparisons)}."
-    rows = [row for metric in QUALITY_METRICS
+        text = f"Quality gate: {gate_words(inputs.comparisons, inputs.primary)}."
+    rows = [row for metric in measured
             if (row := inputs.comparison(WORKFLOW_STAGE, metric)) is not None
             and pd.notna(row["control_median"]) and pd.notna(row["treatment_median"])]
     if rows:

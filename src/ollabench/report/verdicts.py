@@ -61,19 +61,32 @@ def change_text(row: dict[str, Any]) -> str:
 
 
 def primary_table(md: MdUtils, primary: pd.DataFrame, threshold_pct: float) -> None:
-    """One row per primary comparison: means of both arms, change, 95% interval, verdict."""
+    """One row per primary comparison: means of both arms, change, 95% interval, verdict.
+    The change column's header names its estimator: it is not the ratio of the means."""
     rows = [[r["stage"], metric_label(r["metric"]), fmt_value(r["control_mean"], r["metric"]),
              fmt_value(r["treatment_mean"], r["metric"]), change_text(r),
              verdict_text(r, threshold_pct)]
             for r in primary.to_dict("records")]
-    table(md, ["Stage", "Metric", "Control (mean)", "Treatment (mean)",
-               "Change (95% interval)", "Verdict"], rows)
+    table(md, ["Stage", "Metric", "Control (mean of runs)", "Treatment (mean of runs)",
+               f"{change_estimator(primary)} (95% interval)", "Verdict"], rows)
     md.new_paragraph(
-        "Primary comparisons (run.primary): the intervals hold together at 95% over these "
-        f"comparisons and every look at the runs (alpha spending, docs/statistics.md); "
-        f"equivalent means the whole interval lies within +-{fmt_plain_pct(threshold_pct)}, "
-        "the practical threshold. Every other comparison below is descriptive, adjusted "
-        "separately.")
+        "The change is the estimate the verdict used, on the log scale with outliers left "
+        "out, so it can differ from the ratio of the two means beside it. The intervals hold "
+        "together at 95% over these primary comparisons (run.primary) and every look at the "
+        f"runs (alpha spending); equivalent means the whole interval lies within "
+        f"+-{fmt_plain_pct(threshold_pct)}, the practical threshold (docs/statistics.md).")
+
+
+def change_estimator(primary: pd.DataFrame) -> str:
+    """The primary change's estimator, from primary.csv's `paired` column: the geometric
+    mean of the per-block ratios once the schedule has enough blocks, else the ratio of the
+    geometric means (stats/sequential.py `estimate`)."""
+    kinds = {bool(v) for v in primary["paired"]} if "paired" in primary else set()
+    if kinds == {True}:
+        return "Paired change: geometric mean of per-block ratios"
+    if kinds == {False}:
+        return "Change: ratio of geometric means"
+    return "Change: per-block or geometric-mean ratio (primary.csv `paired`)"
 
 
 def answer_sentence(primary: pd.DataFrame, quality_lower: bool) -> str:

@@ -7,6 +7,7 @@ the aggregate's verdicts and flags into words and never judge the numbers themse
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -22,6 +23,8 @@ from ollabench.report.format import (
     fmt_value,
 )
 from ollabench.stats import METRIC_BY_NAME
+
+NOT_RECORDED = "not recorded"
 
 ORDER_WORDS = {
     "abba": "the arm that goes first alternates, so a slow drift hits both arms alike",
@@ -112,12 +115,16 @@ def summary_sentence(row: pd.Series, noise_floor: bool, quality_lower: bool = Fa
     return text
 
 
-def quality_line(quality: dict[str, Any]) -> str:
-    """The data-quality findings in one sentence, for the executive summary."""
-    left_out = sum(1 for o in quality["outliers"] if o["left_out"])
+def quality_line(quality: dict[str, Any], skipped: Collection[str] = ()) -> str:
+    """The data-quality findings in one sentence, for the executive summary; outliers of the
+    metrics in `skipped` (those that did not apply) are counted apart."""
+    outliers = [o for o in quality["outliers"] if o["metric"] not in skipped]
+    left_out = sum(1 for o in outliers if o["left_out"])
+    apart = len(quality["outliers"]) - len(outliers)
     parts = [
         f"{len(quality['errors'])} failed call(s)",
-        f"{len(quality['outliers'])} outlier(s), {left_out} left out of the verdict test",
+        f"{len(outliers)} outlier(s), {left_out} left out of the verdict test"
+        + (f" ({apart} more in metrics that did not apply)" if apart else ""),
         f"{len(quality['reloaded_calls'])} measured call(s) flagged as reloads",
         f"{len(quality['load_spikes'])} measured call(s) with a model load",
         f"{len(quality['truncated_calls'])} truncated prompt(s)",

@@ -33,15 +33,25 @@ def quality_verdict(comparisons: pd.DataFrame) -> str:
     return NO_CHANGE
 
 
-def gate_words(comparisons: pd.DataFrame) -> str:
+def gate_words(comparisons: pd.DataFrame, primary: pd.DataFrame | None = None) -> str:
     """The treatment's speed and quality in one phrase, e.g. `faster, but lower quality`.
-    A significant speed-up with lower quality is never worded as plain "faster"."""
+    A significant speed-up with lower quality is never worded as plain "faster". The speed
+    half is read from the primary comparisons when there are any (the verdicts the report's
+    answer gives, so the two never disagree), else from the whole run's end-to-end time."""
     quality = quality_verdict(comparisons)
-    speed_rows = workflow_rows(comparisons, (SPEED_METRIC,))
-    speed_verdict = speed_rows["verdict"].iloc[0] if not speed_rows.empty else ""
-    speed = SPEED_WORDS.get(speed_verdict, "no speed change detected")
+    rows = primary if primary is not None and not primary.empty \
+        else workflow_rows(comparisons, (SPEED_METRIC,))
+    speed = speed_words(set(rows["verdict"]) if not rows.empty else set())
     joiner = ", but " if (speed, quality) in (("faster", LOWER), ("slower", HIGHER)) else ", "
     return speed + joiner + QUALITY_WORDS[quality]
+
+
+def speed_words(verdicts: set[str]) -> str:
+    """`faster`, `slower`, both, or no change, from the speed comparisons' verdicts."""
+    found = [SPEED_WORDS[v] for v in ("better", "worse") if v in verdicts]
+    if len(found) == 2:
+        return "faster on some primary metrics and slower on others"
+    return found[0] if found else "no speed change detected"
 
 
 def workflow_rows(comparisons: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
