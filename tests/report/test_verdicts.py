@@ -83,3 +83,10 @@ def test_an_untrustworthy_comparison_is_not_called_better() -> None:
     answer = answer_sentence(rows, quality_lower=False)
     assert answer.startswith("Not trusted: the run's own checks overrule analysis TTFT")
     assert "remedy: run more blocks" in answer and "better" not in answer
+
+
+def test_an_open_comparison_without_an_interval_says_too_few_runs() -> None:
+    # one run per arm: the interval is NaN, which once crashed the report
+    row = {"verdict": "inconclusive", "low_pct": float("nan"), "high_pct": float("nan")}
+
+    assert verdict_text(row, 5.0) == "inconclusive: too few runs for an interval (95%)"

@@ -36,7 +36,7 @@ def verdict_text(row: dict[str, Any], threshold_pct: float) -> str:
             words += ", significant but smaller than the threshold"
         return words
     if verdict in ("inconclusive", "undecided"):
-        return f"{verdict}: no change larger than {_precision(row)} (95%)"
+        return f"{verdict}: {_precision(row)} (95%)"
     if verdict == UNTRUSTWORTHY:
         return f"not trusted: {untrusted_text(row)}"
     return str(verdict)
@@ -50,9 +50,12 @@ def untrusted_text(row: dict[str, Any]) -> str:
 
 def _precision(row: dict[str, Any]) -> str:
     """The largest change the interval still allows, either way, rounded up to the digit
-    shown: an edge of 5.04% reads +-5.1%, not +-5.0% beside a 5% threshold it exceeds."""
+    shown: an edge of 5.04% reads +-5.1%, not +-5.0% beside a 5% threshold it exceeds. With
+    too few runs for an interval (one per arm) there is no such bound, and it says so."""
     edge = max(abs(row["low_pct"]), abs(row["high_pct"]))
-    return f"+-{fmt_plain_pct(math.ceil(round(edge * 10, 9)) / 10)}"
+    if not math.isfinite(edge):
+        return "too few runs for an interval"
+    return f"no change larger than +-{fmt_plain_pct(math.ceil(round(edge * 10, 9)) / 10)}"
 
 
 def change_text(row: dict[str, Any]) -> str:
@@ -121,8 +124,8 @@ def answer_sentence(primary: pd.DataFrame, quality_lower: bool) -> str:
                if same else "")
     open_rows = [r for r in rows if r not in same]
     return (f"Not decided: {settled}the runs could not tell the arms apart on "
-            + ", ".join(f"{r['stage']} {metric_label(r['metric'])} (no change larger than "
-                        f"{_precision(r)})" for r in open_rows)
+            + ", ".join(f"{r['stage']} {metric_label(r['metric'])} ({_precision(r)})"
+                        for r in open_rows)
             + f"{how_much}.")
 
 
