@@ -7,40 +7,23 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import statistics
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 from ollabench.records.schema import read_records
-from tests.helpers.fake_ollama import URL_PREFIX
-from tests.helpers.project import ROOT, make_project, run_cmd, small_project
+from tests.helpers.fake_ollama_process import fake_ollama_process
+from tests.helpers.project import make_project, run_cmd, small_project
 
 # Each call: first token after 50 ms, then 7 gaps of 20 ms (the project's cap is 8 tokens).
 SCRIPT = {"tokens": 40, "ttft_ms": 50, "token_ms": 20}
 
 
-@contextmanager
-def two_slot_server() -> Iterator[str]:
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.fake_ollama", "--model", "qwen2.5:7b",
-         "--parallel", "2", "--script", json.dumps(SCRIPT)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith(URL_PREFIX), line
-        yield line.removeprefix(URL_PREFIX).strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def two_slot_server() -> AbstractContextManager[str]:
+    return fake_ollama_process(SCRIPT, "--model", "qwen2.5:7b", "--parallel", "2")
 
 
 def _load_rows(repo: Path) -> dict[tuple[str, int], dict[str, str]]:

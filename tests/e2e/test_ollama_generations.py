@@ -6,20 +6,17 @@ server did (its own log, /_fake/exchanges), and a report that says so (slow: rea
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ollabench.records.schema import CallRecord, read_records
-from tests.helpers.fake_ollama import URL_PREFIX
-from tests.helpers.project import ROOT, make_project, run_cmd
+from tests.helpers.fake_ollama_process import fake_ollama_process
+from tests.helpers.project import make_project, run_cmd
 
 # 0.12.5: no `truncate` field (silent cut); 0.24.0: Go runners; 0.33.0: llama-server.
 GENERATIONS = ("0.12.5", "0.24.0", "0.33.0")
@@ -36,22 +33,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield make_project(tmp / "repo")
 
 
-@contextmanager
-def served(version: str) -> Iterator[str]:
+def served(version: str) -> AbstractContextManager[str]:
     """The test server of one Ollama version in its own process; yields its URL."""
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.fake_ollama", "--version", version,
-         "--model", "qwen2.5:7b", "--script", json.dumps(SCRIPT)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith(URL_PREFIX), line
-        yield line.removeprefix(URL_PREFIX).strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    return fake_ollama_process(SCRIPT, "--version", version, "--model", "qwen2.5:7b")
 
 
 def run_experiment(repo: Path, version: str, *overrides: str
