@@ -90,3 +90,13 @@ def test_an_open_comparison_without_an_interval_says_too_few_runs() -> None:
     row = {"verdict": "inconclusive", "low_pct": float("nan"), "high_pct": float("nan")}
 
     assert verdict_text(row, 5.0) == "inconclusive: too few runs for an interval (95%)"
+
+
+def test_an_interval_too_wide_to_bound_anything_says_so() -> None:
+    # two runs per arm once read "no change larger than +-3219064192470%"
+    row = {"verdict": "inconclusive", "low_pct": -97.0, "high_pct": 3.2e12}
+
+    assert verdict_text(row, 5.0) == ("inconclusive: too few runs to bound the change "
+                                      "(interval wider than +-100%) (95%)")
+    assert verdict_text({**row, "low_pct": -40.0, "high_pct": 60.0}, 5.0) == (
+        "inconclusive: no change larger than +-60.0% (95%)")

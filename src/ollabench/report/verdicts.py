@@ -27,6 +27,10 @@ REASON_WORDS = {
 }
 
 
+# Past this, an open interval bounds no speed change worth naming (_precision).
+USEFUL_EDGE_PCT = 100
+
+
 def verdict_text(row: dict[str, Any], threshold_pct: float) -> str:
     """A primary comparison's verdict in words, with the precision an open one reached."""
     verdict = row["verdict"]
@@ -51,10 +55,14 @@ def untrusted_text(row: dict[str, Any]) -> str:
 def _precision(row: dict[str, Any]) -> str:
     """The largest change the interval still allows, either way, rounded up to the digit
     shown: an edge of 5.04% reads +-5.1%, not +-5.0% beside a 5% threshold it exceeds. With
-    too few runs for an interval (one per arm) there is no such bound, and it says so."""
+    too few runs for an interval (one per arm) there is no such bound, and an interval past
+    +-100% (two runs per arm can give +-1e12%) bounds nothing a speed change could be: both
+    say so instead of a number."""
     edge = max(abs(row["low_pct"]), abs(row["high_pct"]))
     if not math.isfinite(edge):
         return "too few runs for an interval"
+    if edge > USEFUL_EDGE_PCT:
+        return f"too few runs to bound the change (interval wider than +-{USEFUL_EDGE_PCT}%)"
     return f"no change larger than +-{fmt_plain_pct(math.ceil(round(edge * 10, 9)) / 10)}"
 
 
