@@ -44,6 +44,7 @@ from tests.helpers.fake_ollama_slots import (
     LoadQueue,
     Slots,
 )
+from tests.helpers.script_queue import ScriptQueue
 
 DEFAULT_VERSION = "0.12.6"
 STALL_LIMIT_S = 60.0  # a stalled stream is released after this even if the client never gives up
@@ -99,7 +100,7 @@ class Exchange:
     authorization: str | None = None  # the request's Authorization header (a proxy's key)
 
 
-class FakeOllama:
+class FakeOllama(ScriptQueue[Script]):
     """The server: its version, the models it holds, the scripts it follows, what it did."""
 
     def __init__(self, port: int = 0, version: str = DEFAULT_VERSION,
@@ -126,15 +127,6 @@ class FakeOllama:
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
-
-    def queue(self, *scripts: Script) -> None:
-        """Scripts for the next chat requests, one each; then `script` again."""
-        with self.lock:
-            self._queue.extend(scripts)
-
-    def next_script(self) -> Script:
-        with self.lock:
-            return self._queue.popleft() if self._queue else self.script
 
     def record(self, exchange: Exchange) -> None:
         with self.lock:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.helpers.script_queue import ScriptQueue
+
 SHUTDOWN_POLL_S = 0.02
 # What each kind answers outside /v1/chat/completions.
 OWNERS = {"llama-cpp-python": "me", "llama-server": "llamacpp", "vllm": "vllm",
@@ -62,7 +64,7 @@ class Exchange:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(ScriptQueue[Script]):
     """The server: its kind, the model it serves, its key, its scripts, what it was asked."""
 
     key: str | None = None
@@ -82,14 +84,6 @@ class FakeOpenAI:
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
-
-    def queue(self, *scripts: Script) -> None:
-        with self.lock:
-            self._queue.extend(scripts)
-
-    def next_script(self) -> Script:
-        with self.lock:
-            return self._queue.popleft() if self._queue else self.script
 
     def chats(self) -> list[Exchange]:
         with self.lock:
