@@ -30,6 +30,8 @@ FINAL_REASONS = frozenset({MAX_RUNS, MAX_MINUTES, FIXED})
 PRIMARY_COLUMNS = ("stage", "metric", "better", "runs", "control_mean", "treatment_mean",
                    "change_pct", "low_pct", "high_pct", "level", "paired", "verdict",
                    "untrusted_by", "untrusted_note", "lag1_autocorr")
+# primary_levels.csv: PRIMARY_COLUMNS at every level (level 1's rows are primary.csv's)
+LEVEL_PRIMARY_COLUMNS = ("concurrency", *PRIMARY_COLUMNS)
 LOOK_COLUMNS = ("stage", "metric", "runs", "change_pct", "low_pct", "high_pct", "level",
                 "outcome", "untrusted_by")
 
