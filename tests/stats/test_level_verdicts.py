@@ -13,6 +13,7 @@ import pytest
 
 from ollabench.bench.run_control import StopRule
 from ollabench.paths import ENV_FILE, PRIMARY_FILE, PRIMARY_LEVELS_FILE
+from ollabench.report import run_report
 from ollabench.stats import run_aggregate
 from ollabench.stats.decisions import DECIDED, LEVEL_PRIMARY_COLUMNS, PRIMARY_COLUMNS
 from ollabench.stats.sequential import UNDECIDED
@@ -107,3 +108,22 @@ def test_the_run_stops_only_when_every_level_is_decided(raw_config) -> None:
     clear = _stop_rule(raw_config, level_records(8, factor={1: 0.6, 2: 0.6}, cv=0.01))
     assert clear(8) and clear.reason == DECIDED
 
+
+
+def test_the_report_answers_at_each_loaded_level(tmp_path) -> None:
+    _, _, out = _aggregate(tmp_path, level_records(10, factor={2: 0.7}), 10,
+                           slo={"e2e_ms": 3000.0})
+    report_path = tmp_path / "reports" / "report.md"
+    run_report(tmp_path / "raw", out, report_path, tmp_path / "reports" / "figures")
+    report = report_path.read_text(encoding="utf-8")
+    summary = report[report.index("## Executive summary"):report.index("## How the")]
+    assert ("- At 2 agents `chimera` (treatment) serves 1.4" in summary
+            and "x the tasks within the SLO per minute of `baseline` (control)" in summary)
+    line = next(x for x in summary.splitlines() if x.startswith("- At 2 agents"))
+    assert "): better; the other primaries: better on workflow end-to-end time, " in line
+    assert "At 1 agents" not in report
+    section = report[report.index("## Under load"):]
+    level_2 = section[section.index("### 2 agent(s) at once"):]
+    assert "Control (mean of blocks)" in level_2
+    assert "|system|tasks within the SLO per minute|" in level_2
+    assert "Descriptive: no test" not in section

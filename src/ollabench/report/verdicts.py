@@ -71,21 +71,25 @@ def change_text(row: dict[str, Any]) -> str:
     return f"{fmt_pct(row['change_pct'])} ({fmt_pct(row['low_pct'])} to {fmt_pct(row['high_pct'])})"
 
 
-def primary_table(md: MdUtils, primary: pd.DataFrame, threshold_pct: float) -> None:
+def primary_table(md: MdUtils, primary: pd.DataFrame, threshold_pct: float,
+                  unit: str = "runs", explained: bool = True) -> None:
     """One row per primary comparison: means of both arms, change, 95% interval, verdict.
-    The change column's header names its estimator: it is not the ratio of the means."""
+    The change column's header names its estimator: it is not the ratio of the means.
+    unit: what the means are over (a loaded level's are blocks); explained: with the
+    paragraph on what the change and the intervals are."""
     rows = [[r["stage"], metric_label(r["metric"]), fmt_value(r["control_mean"], r["metric"]),
              fmt_value(r["treatment_mean"], r["metric"]), change_text(r),
              verdict_text(r, threshold_pct)]
             for r in primary.to_dict("records")]
-    table(md, ["Stage", "Metric", "Control (mean of runs)", "Treatment (mean of runs)",
+    table(md, ["Stage", "Metric", f"Control (mean of {unit})", f"Treatment (mean of {unit})",
                f"{change_estimator(primary)} (95% interval)", "Verdict"], rows)
-    md.new_paragraph(
-        "The change is the estimate the verdict used, on the log scale with outliers left "
-        "out, so it can differ from the ratio of the two means beside it. The intervals hold "
-        "together at 95% over these primary comparisons (run.primary) and every look at the "
-        f"runs (alpha spending); equivalent means the whole interval lies within "
-        f"+-{fmt_plain_pct(threshold_pct)}, the practical threshold (docs/statistics.md).")
+    if explained:
+        md.new_paragraph(
+            "The change is the estimate the verdict used, on the log scale with outliers left "
+            "out, so it can differ from the ratio of the two means beside it. The intervals "
+            "hold together at 95% over these primary comparisons (run.primary) and every look "
+            f"at the runs (alpha spending); equivalent means the whole interval lies within "
+            f"+-{fmt_plain_pct(threshold_pct)}, the practical threshold (docs/statistics.md).")
 
 
 def change_estimator(primary: pd.DataFrame) -> str:
