@@ -122,6 +122,7 @@ def test_the_report_answers_at_each_loaded_level(tmp_path) -> None:
     line = next(x for x in summary.splitlines() if x.startswith("- At 2 agents"))
     assert "): better; the other primaries: better on workflow end-to-end time, " in line
     assert "At 1 agents" not in report
+    assert "- At 2 agents: 7 of 7 primary comparisons decided, the last at 10 runs." in report
     section = report[report.index("## Under load"):]
     level_2 = section[section.index("### 2 agent(s) at once"):]
     assert "Control (mean of blocks)" in level_2

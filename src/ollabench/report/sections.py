@@ -45,7 +45,8 @@ def render(inputs: Inputs, figures: dict[str, str], appendix_link: str) -> str:
     _header(md, inputs)
     _executive_summary(md, inputs, appendix_link)
     if not inputs.primary.empty:
-        how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"))
+        how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"),
+                       inputs.level_primary)
     _noise(md, inputs)
     under_load(md, inputs.load, inputs.profiles, inputs.config, figures.get("load"),
                inputs.level_primary, inputs.quality["settings"]["threshold_pct"])

@@ -154,8 +154,9 @@ def _names(rows: list[dict[str, Any]]) -> str:
 
 
 def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
-                   figure: str | None) -> None:
-    """Runs used, why the experiment stopped, and the intervals narrowing to the decision."""
+                   figure: str | None, levels: dict[int, pd.DataFrame] | None = None) -> None:
+    """Runs used, why the experiment stopped, how far each loaded level's primaries (levels)
+    got, and the intervals narrowing to the decision."""
     md.new_header(2, "How the experiment stopped", add_table_of_contents="n")
     stopping = env.get("stopping") or {}
     run = (env.get("config") or {}).get("run") or {}
@@ -174,6 +175,11 @@ def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
                ("inconclusive", "undecided", UNTRUSTWORTHY)]
     if decided:
         items.append("Decided: " + "; ".join(decided) + ".")
+    for level, rows in sorted((levels or {}).items()):
+        done = rows.loc[~rows["verdict"].isin(("inconclusive", "undecided", UNTRUSTWORTHY))]
+        items.append(f"At {level} agents: {len(done)} of {len(rows)} primary comparisons "
+                     "decided" + (f", the last at {fmt_int(done['runs'].max())} runs"
+                                  if len(done) else "") + ".")
     md.new_list(items)
     block = BLOCK_RUNS.get(run.get("order", "abba"), 2)
     drifting = [r for r in primary.to_dict("records") if _autocorrelated(r, block)]
