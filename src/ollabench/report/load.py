@@ -21,6 +21,7 @@ from ollabench.report.figures import ARM_COLORS
 from ollabench.report.format import Table, fmt_num
 
 LOAD_FIGURE = "load_curve.png"
+OFFERED_COLUMN = ("rate_per_min", "offered tasks/min")  # open loop, beside the achieved rate
 # A level meets the SLO when at least this share of its tasks did (the p95 of the table).
 CAPACITY_GOODPUT_PCT = 95.0
 TABLE_COLUMNS = (("output_tok_s", "output tok/s"), ("tasks_per_min", "tasks/min"),
@@ -84,6 +85,7 @@ def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str]
               if slo.get(key) is not None]
     bound = ", ".join(bounds) if bounds else "none set (only failures count)"
     window = "whole block" if open_loop(table) else "block's steady state"
+    columns = (OFFERED_COLUMN, *TABLE_COLUMNS) if open_loop(table) else TABLE_COLUMNS
     md.new_paragraph(
         _how(table, config) + ", in blocks interleaved with the other arm's; level 1 is the "
         f"sequential baseline. SLO: {bound}; "
@@ -103,10 +105,10 @@ def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str]
             where = (f"With {_level_name(table, level)}" if open_loop(table)
                      else f"At {level} agents")
             md.new_paragraph(_sentence(rows, where, profiles))
-        md.new_paragraph(Table(["arm", *(label for _, label in TABLE_COLUMNS)],
+        md.new_paragraph(Table(["arm", *(label for _, label in columns)],
                                [[f"{arm} ({profiles[arm]})",
                                  *(rows.loc[arm, column] if arm in rows.index else None
-                                   for column, _ in TABLE_COLUMNS)]
+                                   for column, _ in columns)]
                                 for arm in ARMS]).markdown())
 
 
