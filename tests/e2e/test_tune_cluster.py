@@ -20,15 +20,19 @@ STUDY = "tune-qwen2.5-7b"
 NAMES = [f"{STUDY}-confirm", f"{STUDY}-trial-0", f"{STUDY}-trial-1"]
 
 
+def _args(url: str, *extra: str) -> list[str]:
+    return ["tune", *extra,
+            "model=qwen2.5-7b", f"model.host='{url}'", "workload.num_predict.analysis=12",
+            "workload.num_predict.report=12", "run.read_timeout_s=5",
+            "~tune.space.num_thread", "tune.space.num_batch=[256,512]",
+            "tune.race.max_runs=8", "tune.confirm.max_runs=12",
+            "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+
+
 def _tune(repo: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ollabench.cli", "tune", *extra,
-               "model=qwen2.5-7b", f"model.host='{url}'", "workload.num_predict.analysis=12",
-               "workload.num_predict.report=12", "run.read_timeout_s=5",
-               "~tune.space.num_thread", "tune.space.num_batch=[256,512]",
-               "tune.race.max_runs=8", "tune.confirm.max_runs=12",
-               "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
-    return subprocess.run(command, cwd=repo, env=tool_env(), capture_output=True, text=True,
-                          check=False)
+    """The real command, in a process of its own: its jobs are processes too."""
+    return subprocess.run([sys.executable, "-m", "ollabench.cli", *_args(url, *extra)],
+                          cwd=repo, env=tool_env(), capture_output=True, text=True, check=False)
 
 
 @pytest.mark.slow
@@ -82,19 +86,22 @@ def test_two_jobs_share_the_study_and_a_third_confirms_the_winner(
      "tune.storage: a SQLite file cannot be shared by jobs on several machines"),
 ])
 def test_bad_cluster_settings_stop_with_one_line(
-        shared_remotes: tuple[Path, Path], extra: list[str], message: str) -> None:
+        shared_remotes: tuple[Path, Path], capsys: pytest.CaptureFixture, extra: list[str],
+        message: str) -> None:
+    """In this process (the refusal comes before any job or call)."""
     repo, _ = shared_remotes
     with SurfaceOllama(grid_surface((256, 2), 16)) as server:
-        done = _tune(repo, server.url, *extra)
+        done = cli(repo, capsys, *_args(server.url, *extra))
         assert server.chats() == []
     assert done.returncode == 2, done.stdout + done.stderr
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ollabench: error: {message}"), err
 
 
-def test_launcher_settings_need_workers(shared_remotes: tuple[Path, Path]) -> None:
+def test_launcher_settings_need_workers(shared_remotes: tuple[Path, Path],
+                                        capsys: pytest.CaptureFixture) -> None:
     repo, _ = shared_remotes
-    done = _tune(repo, "http://127.0.0.1:9")
+    done = cli(repo, capsys, *_args("http://127.0.0.1:9"))
     assert done.returncode == 2
     assert done.stderr.strip() == ("ollabench: error: hydra/launcher=submitit_local: launcher "
                                    "settings need --workers N")
