@@ -25,15 +25,18 @@ from tests.helpers.speed_surface import SurfaceOllama, grid_surface
 STUDY = "tune-qwen2.5-7b"
 
 
+def _args(url: str, *extra: str) -> list[str]:
+    return ["tune", "--no-progress",
+            "model=qwen2.5-7b", f"model.host='{url}'", "workload.num_predict.analysis=12",
+            "workload.num_predict.report=12", "run.read_timeout_s=5",
+            "~tune.space.num_thread", "tune.space.num_batch=[256,512]",
+            "tune.race.max_runs=8", "tune.confirm.max_runs=12", *extra]
+
+
 def _tune(repo: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
     """`ollabench tune` as a user runs it in the project: a process of its own."""
-    command = [sys.executable, "-m", "ollabench.cli", "tune", "--no-progress",
-               "model=qwen2.5-7b", f"model.host='{url}'", "workload.num_predict.analysis=12",
-               "workload.num_predict.report=12", "run.read_timeout_s=5",
-               "~tune.space.num_thread", "tune.space.num_batch=[256,512]",
-               "tune.race.max_runs=8", "tune.confirm.max_runs=12", *extra]
-    return subprocess.run(command, cwd=repo, env=tool_env(), capture_output=True, text=True,
-                          check=False)
+    return subprocess.run([sys.executable, "-m", "ollabench.cli", *_args(url, *extra)],
+                          cwd=repo, env=tool_env(), capture_output=True, text=True, check=False)
 
 
 @pytest.mark.slow
@@ -89,9 +92,11 @@ def test_every_candidate_and_the_confirmation_is_a_dvc_experiment(
 
 
 def test_outside_a_dvc_repository_tune_says_so_before_the_first_call(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """In this process (the refusal comes before any call)."""
     with SurfaceOllama(grid_surface((256, 2), 16)) as server:
-        done = _tune(tmp_path, server.url, "--conf", str(Path(__file__).parents[2] / "conf"))
+        done = cli(tmp_path, capsys, *_args(server.url, "--conf",
+                                           str(Path(__file__).parents[2] / "conf")))
         assert server.chats() == []
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
