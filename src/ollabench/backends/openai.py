@@ -74,8 +74,7 @@ class OpenAIBackend(Backend):
         remember_url(self.url)  # credentials in OPENAI_BASE_URL: scrubbed from every text
         self.shown_url = redact_url(self.url)
         self.root = self.url.removesuffix("/v1")
-        self.timeouts = Timeouts(run.connect_timeout_s, run.first_token_timeout_s,
-                                 run.read_timeout_s)
+        self.timeouts = Timeouts.of(run)
         headers = auth_headers(model.api_key_env)
         self.key_sent = bool(headers)
         self._http = httpx.Client(base_url=self.url, headers=headers,
