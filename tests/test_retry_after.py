@@ -41,18 +41,26 @@ def _gap_s(earlier: CallRecord, later: CallRecord) -> float:
             - datetime.fromisoformat(earlier.started_at)).total_seconds()
 
 
-def test_openai_busy_answers_wait_what_the_server_asks(raw_config: dict[str, Any],
-                                                      tmp_path: Path) -> None:
+def _openai_bench(raw_config: dict[str, Any], tmp_path: Path, *scripts: Script,
+                  **run: Any) -> list[CallRecord]:
+    """A sequential one-run bench on the scripted OpenAI server, answering `scripts` first."""
     with FakeOpenAI() as server:
         raw_config["model"] = {"name": server.model, "backend": "openai",
                                "base_url": server.url}
-        config = tiny_config(raw_config, runs=1, warmup=0, max_retries=2,
-                             retry_backoff_s=0.01, retry_after_max_s=30.0, order="sequential")
-        server.queue(Script(status=429, headers={"Retry-After": "1"},
-                                        body='{"error": {"message": "queue full"}}'),
-                     Script(status=503, body="Service Unavailable"))
-        records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j",
-                            progress=False)
+        config = tiny_config(raw_config, runs=1, warmup=0, retry_backoff_s=0.01,
+                             order="sequential", **run)
+        server.queue(*scripts)
+        return run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j",
+                         progress=False)
+
+
+def test_openai_busy_answers_wait_what_the_server_asks(raw_config: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    records = _openai_bench(
+        raw_config, tmp_path,
+        Script(status=429, headers={"Retry-After": "1"},
+               body='{"error": {"message": "queue full"}}'),
+        Script(status=503, body="Service Unavailable"), max_retries=2, retry_after_max_s=30.0)
 
     first = _first_slot(records)
     assert [(r.outcome, r.http_status, r.retry_after_s) for r in first] == [
@@ -83,14 +91,8 @@ def test_ollama_retry_after_is_bounded_by_the_run(fake_ollama: FakeOllama,
 def test_other_statuses_keep_no_retry_after(raw_config: dict[str, Any],
                                             tmp_path: Path) -> None:
     """Retry-After on a 500 is not a busy server's ask: the backoff stands."""
-    with FakeOpenAI() as server:
-        raw_config["model"] = {"name": server.model, "backend": "openai",
-                               "base_url": server.url}
-        config = tiny_config(raw_config, runs=1, warmup=0, max_retries=1,
-                             retry_backoff_s=0.01, order="sequential")
-        server.queue(Script(status=500, headers={"Retry-After": "60"}))
-        records = run_bench(config, tmp_path / "raw", journal_root=tmp_path / "j",
-                            progress=False)
+    records = _openai_bench(raw_config, tmp_path,
+                            Script(status=500, headers={"Retry-After": "60"}), max_retries=1)
     first = _first_slot(records)
     assert [(r.http_status, r.retry_after_s) for r in first] == [(500, None), (None, None)]
     assert _gap_s(first[0], first[1]) < 60
