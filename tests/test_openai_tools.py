@@ -5,17 +5,22 @@ refused before the first call."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from ollabench.backends.openai import OpenAIBackend
 from ollabench.backends.tool_wire import ToolCall, read_turn
-from ollabench.config.schema import ModelConfig
+from ollabench.bench.loop import run_bench
+from ollabench.config.schema import BenchConfig, ModelConfig, compose, validate_config
+from ollabench.errors import WorkloadError
 from ollabench.records.schema import OK, USAGE
+from ollabench.workloads.tools import TOOL_NAMES, tool_definitions
 from tests.helpers.fake_openai import FakeOpenAI, Script
-from tests.helpers.project import default_run_config
+from tests.helpers.project import ROOT, default_run_config
 
 OPTIONS = {"seed": 42, "num_predict": 64}
 TOOLS = [{"type": "function", "function": {
@@ -151,3 +156,46 @@ def test_llama_cpp_python_refuses_tools_before_the_first_call(server: FakeOpenAI
     assert why.startswith("a llama-cpp-python server cannot: llama-cpp-python's server "
                           "passes tools to the chat template only")
     assert server.chats() == []
+
+
+# --------------------------------------------------------------------------- the tool agent
+
+
+def tool_agent_config(url: str, folder: Path) -> BenchConfig:
+    raw = copy.deepcopy(compose(["workload=tool_agent", "run.stopping.mode=fixed"],
+                                conf_dir=ROOT / "conf"))
+    raw["model"] = {"name": "smol", "backend": "openai", "base_url": url}
+    raw["run"].update(runs=1, warmup=0, retry_backoff_s=0.01, read_timeout_s=2.0,
+                      max_retries=0)
+    raw["workload"].update(dir=str(folder), num_predict=8, max_turns=3)
+    return validate_config(raw)
+
+
+def test_the_tool_agent_runs_its_turns_on_an_openai_server(server: FakeOpenAI,
+                                                           tiny_workload: Path,
+                                                           tmp_path: Path) -> None:
+    per_arm = (Script(tool_calls=(("list_files", "{}"),)), Script())  # a call, then text
+    server.queue(*per_arm, *per_arm)
+    records = run_bench(tool_agent_config(server.url, tiny_workload), tmp_path / "raw",
+                        journal_root=tmp_path / "j", progress=False)
+
+    control = [r for r in records if r.arm == "control" and r.phase == "measured"]
+    assert [(r.task_turn, r.tool_calls, r.invalid_tool_calls, r.task_ended_by)
+            for r in control] == [(1, 1, 0, None), (2, 0, 0, "final_answer")]
+    chats = server.chats()
+    assert all(c.body["tools"] == tool_definitions(TOOL_NAMES) for c in chats)
+    history = chats[1].body["messages"]
+    assert history[2]["tool_calls"][0]["function"] == {"name": "list_files",
+                                                       "arguments": "{}"}
+    assert history[3] == {"role": "tool", "content": "check.json\nnotes.md\nruns.csv",
+                          "tool_call_id": history[2]["tool_calls"][0]["id"]}
+
+
+def test_the_tool_agent_is_refused_on_llama_cpp_python_before_the_first_call(
+        tiny_workload: Path, tmp_path: Path) -> None:
+    with FakeOpenAI(kind="llama-cpp-python") as fake, pytest.raises(
+            WorkloadError, match=r"tool_agent step 1 \(turn1\): field 'tools' cannot be "
+                                 r"replayed on the openai backend: a llama-cpp-python server"):
+        run_bench(tool_agent_config(fake.url, tiny_workload), tmp_path / "raw",
+                  journal_root=tmp_path / "j", progress=False)
+    assert fake.chats() == []
