@@ -214,8 +214,8 @@ class Runner:
 
     def _call(self, slot: Slot, pace: Pace) -> CallRecord:
         """One slot, retried with exponential backoff (a busy server's Retry-After instead,
-        where it sent one) while should_retry() says a try may
-        help; every attempt is journaled. A stream that ended without a final chunk (the
+        where it sent one) while should_retry() says a try may help; every attempt is
+        journaled. A stream that ended without a final chunk (the
         server's token-repeat abort) would end so again with the same seed: its retry gets
         seed + the retry number, recorded in `options`. A report call whose analysis never
         succeeded is recorded as skipped: no retry can help it. A step after the one that
