@@ -67,9 +67,12 @@ REGIME_TARGET_RUNS = 12  # median runs per arm to decide an A/A under regimes (i
 
 
 def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: float,
-             noise: str, change_pct: float) -> tuple[np.ndarray, np.ndarray]:
+             noise: str, change_pct: float,
+             ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Per-run values (experiments, PRIMARIES, max_runs) of both arms in ABBA order: a log
-    value of the change (treatment), the case's noise, and per-call noise of cv_pct."""
+    value of the change (treatment), the case's noise, and per-call noise of cv_pct; and
+    both arms' engine-own part of them (the values less the artifact's delay, which lies
+    outside the engine, like the connection stalls of issue 26)."""
     sigma = np.sqrt(np.log1p((cv_pct / 100) ** 2))
     shape = (experiments, PRIMARIES, max_runs)
     run = np.arange(max_runs)
@@ -82,7 +85,7 @@ def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: 
             calls[..., k] = AR_PHI * calls[..., k - 1] + np.sqrt(1 - AR_PHI**2) * calls[..., k]
     phase = rng.uniform(0.0, 2 * REGIME_SECONDS, (experiments, 1, 1))
     artifact = _artifact_runs(rng, experiments, max_runs)
-    values = {}
+    values, inside = {}, {}
     for arm, slot in slots.items():
         log = calls[..., slot] + (np.log1p(change_pct / 100) if arm == "treatment" else 0.0)
         if noise == "drift":  # both arms slowing by DRIFT_PCT over the budget, in call order
@@ -92,10 +95,11 @@ def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: 
         if noise == "position":
             first = control_first if arm == "control" else ~control_first
             log = log + np.where(first, np.log1p(POSITION_SLOWER), 0.0)
+        inside[arm] = np.exp(np.broadcast_to(log, shape))
         if noise == "artifact" and arm == "treatment":
             log = log + np.log1p(ARTIFACT_DELAY) * artifact
         values[arm] = np.exp(np.broadcast_to(log, shape))
-    return values["control"], values["treatment"]
+    return values["control"], values["treatment"], (inside["control"], inside["treatment"])
 
 
 def _slow_share(start: np.ndarray) -> np.ndarray:
@@ -117,10 +121,13 @@ def _artifact_runs(rng: np.random.Generator, experiments: int, max_runs: int) ->
     return on
 
 
-def run_case(design: Design, control: np.ndarray, treatment: np.ndarray) -> dict[str, float]:
+def run_case(design: Design, control: np.ndarray, treatment: np.ndarray,
+             inside: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:
     """Outcomes of each experiment: every comparison's first decision, and the runs at
-    which the last one was decided (the experiment stops there)."""
-    looks = sequential_looks(control, treatment, "lower", design, final=True)
+    which the last one was decided (the experiment stops there). inside: the engine-own
+    part of the values for the trust checks (None: not known, as on a backend without
+    engine timings)."""
+    looks = sequential_looks(control, treatment, "lower", design, final=True, inside=inside)
     at = looks.decided_at()  # every comparison is decided by the final look
     outcome = np.take_along_axis(looks.outcome, at[..., None], axis=-1)[..., 0]
     runs = looks.runs[at].max(axis=-1)
@@ -188,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equivalence-alpha", type=float, default=None,
                         help="per comparison (default: the pipeline's Design default)")
     parser.add_argument("--cases", default="", help="comma-separated noise names to run")
+    parser.add_argument("--no-inside", action="store_true",
+                        help="the trust checks without the engine's own timings (the rule "
+                             "before the outside check; a backend that reports none)")
     parser.add_argument("--smoke", action="store_true",
                         help="40 experiments of at most 16 runs; checks not enforced")
     args = parser.parse_args(argv)
@@ -214,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         if chosen and case not in chosen:
             continue
         for truth, change_pct in TRUTHS.items():
-            control, treatment = simulate(rng, args.experiments, args.max_runs, cv_pct,
-                                          noise, change_pct)
-            found = run_case(design, control, treatment)
+            control, treatment, inside = simulate(rng, args.experiments, args.max_runs,
+                                                  cv_pct, noise, change_pct)
+            found = run_case(design, control, treatment, None if args.no_inside else inside)
             print(f"| {case} | {cv_pct:g}% | {truth} | {found['better/worse']:.1%} | "
                   f"{found['worse']:.1%} | {found['equivalent']:.1%} | "
                   f"{found['untrustworthy']:.1%} | "

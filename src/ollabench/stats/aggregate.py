@@ -149,8 +149,9 @@ def _write_decisions(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
     noise.csv, their noise. Returns their metrics.json entries: runs per arm, why the bench
     stopped, and each primary comparison's change and verdict."""
     run, final = run_settings(env, calls, threshold_pct)
-    series = primary_series(calls, run["primary"])
-    decisions = primary_decisions(calls, run, final, series)
+    found = primary_series(calls, run["primary"])
+    series = found[0]
+    decisions = primary_decisions(calls, run, final, found)
     staging.write(out_dir / NOISE_FILE, noise_table(series, control_first(calls),
                                                     threshold_pct).to_csv(index=False))
     table = primary_table(decisions)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ollabench.bench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
+from ollabench.records.schema import ENGINE_CLOCK
 from ollabench.stats.core import quiet
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
 from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
@@ -112,51 +113,66 @@ def control_first(calls: pd.DataFrame) -> np.ndarray | None:
     return (first[CONTROL] < first[TREATMENT]).to_numpy(dtype=bool, na_value=False)
 
 
-def primary_series(calls: pd.DataFrame, primary: list[str],
-                   ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+# A time's engine-own part: the engine's load, prompt and decode timings it contains
+# (trust's outside check: a change that they do not show lies outside the engine)
+INSIDE = {"ttft_ms": ("load_ms", "prompt_eval_ms"),
+          "e2e_ms": ("load_ms", "prompt_eval_ms", "eval_ms")}
+Series = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+
+
+def primary_series(calls: pd.DataFrame, primary: list[str]) -> tuple[Series, Series]:
     """Per-run values of each primary (stage, metric) for both arms, index i = run i + 1
-    (NaN: no known value)."""
+    (NaN: no known value); and the engine-own part (INSIDE) of those that are times, for
+    the outside check (unknown in a run when any of its parts is), only when every measured
+    call says the engine timed them (`timing_source: engine`, record format 5 on)."""
     measured = measured_calls(calls)
     if measured.empty:
-        return {}
+        return {}, {}
+    engine_timed = ("timing_source" in measured
+                    and bool((measured["timing_source"] == ENGINE_CLOCK).all()))
     pairs = primary_comparisons(primary, stage_order(measured))
     last_run = int(measured["run"].max())
     values: dict[str, pd.DataFrame] = {}
     for arm in (CONTROL, TREATMENT):
         arm_calls = measured[measured["arm"] == arm]
         values[arm] = per_run_values(arm_calls) if not arm_calls.empty else pd.DataFrame()
-    series = {}
+
+    def column(arm: str, stage: str, metric: str) -> np.ndarray:
+        frame, found = values[arm], np.full(last_run, np.nan)
+        if not frame.empty and metric in frame:
+            rows = frame[frame["stage"].astype(str) == stage]
+            known = rows[metric].notna()
+            found[rows.loc[known, "run"].to_numpy(dtype=int) - 1] = \
+                rows.loc[known, metric].to_numpy(dtype=float)
+        return found
+
+    series, inside = {}, {}
     for stage, metric in pairs:
-        arrays = []
-        for arm in (CONTROL, TREATMENT):
-            frame = values[arm]
-            column = np.full(last_run, np.nan)
-            if not frame.empty and metric in frame:
-                rows = frame[frame["stage"].astype(str) == stage]
-                known = rows[metric].notna()
-                column[rows.loc[known, "run"].to_numpy(dtype=int) - 1] = \
-                    rows.loc[known, metric].to_numpy(dtype=float)
-            arrays.append(column)
-        series[(stage, metric)] = (arrays[0], arrays[1])
-    return series
+        series[(stage, metric)] = (column(CONTROL, stage, metric),
+                                   column(TREATMENT, stage, metric))
+        if engine_timed and metric in INSIDE:
+            control, treatment = (np.sum([column(arm, stage, part) for part in INSIDE[metric]],
+                                         axis=0) for arm in (CONTROL, TREATMENT))
+            inside[(stage, metric)] = (control, treatment)
+    return series, inside
 
 
 def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
-                      series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None
-                      = None) -> list[PrimaryDecision]:
+                      found: tuple[Series, Series] | None = None) -> list[PrimaryDecision]:
     """Each primary comparison's looks over the runs recorded so far (complete blocks);
-    series: primary_series of the calls when the caller has it already."""
-    if series is None:
-        series = primary_series(calls, run["primary"])
+    found: primary_series of the calls when the caller has it already."""
+    series, inside = primary_series(calls, run["primary"]) if found is None else found
     design = design_for(run, max(len(series), 1))
     block = max(design.block_runs, 1)
     order = control_first(calls)
     decisions = []
     for (stage, metric), (control, treatment) in series.items():
         runs = min(len(control), design.max_runs) // block * block
+        engine = inside.get((stage, metric))
         looks = sequential_looks(control[:runs], treatment[:runs],
                                  METRIC_BY_NAME[metric].direction, design, final,
-                                 None if order is None else order[:runs])
+                                 None if order is None else order[:runs],
+                                 None if engine is None else (engine[0][:runs], engine[1][:runs]))
         with quiet():  # an arm without values has no mean
             means = [float(np.nanmean(arm[:runs])) if runs else np.nan
                      for arm in (control, treatment)]
