@@ -50,6 +50,8 @@ PRIMARIES = 4
 THRESHOLD_PCT = 5.0
 DRIFT_PCT = 20.0
 SLOT_SECONDS = 2.5  # one arm's share of a run: the agent's two calls on the embedded default
+CALL_SECONDS = SLOT_SECONDS / 2
+# primaries in order: whole-run end-to-end, analysis TTFT, report TTFT, whole-run decode rate
 REGIME_SECONDS = 10.0  # the machine runs REGIME_SLOWER slower in every other such period
 REGIME_SLOWER = 0.20
 POSITION_SLOWER = 0.10  # the first call of every run
@@ -67,7 +69,7 @@ REGIME_TARGET_RUNS = 12  # median runs per arm to decide an A/A under regimes (i
 
 
 def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: float,
-             noise: str, change_pct: float,
+             noise: str, change_pct: float, interleave: str = "run",
              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Per-run values (experiments, PRIMARIES, max_runs) of both arms in ABBA order: a log
     value of the change (treatment), the case's noise, and per-call noise of cv_pct; and
@@ -91,7 +93,8 @@ def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: 
         if noise == "drift":  # both arms slowing by DRIFT_PCT over the budget, in call order
             log = log + np.log1p(DRIFT_PCT / 100) / (2 * max_runs) * slot
         if noise == "regimes":
-            log = log + np.log1p(REGIME_SLOWER) * _slow_share(slot * SLOT_SECONDS + phase)
+            first = control_first if arm == "control" else ~control_first
+            log = log + np.log1p(REGIME_SLOWER) * _regime_share(run, first, interleave, phase)
         if noise == "position":
             first = control_first if arm == "control" else ~control_first
             log = log + np.where(first, np.log1p(POSITION_SLOWER), 0.0)
@@ -102,10 +105,30 @@ def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: 
     return values["control"], values["treatment"], (inside["control"], inside["treatment"])
 
 
+def _regime_share(run: np.ndarray, first: np.ndarray, interleave: str,
+                  phase: np.ndarray) -> np.ndarray:
+    """Share of an arm's calls in each run (experiments, PRIMARIES, runs) that falls in a
+    slow period. Each run takes 2 SLOT_SECONDS, one call CALL_SECONDS; `first`: the arm
+    ran first in the run. interleave "run": the first arm's two calls, then the other's
+    (A A B B); "call": the arms alternate call by call (A B B A), so each stage's two calls
+    are adjacent and a run's linear trend cancels. A stage's primary reads its call, a
+    whole-run primary both calls."""
+    start = run * 2 * SLOT_SECONDS
+    if interleave == "call":
+        at = [start + np.where(first, 0.0, 1.0) * CALL_SECONDS,
+              start + np.where(first, 3.0, 2.0) * CALL_SECONDS]
+    else:
+        at = [start + np.where(first, 0.0, 2.0) * CALL_SECONDS + k * CALL_SECONDS
+              for k in (0, 1)]
+    share = [_slow_share(t + phase) for t in at]
+    workflow = (share[0] + share[1]) / 2
+    return np.concatenate([workflow, share[0], share[1], workflow], axis=1)
+
+
 def _slow_share(start: np.ndarray) -> np.ndarray:
     """Share of a call from `start` (seconds) that falls in a slow period: the odd periods
     of REGIME_SECONDS."""
-    grid = start[..., None] + np.linspace(0.0, SLOT_SECONDS, 11)
+    grid = start[..., None] + np.linspace(0.0, CALL_SECONDS, 11)
     return (np.floor(grid / REGIME_SECONDS) % 2).mean(axis=-1)
 
 
@@ -195,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equivalence-alpha", type=float, default=None,
                         help="per comparison (default: the pipeline's Design default)")
     parser.add_argument("--cases", default="", help="comma-separated noise names to run")
+    parser.add_argument("--interleave", choices=("run", "call"), default="run",
+                        help="regimes: an arm's two calls in a row (run, the harness's "
+                             "order) or the arms alternating call by call")
     parser.add_argument("--no-inside", action="store_true",
                         help="the trust checks without the engine's own timings (the rule "
                              "before the outside check; a backend that reports none)")
@@ -225,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for truth, change_pct in TRUTHS.items():
             control, treatment, inside = simulate(rng, args.experiments, args.max_runs,
-                                                  cv_pct, noise, change_pct)
+                                                  cv_pct, noise, change_pct,
+                                                  args.interleave)
             found = run_case(design, control, treatment, None if args.no_inside else inside)
             print(f"| {case} | {cv_pct:g}% | {truth} | {found['better/worse']:.1%} | "
                   f"{found['worse']:.1%} | {found['equivalent']:.1%} | "
