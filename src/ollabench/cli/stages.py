@@ -210,8 +210,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "and what would shorten it. No experiment's data is "
                                    "touched.")
     p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
-    p.add_argument("--runs", type=int, default=3,
-                   help="A/A runs per arm at each setting (3; more: slower, surer)")
+    p.add_argument("--runs", type=int, default=2,
+                   help="A/A runs per arm at each setting (2, to stay near a minute; more: "
+                        "slower, surer)")
     p.set_defaults(func=_cmd_doctor)
 
 
