@@ -13,7 +13,9 @@ the drift cases: the machine warming up or down by DRIFT_PCT over the whole budg
 straight line in the order the calls run (ABBA); the other noise cases (regimes, a slower
 first call of each run, autocorrelated noise, an arm-correlated delay artifact) are
 described in docs/statistics.md beside their figures. The rule is the pipeline's own
-(ollabench.stats.sequential.sequential_looks) with run.stopping's committed defaults. Checked:
+(ollabench.stats.sequential.sequential_looks) with run.stopping's committed defaults, its
+trust checks given the engine-own part of the values (--no-inside: without it);
+--interleave call times the regimes with the arms alternating call by call. Checked:
 
 - A/A: a false better/worse on any primary comparison in at most 5% of experiments (the
   rule spends exactly 5%, so the check allows two Monte Carlo standard errors: 5.97% at
