@@ -113,10 +113,14 @@ def control_first(calls: pd.DataFrame) -> np.ndarray | None:
     return (first[CONTROL] < first[TREATMENT]).to_numpy(dtype=bool, na_value=False)
 
 
-# A time's engine-own part: the engine's load, prompt and decode timings it contains
-# (trust's outside check: a change that they do not show lies outside the engine)
-INSIDE = {"ttft_ms": ("load_ms", "prompt_eval_ms"),
-          "e2e_ms": ("load_ms", "prompt_eval_ms", "eval_ms")}
+# A time's engine-own part, as signed sums of per-run columns (trust's outside check: a
+# change it does not show lies outside the engine). TTFT: the engine's load and prompt
+# timings. End-to-end: less the time before the first token that the engine did not time
+# (a stall on the connection); what follows the first token stays in, since decoding also
+# spends time outside the engine's decode counter (sampling) that a profile can change.
+INSIDE = {"ttft_ms": (("load_ms", 1.0), ("prompt_eval_ms", 1.0)),
+          "e2e_ms": (("e2e_ms", 1.0), ("ttft_ms", -1.0), ("load_ms", 1.0),
+                     ("prompt_eval_ms", 1.0))}
 Series = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
 
 
@@ -151,8 +155,9 @@ def primary_series(calls: pd.DataFrame, primary: list[str]) -> tuple[Series, Ser
         series[(stage, metric)] = (column(CONTROL, stage, metric),
                                    column(TREATMENT, stage, metric))
         if engine_timed and metric in INSIDE:
-            control, treatment = (np.sum([column(arm, stage, part) for part in INSIDE[metric]],
-                                         axis=0) for arm in (CONTROL, TREATMENT))
+            control, treatment = (np.sum([sign * column(arm, stage, part)
+                                          for part, sign in INSIDE[metric]], axis=0)
+                                  for arm in (CONTROL, TREATMENT))
             inside[(stage, metric)] = (control, treatment)
     return series, inside
 

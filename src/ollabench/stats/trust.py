@@ -10,10 +10,11 @@ logs once paired, per-run differences before):
 - position: the arms' difference depends on which arm ran first in a run (significant at
   POSITION_P) while the runs are unbalanced between the two orders, so the estimate carries
   the position effect (ABBA's complete blocks balance it and cancel it exactly);
-- outside: a better/worse on a time whose engine-own part (the engine's load, prompt and
-  decode timings, where the records have them) changed by less than half as much: the change
-  lies outside the engine (a stall on the connection, the client), the mark of an artifact
-  that hits one arm's calls; the values alone cannot tell it from a real change;
+- outside: a better/worse on a time whose engine-own part (the time less what came before
+  the first token outside the engine's load and prompt timings, where the records have
+  them) changed by less than half as much: the change lies outside the engine (a stall on
+  the connection, the client), the mark of an artifact that hits one arm's calls; the
+  values alone cannot tell it from a real change;
 - minority: a better/worse whose median unit difference is less than half the mean
   difference (or on the other side): the change comes from a minority of the runs, the mark
   of an artifact (stalls, a server hiccup) that hits one arm's calls.
@@ -44,13 +45,12 @@ CAUSES = {
                "unbalanced between the two orders",
                "use run.order abba (it balances the orders in every block) or add warm-up "
                "calls (run.warmup)"),
-    OUTSIDE: ("the engine's own timings (load, prompt and decode) do not show the change: "
-              "it lies outside the engine, in the connection or the client, such as stalls "
-              "that hit one arm's calls",
-              "look at the calls' time outside the engine (e2e_ms - total_ms, ttft_ms - "
-              "load_ms - prompt_eval_ms) and the server's connection handling, then rerun; "
-              "a treatment that changes the work before the engine (templates) is not "
-              "an artifact"),
+    OUTSIDE: ("the engine's own timings do not show the change: it lies in the time "
+              "before the first token that the engine's load and prompt timings leave out, "
+              "in the connection or the client, such as stalls that hit one arm's calls",
+              "look at the calls' ttft_ms - load_ms - prompt_eval_ms and the server's "
+              "connection handling, then rerun; a treatment that changes the work before "
+              "the engine (a template) is not an artifact"),
     MINORITY: ("the change comes from a minority of the runs (the median difference is "
                "under half the mean): an artifact such as stalls that hit one arm's calls",
                "look at the flagged calls and the server, then rerun with a randomised "
