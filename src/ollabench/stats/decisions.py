@@ -11,10 +11,18 @@ import numpy as np
 import pandas as pd
 
 from ollabench.bench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
-from ollabench.records.schema import ENGINE_CLOCK
+from ollabench.records.schema import ARMS, ENGINE_CLOCK
 from ollabench.stats.core import quiet
+from ollabench.stats.frames import at_level
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
-from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
+from ollabench.stats.load import block_rates
+from ollabench.stats.metrics import (
+    CONTROL,
+    LEVEL_METRIC_BY_NAME,
+    LOAD_METRICS,
+    SYSTEM_STAGE,
+    TREATMENT,
+)
 from ollabench.stats.sequential import (
     UNDECIDED,
     UNTRUSTWORTHY,
@@ -31,6 +39,8 @@ FINAL_REASONS = frozenset({MAX_RUNS, MAX_MINUTES, FIXED})
 PRIMARY_COLUMNS = ("stage", "metric", "better", "runs", "control_mean", "treatment_mean",
                    "change_pct", "low_pct", "high_pct", "level", "paired", "verdict",
                    "untrusted_by", "untrusted_note", "lag1_autocorr")
+# primary_levels.csv: PRIMARY_COLUMNS at every level (level 1's rows are primary.csv's)
+LEVEL_PRIMARY_COLUMNS = ("concurrency", *PRIMARY_COLUMNS)
 LOOK_COLUMNS = ("stage", "metric", "runs", "change_pct", "low_pct", "high_pct", "level",
                 "outcome", "untrusted_by")
 
@@ -90,7 +100,7 @@ class PrimaryDecision:
         looks = self.looks
         found = len(looks.runs) > 0
         return {"stage": self.stage, "metric": self.metric,
-                "better": METRIC_BY_NAME[self.metric].direction,
+                "better": LEVEL_METRIC_BY_NAME[self.metric].direction,
                 "runs": int(looks.runs[k]) if found else 0,
                 "control_mean": self.control_mean, "treatment_mean": self.treatment_mean,
                 **{key: float(getattr(looks, key)[k]) if found else np.nan
@@ -113,6 +123,62 @@ def control_first(calls: pd.DataFrame) -> np.ndarray | None:
     return (first[CONTROL] < first[TREATMENT]).to_numpy(dtype=bool, na_value=False)
 
 
+Series = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+
+
+def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
+                   slo: dict[str, Any] | None = None) -> Series:
+    """Per-run values of each primary (stage, metric) for both arms, index i = run i + 1
+    (NaN: no known value), from one level's calls. At level 1 a run's value; at a level
+    above, its block's (block_values), and the block's own throughput under SYSTEM_STAGE."""
+    measured = measured_calls(calls)
+    if measured.empty:
+        return {}
+    pairs = primary_comparisons(primary, stage_order(measured))
+    values: dict[str, pd.DataFrame] = {}
+    for arm in ARMS:
+        arm_calls = measured[measured["arm"] == arm]
+        values[arm] = pd.DataFrame() if arm_calls.empty else \
+            per_run_values(arm_calls) if level == 1 else block_values(arm_calls, level)
+    last_run = int(measured["run"].max())
+    if level > 1:
+        rates = block_rates(calls, slo)
+        bounded = any(value is not None for value in (slo or {}).values())
+        pairs += [(SYSTEM_STAGE, m.name) for m in LOAD_METRICS
+                  if bounded or m.name != "slo_tasks_per_min"]
+        for arm in ARMS:
+            system = rates.loc[rates["arm"] == arm].drop(columns="arm")
+            values[arm] = pd.concat([values[arm], system.assign(stage=SYSTEM_STAGE)],
+                                    ignore_index=True)
+        last_run = max(last_run, int(rates["run"].max()))
+    series = {}
+    for stage, metric in pairs:
+        arrays = []
+        for arm in ARMS:
+            frame = values[arm]
+            column = np.full(last_run, np.nan)
+            if not frame.empty and metric in frame:
+                rows = frame[frame["stage"].astype(str) == stage]
+                known = rows[metric].notna()
+                column[rows.loc[known, "run"].to_numpy(dtype=int) - 1] = \
+                    rows.loc[known, metric].to_numpy(dtype=float)
+            arrays.append(column)
+        series[(stage, metric)] = (arrays[0], arrays[1])
+    return series
+
+
+def block_values(measured: pd.DataFrame, level: int) -> pd.DataFrame:
+    """One arm's measured calls at one level as one row per block (run) and stage: the
+    median over the block's agent tasks of each task's value, a task's value being what a
+    run's value is at level 1 (per_run_values, each agent's task as its own run)."""
+    task = (measured["run"].astype("int64") - 1) * level + measured["agent"].fillna(1.0) \
+        .astype("int64")
+    per_task = per_run_values(measured.assign(run=task))
+    per_task["run"] = (per_task["run"] - 1) // level + 1
+    per_task["stage"] = per_task["stage"].astype(str)
+    return per_task.groupby(["run", "stage"], sort=True).median().reset_index()
+
+
 # A time's engine-own part, as signed sums of per-run columns (trust's outside check: a
 # change it does not show lies outside the engine). TTFT: the engine's load and prompt
 # timings. End-to-end: less the time before the first token that the engine did not time
@@ -121,52 +187,38 @@ def control_first(calls: pd.DataFrame) -> np.ndarray | None:
 INSIDE = {"ttft_ms": (("load_ms", 1.0), ("prompt_eval_ms", 1.0)),
           "e2e_ms": (("e2e_ms", 1.0), ("ttft_ms", -1.0), ("load_ms", 1.0),
                      ("prompt_eval_ms", 1.0))}
-Series = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
 
 
-def primary_series(calls: pd.DataFrame, primary: list[str]) -> tuple[Series, Series]:
-    """Per-run values of each primary (stage, metric) for both arms, index i = run i + 1
-    (NaN: no known value); and the engine-own part (INSIDE) of those that are times, for
-    the outside check (unknown in a run when any of its parts is), only when every measured
-    call says the engine timed them (`timing_source: engine`, record format 5 on)."""
+def inside_series(calls: pd.DataFrame, series: Series) -> Series:
+    """The engine-own part (INSIDE) of each primary in series that is a time, per run and
+    arm (unknown in a run when any of its parts is), for the outside check; none unless
+    every measured call ran at level 1 and says the engine timed it (`timing_source:
+    engine`, record format 5 on)."""
     measured = measured_calls(calls)
-    if measured.empty:
-        return {}, {}
-    engine_timed = ("timing_source" in measured
-                    and bool((measured["timing_source"] == ENGINE_CLOCK).all()))
-    pairs = primary_comparisons(primary, stage_order(measured))
-    last_run = int(measured["run"].max())
-    values: dict[str, pd.DataFrame] = {}
-    for arm in (CONTROL, TREATMENT):
-        arm_calls = measured[measured["arm"] == arm]
-        values[arm] = per_run_values(arm_calls) if not arm_calls.empty else pd.DataFrame()
-
-    def column(arm: str, stage: str, metric: str) -> np.ndarray:
-        frame, found = values[arm], np.full(last_run, np.nan)
-        if not frame.empty and metric in frame:
-            rows = frame[frame["stage"].astype(str) == stage]
-            known = rows[metric].notna()
-            found[rows.loc[known, "run"].to_numpy(dtype=int) - 1] = \
-                rows.loc[known, metric].to_numpy(dtype=float)
-        return found
-
-    series, inside = {}, {}
-    for stage, metric in pairs:
-        series[(stage, metric)] = (column(CONTROL, stage, metric),
-                                   column(TREATMENT, stage, metric))
-        if engine_timed and metric in INSIDE:
-            control, treatment = (np.sum([sign * column(arm, stage, part)
-                                          for part, sign in INSIDE[metric]], axis=0)
-                                  for arm in (CONTROL, TREATMENT))
-            inside[(stage, metric)] = (control, treatment)
-    return series, inside
+    if measured.empty or "timing_source" not in measured \
+            or not (measured["timing_source"] == ENGINE_CLOCK).all() \
+            or ("concurrency" in measured and (measured["concurrency"].fillna(1) > 1).any()):
+        return {}
+    times = [(stage, metric) for stage, metric in series if metric in INSIDE]
+    if not times:
+        return {}
+    parts = primary_series(calls, [f"{stage}/{part}" for stage, metric in times
+                                   for part, _ in INSIDE[metric]])
+    found = {}
+    for stage, metric in times:
+        found[(stage, metric)] = tuple(
+            np.sum([sign * parts[(stage, part)][k] for part, sign in INSIDE[metric]], axis=0)
+            for k in (0, 1))
+    return found
 
 
 def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
-                      found: tuple[Series, Series] | None = None) -> list[PrimaryDecision]:
+                      series: Series | None = None) -> list[PrimaryDecision]:
     """Each primary comparison's looks over the runs recorded so far (complete blocks);
-    found: primary_series of the calls when the caller has it already."""
-    series, inside = primary_series(calls, run["primary"]) if found is None else found
+    series: primary_series of the calls when the caller has it already."""
+    if series is None:
+        series = primary_series(calls, run["primary"])
+    inside = inside_series(calls, series)
     design = design_for(run, max(len(series), 1))
     block = max(design.block_runs, 1)
     order = control_first(calls)
@@ -175,7 +227,7 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
         runs = min(len(control), design.max_runs) // block * block
         engine = inside.get((stage, metric))
         looks = sequential_looks(control[:runs], treatment[:runs],
-                                 METRIC_BY_NAME[metric].direction, design, final,
+                                 LEVEL_METRIC_BY_NAME[metric].direction, design, final,
                                  None if order is None else order[:runs],
                                  None if engine is None else (engine[0][:runs], engine[1][:runs]))
         with quiet():  # an arm without values has no mean
@@ -187,6 +239,19 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
     return decisions
 
 
+def level_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
+                    ) -> dict[int, list[PrimaryDecision]]:
+    """Each loaded level's (above 1) primary decisions from every level's calls: its own
+    family, its own design, one value per block (docs/statistics.md, Under load)."""
+    levels = sorted(int(level) for level in calls["concurrency"].unique() if level > 1)
+    decided = {}
+    for level in levels:
+        at = at_level(calls, level)
+        decided[level] = primary_decisions(
+            at, run, final, primary_series(at, run["primary"], level, run.get("slo")))
+    return decided
+
+
 def all_decided(decisions: list[PrimaryDecision]) -> bool:
     """Every primary comparison has a decision (better, worse or equivalent) that its trust
     checks allow: a held-back look is undecided."""
@@ -196,6 +261,13 @@ def all_decided(decisions: list[PrimaryDecision]) -> bool:
 def primary_table(decisions: list[PrimaryDecision]) -> pd.DataFrame:
     """primary.csv: one row per primary comparison, at the look that decided it."""
     return pd.DataFrame([d.row() for d in decisions], columns=list(PRIMARY_COLUMNS))
+
+
+def levels_table(by_level: dict[int, list[PrimaryDecision]]) -> pd.DataFrame:
+    """primary_levels.csv: primary_table's rows of every level, the level first."""
+    rows = [{"concurrency": level, **d.row()} for level, decisions in sorted(by_level.items())
+            for d in decisions]
+    return pd.DataFrame(rows, columns=list(LEVEL_PRIMARY_COLUMNS))
 
 
 def looks_table(decisions: list[PrimaryDecision]) -> pd.DataFrame:
