@@ -61,8 +61,8 @@ def choices(config: BenchConfig) -> list[Choice]:
     """The current settings and the open choices: one thread (pinned to one CPU where there
     are several: the quietest setting, issue 26's measurements) only where the engine runs
     in this process (embedded llama.cpp); a shorter output everywhere. Three settings of
-    two runs per arm (the CLI's default) keep the doctor near a minute on the default
-    workload."""
+    two runs per arm (the CLI's default) keep the doctor near a minute and a half on the
+    default workload (four settings of three runs took about three)."""
     found = [Choice("current settings")]
     threads = "-S profile.options.num_thread=1 -S reference.options.num_thread=1"
     if config.model.backend == "llamacpp" and len(os.sched_getaffinity(0)) > 1:
