@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ollabench.bench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
-from ollabench.records.schema import ARMS
+from ollabench.records.schema import ARMS, ENGINE_CLOCK
 from ollabench.stats.core import quiet
 from ollabench.stats.frames import at_level
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
@@ -127,7 +127,7 @@ Series = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
 
 
 def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
-                   slo: dict[str, Any] | None = None) -> Series:
+                   slo: dict[str, Any] | None = None, open_loop: bool = False) -> Series:
     """Per-run values of each primary (stage, metric) for both arms, index i = run i + 1
     (NaN: no known value), from one level's calls. At level 1 a run's value; at a level
     above, its block's (block_values), and the block's own throughput under SYSTEM_STAGE."""
@@ -139,10 +139,10 @@ def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
     for arm in ARMS:
         arm_calls = measured[measured["arm"] == arm]
         values[arm] = pd.DataFrame() if arm_calls.empty else \
-            per_run_values(arm_calls) if level == 1 else block_values(arm_calls, level)
+            per_run_values(arm_calls) if level == 1 else block_values(arm_calls)
     last_run = int(measured["run"].max())
     if level > 1:
-        rates = block_rates(calls, slo)
+        rates = block_rates(calls, slo, open_loop)
         bounded = any(value is not None for value in (slo or {}).values())
         pairs += [(SYSTEM_STAGE, m.name) for m in LOAD_METRICS
                   if bounded or m.name != "slo_tasks_per_min"]
@@ -167,16 +167,52 @@ def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
     return series
 
 
-def block_values(measured: pd.DataFrame, level: int) -> pd.DataFrame:
+def block_values(measured: pd.DataFrame) -> pd.DataFrame:
     """One arm's measured calls at one level as one row per block (run) and stage: the
     median over the block's agent tasks of each task's value, a task's value being what a
-    run's value is at level 1 (per_run_values, each agent's task as its own run)."""
-    task = (measured["run"].astype("int64") - 1) * level + measured["agent"].fillna(1.0) \
-        .astype("int64")
+    run's value is at level 1 (per_run_values, each agent's task as its own run). Open loop
+    (run.arrivals) a block holds more tasks than agents at once: `agent` numbers the task."""
+    runs = measured["run"].astype("int64")
+    task = measured.assign(agent=measured["agent"].fillna(1.0)) \
+        .groupby(["run", "agent"], sort=True, observed=True).ngroup() + 1
+    run_of_task = dict(zip(task, runs, strict=True))
     per_task = per_run_values(measured.assign(run=task))
-    per_task["run"] = (per_task["run"] - 1) // level + 1
+    per_task["run"] = per_task["run"].map(run_of_task)
     per_task["stage"] = per_task["stage"].astype(str)
     return per_task.groupby(["run", "stage"], sort=True).median().reset_index()
+
+
+# A time's engine-own part, as signed sums of per-run columns (trust's outside check: a
+# change it does not show lies outside the engine). TTFT: the engine's load and prompt
+# timings. End-to-end: less the time before the first token that the engine did not time
+# (a stall on the connection); what follows the first token stays in, since decoding also
+# spends time outside the engine's decode counter (sampling) that a profile can change.
+INSIDE = {"ttft_ms": (("load_ms", 1.0), ("prompt_eval_ms", 1.0)),
+          "e2e_ms": (("e2e_ms", 1.0), ("ttft_ms", -1.0), ("load_ms", 1.0),
+                     ("prompt_eval_ms", 1.0))}
+
+
+def inside_series(calls: pd.DataFrame, series: Series) -> Series:
+    """The engine-own part (INSIDE) of each primary in series that is a time, per run and
+    arm (unknown in a run when any of its parts is), for the outside check; none unless
+    every measured call ran at level 1 and says the engine timed it (`timing_source:
+    engine`, record format 5 on)."""
+    measured = measured_calls(calls)
+    if measured.empty or "timing_source" not in measured \
+            or not (measured["timing_source"] == ENGINE_CLOCK).all() \
+            or ("concurrency" in measured and (measured["concurrency"].fillna(1) > 1).any()):
+        return {}
+    times = [(stage, metric) for stage, metric in series if metric in INSIDE]
+    if not times:
+        return {}
+    parts = primary_series(calls, [f"{stage}/{part}" for stage, metric in times
+                                   for part, _ in INSIDE[metric]])
+    found = {}
+    for stage, metric in times:
+        found[(stage, metric)] = tuple(
+            np.sum([sign * parts[(stage, part)][k] for part, sign in INSIDE[metric]], axis=0)
+            for k in (0, 1))
+    return found
 
 
 def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
@@ -185,15 +221,18 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
     series: primary_series of the calls when the caller has it already."""
     if series is None:
         series = primary_series(calls, run["primary"])
+    inside = inside_series(calls, series)
     design = design_for(run, max(len(series), 1))
     block = max(design.block_runs, 1)
     order = control_first(calls)
     decisions = []
     for (stage, metric), (control, treatment) in series.items():
         runs = min(len(control), design.max_runs) // block * block
+        engine = inside.get((stage, metric))
         looks = sequential_looks(control[:runs], treatment[:runs],
                                  LEVEL_METRIC_BY_NAME[metric].direction, design, final,
-                                 None if order is None else order[:runs])
+                                 None if order is None else order[:runs],
+                                 None if engine is None else (engine[0][:runs], engine[1][:runs]))
         with quiet():  # an arm without values has no mean
             means = [float(np.nanmean(arm[:runs])) if runs else np.nan
                      for arm in (control, treatment)]
@@ -208,11 +247,12 @@ def level_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
     """Each loaded level's (above 1) primary decisions from every level's calls: its own
     family, its own design, one value per block (docs/statistics.md, Under load)."""
     levels = sorted(int(level) for level in calls["concurrency"].unique() if level > 1)
+    open_loop = (run.get("arrivals") or {}).get("rate_per_min") is not None
     decided = {}
     for level in levels:
         at = at_level(calls, level)
         decided[level] = primary_decisions(
-            at, run, final, primary_series(at, run["primary"], level, run.get("slo")))
+            at, run, final, primary_series(at, run["primary"], level, run.get("slo"), open_loop))
     return decided
 
 
