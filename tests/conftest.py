@@ -17,11 +17,18 @@ import pytest
 from omegaconf import DictConfig
 
 from ollabench.backends.ollama import OllamaBackend
+from ollabench.bench.loop import run_bench
 from ollabench.config.schema import ModelConfig, compose
 from ollabench.paths import JOURNAL_DIR_ENV
 from tests.helpers import llama_cpp_server as real_server
 from tests.helpers.fake_ollama import FakeOllama, fake_ollama_fixture
-from tests.helpers.project import OLLAMA_MODEL, ROOT, BackendFactory, default_run_config
+from tests.helpers.project import (
+    OLLAMA_MODEL,
+    ROOT,
+    BackendFactory,
+    default_run_config,
+    tiny_config,
+)
 
 __all__ = ["fake_ollama_fixture"]  # registers the `fake_ollama` fixture
 
@@ -77,6 +84,21 @@ def tiny_workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "check.json").write_text('{"runs": 5, "ttft_ms": {"old": 188, "new": 279}}')
     (folder / "notes.md").write_text("# Notes\n- The first request took 9.8 s.\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory: pytest.TempPathFactory, composed: dict[str, Any],
+                 tiny_workload: Path) -> tuple[Path, Any]:
+    """A bench of the real embedded model on the tiny workload (2 runs; answers capped at 8
+    and 7 tokens, so a stage given the other's cap shows), run once per test process and
+    shared, read only, by the modules that check its records (test_bench) or judge them
+    (test_judge): (the folder holding raw/ and journal/, the config)."""
+    tmp = tmp_path_factory.mktemp("embedded-run")
+    raw = copy.deepcopy(composed)
+    raw["workload"]["dir"] = str(tiny_workload)
+    config = tiny_config(raw, runs=2, analysis=8, report=7)
+    run_bench(config, tmp / "raw", journal_root=tmp / "journal", progress=False)
+    return tmp, config
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 from collections import Counter, defaultdict
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from pyarrow import parquet as pq
 
-from ollabench.bench.loop import config_key, run_bench
+from ollabench.bench.loop import config_key
 from ollabench.bench.schedule import plan
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 from ollabench.records.schema import CallRecord, read_records
@@ -28,13 +27,9 @@ from tests.helpers.project import (
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, composed, tiny_workload) -> tuple[Path, Any]:
-    tmp = tmp_path_factory.mktemp("bench")
-    raw = copy.deepcopy(composed)
-    raw["workload"]["dir"] = str(tiny_workload)
-    config = tiny_config(raw, runs=2, analysis=6, report=5)
-    run_bench(config, tmp / "raw", journal_root=tmp / "journal", progress=False)
-    return tmp, config
+def quick_run(embedded_run: tuple[Path, Any]) -> tuple[Path, Any]:
+    """The session's real-model bench (conftest.py), read only."""
+    return embedded_run
 
 
 def test_every_planned_call_is_recorded_once(quick_run) -> None:

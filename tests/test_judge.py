@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ollabench.bench.loop import run_bench
 from ollabench.config.schema import compose, validate_config
 from ollabench.errors import ConfigError
 from ollabench.files import sha256_file
@@ -51,15 +50,11 @@ def test_an_enabled_judge_needs_a_model_and_a_rubric() -> None:
 
 
 @pytest.fixture(scope="module")
-def raw_dir(tmp_path_factory: pytest.TempPathFactory, composed: dict[str, Any],
-            tiny_workload: Path) -> Path:
-    """Raw records of two runs of the embedded model on the tiny workload, with 8-token
-    answers: the judge tests check what is scored and recorded, not the answers' quality."""
-    base = tmp_path_factory.mktemp("judged")
-    raw = {**composed, "workload": {**composed["workload"], "dir": str(tiny_workload)}}
-    run_bench(tiny_config(raw, runs=2, analysis=8, report=8), base / "raw",
-              journal_root=base / "journal", progress=False)
-    return base / "raw"
+def raw_dir(embedded_run: tuple[Path, Any]) -> Path:
+    """Raw records of two runs of the embedded model on the tiny workload, with 7- and 8-token
+    answers (the session's bench, conftest.py; read only): the judge tests check what is
+    scored and recorded, not the answers' quality."""
+    return embedded_run[0] / "raw"
 
 
 def judge_config(composed: dict[str, Any], tiny_workload: Path, url: str,
