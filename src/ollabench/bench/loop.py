@@ -84,7 +84,7 @@ class Journal:
 
     Each call asks it for earlier outputs and its attempt count, so it keeps them indexed as
     records are appended: a pass over the whole journal per call grew with the experiment
-    (about 2 ms per call at 5,000 records) and held the GIL while other agents' tokens
+    (about 5 ms per call at 5,000 records) and held the GIL while other agents' tokens
     arrived (benchmarks/bench_client_streams.py --prior-records)."""
 
     def __init__(self, root: Path, key: str) -> None:
