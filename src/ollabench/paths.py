@@ -47,6 +47,8 @@ PER_RUN_WIDE_FILE = "per_run_wide.csv"
 PRIMARY_FILE = "primary.csv"  # the primary comparisons' sequential decisions
 LOAD_FILE = "load.csv"  # each arm at each load level (run.concurrency)
 LOOKS_FILE = "looks.csv"  # every look of each primary comparison, up to its decision
+# the primary comparisons' verdicts at every load level, one row per level, stage and metric
+PRIMARY_LEVELS_FILE = "primary_levels.csv"
 NOISE_FILE = "noise.csv"  # per primary comparison: this machine's noise and its structure
 
 # compare -> COMPARE_OUT/<A>_vs_<B>, beside its COMPARISONS_FILE

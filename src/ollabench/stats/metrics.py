@@ -48,6 +48,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("judge_score", "points", "higher", "judge score", "mean"),  # from data/judge
 )
 METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+# A block's own figures under load (run.concurrency > 1; stats/load.py, block_rates): the
+# primary comparisons at every loaded level add them, under the stage SYSTEM_STAGE.
+SYSTEM_STAGE = "system"
+LOAD_METRICS: tuple[Metric, ...] = (
+    Metric("output_tok_s", "tok/s", "higher", "output rate of all agents", None),
+    Metric("tasks_per_min", "tasks/min", "higher", "tasks per minute", None),
+    Metric("slo_tasks_per_min", "tasks/min", "higher", "tasks within the SLO per minute", None),
+)
+LEVEL_METRIC_BY_NAME: dict[str, Metric] = METRIC_BY_NAME | {m.name: m for m in LOAD_METRICS}
 HEADLINE_METRICS = ("ttft_ms", "eval_tok_s", "e2e_ms")
 # The quality gate's metrics (docs/statistics.md): a treatment worse on any of them, on the
 # whole run, is never summarised as better, however much faster it is.
