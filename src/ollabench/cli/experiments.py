@@ -42,7 +42,7 @@ def _slug(rev: str) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ollabench.compare import compare, headline_label, write_comparison
+    from ollabench.compare import compare, headline_label, levels_line, write_comparison
     from ollabench.report.format import fmt_cell
 
     result = compare(repo_root(), args.a, args.b, args.arm, args.threshold_pct)
@@ -51,6 +51,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(headline_label(result.differences))
     for d in result.differences:
         print(f"  {d.category}.{d.name}: {fmt_cell(d.a)} -> {fmt_cell(d.b)}")
+    if max(result.levels[0] + result.levels[1]) > 1:
+        print(levels_line(result))
     print(f"wrote {report} and {out / COMPARISONS_FILE}")
     return 0
 
@@ -58,9 +60,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ollabench.compare import leaderboard, leaderboard_text, write_leaderboard
 
-    frame = leaderboard(repo_root(), args.metric, args.stage)
-    print(leaderboard_text(frame), end="")
-    report = write_leaderboard(frame, args.metric, args.stage, args.out)
+    frame, load = leaderboard(repo_root(), args.metric, args.stage)
+    print(leaderboard_text(frame, load), end="")
+    report = write_leaderboard(frame, args.metric, args.stage, args.out, load)
     print(f"wrote {report} and {report.with_suffix('.csv')}")
     return 0
 
