@@ -276,18 +276,22 @@ def leaderboard_text(frame: pd.DataFrame, load: pd.DataFrame | None = None,
 
 
 def _under_load(r: Any, levels: pd.DataFrame) -> str:
-    """One experiment's levels in words: capacity, then tasks/min per level, treatment
-    against control, with the verdict of the tasks served at that level."""
-    parts = [f"{row.concurrency} agents: {fmt_num(row.treatment_tasks_per_min)} vs "
+    """One experiment's levels in words, treatment against control: capacity, then tasks
+    per minute at each level with the verdict on the tasks served at that level."""
+    parts = [f"{_agents(row.concurrency)}: {fmt_num(row.treatment_tasks_per_min)} vs "
              f"{fmt_num(row.control_tasks_per_min)} tasks/min"
              + (f" ({row.tasks_verdict})" if isinstance(row.tasks_verdict, str) else "")
              for row in levels.itertuples()]
-    return (f"under load: capacity {_agents(r.capacity)} (control {_agents(r.control_capacity)})"
-            f"; " + "; ".join(parts))
+    return (f"under load, treatment vs control: capacity {_capacity(r.capacity)} vs "
+            f"{_capacity(r.control_capacity)}; " + "; ".join(parts))
+
+
+def _capacity(level: Any) -> str:
+    return "none" if level is None or pd.isna(level) else _agents(level)
 
 
 def _agents(level: Any) -> str:
-    return "none" if level is None or pd.isna(level) else f"{int(level)} agents"
+    return f"{int(level)} agent{'' if int(level) == 1 else 's'}"
 
 
 def load_markdown_table(frame: pd.DataFrame, load: pd.DataFrame) -> Table:
@@ -297,8 +301,8 @@ def load_markdown_table(frame: pd.DataFrame, load: pd.DataFrame) -> Table:
         ["experiment", "agents", "capacity", "tasks/min", "output tok/s", "task p95 ms",
          "goodput %", "verdict", "tasks/min verdict"],
         [[r.experiment, r.concurrency,
-          f"{_agents(capacities.loc[r.experiment, 'capacity'])} / "
-          f"{_agents(capacities.loc[r.experiment, 'control_capacity'])}",
+          f"{_capacity(capacities.loc[r.experiment, 'capacity'])} / "
+          f"{_capacity(capacities.loc[r.experiment, 'control_capacity'])}",
           *(f"{fmt_num(getattr(r, f'treatment_{f}'))} / {fmt_num(getattr(r, f'control_{f}'))}"
             for f in LOAD_FIGURES), r.verdict, r.tasks_verdict]
          for r in load.itertuples()])
