@@ -9,6 +9,7 @@ import shlex
 import textwrap
 from collections.abc import Iterable
 from functools import cache
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,15 @@ def imported(node: ast.AST, module: str) -> set[str]:
                                 + ([base] if base else []))
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in item.names)
+            names.update(lazy_source(base, alias.name) for alias in item.names)
     return {name for name in names if name in modules()}
+
+
+def lazy_source(package: str, name: str) -> str:
+    """The module a facade loads on first use of `name` (PEP 562 `_LAZY`), or ''."""
+    if package not in modules() or modules()[package].name != "__init__.py":
+        return ""
+    return getattr(import_module(package), "_LAZY", {}).get(name, "")
 
 
 def top_level(tree: ast.Module) -> ast.Module:
