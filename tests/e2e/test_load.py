@@ -1,7 +1,7 @@
 """Agents at once through the whole pipeline (slow: real `dvc exp run`): against the test
 server with 2 slots, throughput doubles from 1 to 2 agents and stays flat at 4, the recorded
-queue wait at 4 is the wait the server imposed, and the report shows the curve and each arm's
-capacity; on the embedded default, levels 1 and 2 run end to end."""
+queue wait at 4 is the wait the server imposed, and the report shows the curve, each arm's
+capacity and a verdict per level; on the embedded default, levels 1 and 2 run end to end."""
 
 from __future__ import annotations
 
@@ -62,7 +62,17 @@ def test_two_slots_double_the_throughput_then_queue(tmp_path: Path,
         met = [level for level in (1, 2, 4) if float(rows[(arm, level)]["goodput_pct"]) >= 95]
         assert (f"- Capacity of {arm} (`baseline`): {max(met)} agent(s) at once" if met
                 else f"- Capacity of {arm} (`baseline`): no level met the SLO") in report
-    assert "server_parallel_note" not in (repo / "reports" / "metrics.json").read_text()
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text(encoding="utf-8"))
+    assert "server_parallel_note" not in metrics
+    # a verdict per loaded level, the block its unit; the summary answers at each level
+    assert set(metrics["primary_levels"]) == {"2", "4"}
+    assert all("system/slo_tasks_per_min" in metrics["primary_levels"][level]
+               for level in ("2", "4"))
+    with (repo / "data" / "processed" / "primary_levels.csv").open(encoding="utf-8") as fh:
+        assert {row["concurrency"] for row in csv.DictReader(fh)} == {"1", "2", "4"}
+    summary = report[:report.index("## How the experiment stopped")]
+    for level in (2, 4):
+        assert f"- At {level} agents `baseline` (treatment) serves " in summary
 
 
 @pytest.mark.slow

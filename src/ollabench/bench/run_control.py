@@ -1,7 +1,7 @@
 """When a sequential experiment stops: after a block of the schedule, once every primary
-comparison is decided or a budget is spent (run.stopping; docs/statistics.md, Sequential
-verdicts). Every answer is a function of the journaled calls, so a resumed run stops where
-an uninterrupted one would have."""
+comparison is decided at every load level or a budget is spent (run.stopping;
+docs/statistics.md, Sequential verdicts and Under load). Every answer is a function of the
+journaled calls, so a resumed run stops where an uninterrupted one would have."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ollabench.stats.decisions import (
     MAX_RUNS,
     all_decided,
     design_for,
+    level_decisions,
     primary_decisions,
 )
 from ollabench.stats.frames import at_level, records_frame
@@ -60,17 +61,23 @@ class StopRule:
             return False
         # Only runs 1..runs_done count: a resumed run may have retried later calls first.
         records = [r for r in self.records if r.run <= runs_done]
-        if runs_done in self.look_runs:  # the arms compared one agent at a time (level 1)
-            decisions = primary_decisions(at_level(records_frame(records)), self.run,
-                                          final=False)
-            if all_decided(decisions):
-                self.reason = DECIDED
-                return True
+        if runs_done in self.look_runs and self._every_level_decided(records):
+            self.reason = DECIDED
+            return True
         limit = self.stopping.max_minutes
         if limit is not None and minutes_of_calls(records) >= limit:
             self.reason = MAX_MINUTES
             return True
         return False
+
+    def _every_level_decided(self, records: list[CallRecord]) -> bool:
+        """Level 1's primaries and every loaded level's, each level its own family
+        (docs/statistics.md, Under load): one undecided level keeps them all running."""
+        calls = records_frame(records)
+        if not all_decided(primary_decisions(at_level(calls), self.run, final=False)):
+            return False
+        return all(all_decided(decisions) for decisions
+                   in level_decisions(calls, self.run, final=False).values())
 
     def summary(self, runs: int) -> dict[str, Any]:
         """env.json `stopping`: the mode, why it stopped, runs per arm, minutes of calls."""

@@ -174,13 +174,9 @@ def per_run_values(side: Side, keys: Sequence[tuple[str, str]]
     `aggregate` computes them; at a level above 1 one per block (the median over its agents'
     tasks, docs/statistics.md, Under load). Records from before levels are level 1."""
     from ollabench.stats import records_frame
+    from ollabench.stats.decisions import block_values
     from ollabench.stats.frames import at_level
-    from ollabench.stats.grouping import (
-        measured_calls,
-        per_block_values,
-        split_stages,
-        stage_values,
-    )
+    from ollabench.stats.grouping import measured_calls, split_stages, stage_values
     from ollabench.stats.grouping import per_run_values as runs_of
 
     calls = measured_calls(records_frame(side.records)) if side.records else None
@@ -189,7 +185,7 @@ def per_run_values(side: Side, keys: Sequence[tuple[str, str]]
     values = {}
     for level in sorted(int(c) for c in calls["concurrency"].unique()):
         mine = at_level(calls, level)
-        stages = split_stages(runs_of(mine) if level == 1 else per_block_values(mine))
+        stages = split_stages(runs_of(mine) if level == 1 else block_values(mine, level))
         values |= {(level, stage, metric): stage_values(stages, stage, metric)
                    .to_numpy(dtype=float) for stage, metric in keys}
     return values

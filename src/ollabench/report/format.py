@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from mdutils.tools.Table import Table as MdTable
 
-from ollabench.stats import METRIC_BY_NAME
+from ollabench.stats import LEVEL_METRIC_BY_NAME
 
 UNKNOWN = "n/a"
 # Beyond this a detectable change says only "far too few runs"; its digits would be noise.
@@ -103,7 +103,7 @@ def fmt_int(x: float) -> str:
 
 def fmt_value(value: Any, metric: str) -> str:
     """A metric's value with its unit: 410 ms, 119.2 tok/s."""
-    return f"{fmt_num(value)} {METRIC_BY_NAME[metric].unit}"
+    return f"{fmt_num(value)} {LEVEL_METRIC_BY_NAME[metric].unit}"
 
 
 def fmt_cell(value: Any) -> str:

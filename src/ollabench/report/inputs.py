@@ -21,12 +21,13 @@ from ollabench.paths import (
     LOOKS_FILE,
     PER_RUN_FILE,
     PRIMARY_FILE,
+    PRIMARY_LEVELS_FILE,
     QUALITY_FILE,
     SUMMARY_FILE,
 )
 from ollabench.records.schema import ARMS
 from ollabench.report.applicable import not_applicable
-from ollabench.report.load import read_load
+from ollabench.report.load import read_level_primary, read_load
 from ollabench.report.noise import read_noise
 from ollabench.stats import HEADLINE_METRICS, WORKFLOW_STAGE
 
@@ -73,6 +74,8 @@ class Inputs:
         self.config: dict[str, Any] = self.env.get("config") or {}
         self.profiles = {arm: self.quality["arms"][arm]["profile"] for arm in ARMS}
         self.load = read_load(processed_dir)  # None unless agents ran at once
+        # The loaded levels' primary verdicts (primary_levels.csv, levels above 1), by level
+        self.level_primary = read_level_primary(processed_dir / PRIMARY_LEVELS_FILE)
         # The workload's stages in its order (the aggregate writes them so), `workflow` last.
         ordered = dict.fromkeys(str(s) for s in self.summary["stage"] if s != WORKFLOW_STAGE)
         self.stages = [*ordered, WORKFLOW_STAGE]

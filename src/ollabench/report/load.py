@@ -3,11 +3,14 @@ load.csv (stats/load.py), shown only when the experiment ran more than one agent
 
 Throughput against p95 task latency, one point per level and a line per arm (the knee is the
 capacity); a table per level; each arm's capacity, the largest level whose tasks meet the
-SLO; one sentence per loaded level. Figures of different levels are never averaged.
+SLO; at each loaded level the primary comparisons' verdicts (primary_levels.csv: one value
+per block, paired within the run) and one sentence saying what they decide. Figures and
+verdicts of different levels are never averaged.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,9 @@ from ollabench.paths import LOAD_FILE
 from ollabench.records.schema import ARMS
 from ollabench.report.figures import ARM_COLORS
 from ollabench.report.format import Table, fmt_num
+from ollabench.report.verdicts import primary_table, verdict_text
+from ollabench.report.words import metric_label
+from ollabench.stats import SYSTEM_STAGE
 
 LOAD_FIGURE = "load_curve.png"
 # A level meets the SLO when at least this share of its tasks did (the p95 of the table).
@@ -38,6 +44,49 @@ def read_load(processed_dir: Path) -> pd.DataFrame | None:
         return None
     table = pd.read_csv(path)
     return table if (table["concurrency"] > 1).any() else None
+
+
+def read_level_primary(path: Path) -> dict[int, pd.DataFrame]:
+    """primary_levels.csv's rows of each level above 1 (level 1's are primary.csv's); empty
+    when the experiment ran one agent at a time or the file predates levels."""
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path)
+    return {int(level): rows.drop(columns="concurrency").reset_index(drop=True)
+            for level, rows in table.groupby("concurrency", sort=True) if level > 1}
+
+
+def level_answer(rows: pd.DataFrame, level: int, profiles: dict[str, str],
+                 threshold_pct: float) -> str:
+    """What one loaded level's verdicts decide, in a sentence: the tasks the treatment
+    serves (within the SLO when one is set) as a ratio with its interval, then the other
+    primary comparisons by verdict."""
+    records = rows.to_dict("records")
+    lead = next((r for metric in ("slo_tasks_per_min", "tasks_per_min") for r in records
+                 if (r["stage"], r["metric"]) == (SYSTEM_STAGE, metric)), None)
+    text = f"At {level} agents"
+    if lead is not None:
+        within = " within the SLO" if lead["metric"] == "slo_tasks_per_min" else ""
+        text += (f" `{profiles['treatment']}` (treatment) serves {_ratio(lead['change_pct'])}x "
+                 f"the tasks{within} per minute of `{profiles['control']}` (control) (95% "
+                 f"interval {_ratio(lead['low_pct'])}x to {_ratio(lead['high_pct'])}x): "
+                 f"{verdict_text(lead, threshold_pct)}")
+    by_verdict: dict[str, list[str]] = {}
+    for r in records:
+        if r is not lead:
+            by_verdict.setdefault(str(r["verdict"]), []).append(
+                f"{r['stage']} {metric_label(r['metric'])}")
+    others = "; ".join(f"{verdict} on {', '.join(names)}" for verdict, names in
+                       by_verdict.items())
+    if not others:
+        return text + "."
+    return text + ("; the other primaries: " if lead is not None else ": ") + others + "."
+
+
+def _ratio(change_pct: float) -> str:
+    """A relative change as a ratio, treatment / control: +30% reads 1.3."""
+    ratio = 1.0 + change_pct / 100.0
+    return fmt_num(ratio) if math.isfinite(ratio) else "unbounded"
 
 
 def load_figure(table: pd.DataFrame, profiles: dict[str, str], path: Path) -> None:
@@ -66,10 +115,13 @@ def capacity(table: pd.DataFrame, arm: str) -> int | None:
 
 
 def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str],
-               config: dict[str, Any], figure: str | None) -> None:
+               config: dict[str, Any], figure: str | None,
+               level_primary: dict[int, pd.DataFrame] | None = None,
+               threshold_pct: float = 5.0) -> None:
     """The section; nothing when the experiment ran one agent at a time."""
     if table is None:
         return
+    level_primary = level_primary or {}
     md.new_header(2, "Under load", add_table_of_contents="n")
     slo = (config.get("run") or {}).get("slo") or {}
     bounds = [f"{label} <= {fmt_num(float(slo[key]))} ms" for key, label in
@@ -81,6 +133,13 @@ def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str]
         f"baseline. SLO: {', '.join(bounds) if bounds else 'none set (only failures count)'}; "
         f"a level meets it when {fmt_num(CAPACITY_GOODPUT_PCT)}% of its tasks do. Throughput "
         "is over each block's steady state (docs/metrics.md, load.csv).")
+    if level_primary:
+        md.new_paragraph(
+            "Verdicts at a loaded level compare one value per block (a run of one arm at that "
+            "level): the median over its agents' tasks, and the block's own output rate and "
+            "tasks per minute (stage `system`), paired within the run. Each level is its own "
+            "family of comparisons with its own sequential rule; no level's figures are "
+            "averaged with another's (docs/statistics.md, Under load).")
     for arm in ARMS:
         level = capacity(table, arm)
         md.new_line(f"- Capacity of {arm} (`{profiles[arm]}`): "
@@ -91,17 +150,23 @@ def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str]
     for level in sorted(int(c) for c in table["concurrency"].unique()):
         rows = table.loc[table["concurrency"] == level].set_index("arm")
         md.new_header(3, f"{level} agent(s) at once", add_table_of_contents="n")
-        if level > 1:
+        verdicts = level_primary.get(level)
+        if verdicts is not None:
+            md.new_paragraph(level_answer(verdicts, level, profiles, threshold_pct))
+        elif level > 1:
             md.new_paragraph(_sentence(rows, level, profiles))
         md.new_paragraph(Table(["arm", *(label for _, label in TABLE_COLUMNS)],
                                [[f"{arm} ({profiles[arm]})",
                                  *(rows.loc[arm, column] if arm in rows.index else None
                                    for column, _ in TABLE_COLUMNS)]
                                 for arm in ARMS]).markdown())
+        if verdicts is not None:
+            primary_table(md, verdicts, threshold_pct, unit="blocks", explained=False)
 
 
 def _sentence(rows: pd.DataFrame, level: int, profiles: dict[str, str]) -> str:
-    """The treatment against the control at one level: tasks within the SLO per minute."""
+    """The treatment against the control at one level, from load.csv alone (an aggregate
+    made before the verdicts per level): tasks within the SLO per minute."""
     if not {"control", "treatment"} <= set(rows.index):
         return "Only one arm has calls at this level."
     served = {arm: rows.loc[arm, "tasks_per_min"] * rows.loc[arm, "goodput_pct"] / 100.0

@@ -22,7 +22,7 @@ from ollabench.report.applicable import applicable, not_applicable_line
 from ollabench.report.configuration import configuration, option_notes
 from ollabench.report.format import fmt_int, fmt_mde, fmt_num, fmt_plain_pct, fmt_setting
 from ollabench.report.inputs import Inputs
-from ollabench.report.load import under_load
+from ollabench.report.load import level_answer, under_load
 from ollabench.report.markdown import tidy
 from ollabench.report.noise import noise_section
 from ollabench.report.quality import data_quality
@@ -45,9 +45,11 @@ def render(inputs: Inputs, figures: dict[str, str], appendix_link: str) -> str:
     _header(md, inputs)
     _executive_summary(md, inputs, appendix_link)
     if not inputs.primary.empty:
-        how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"))
+        how_it_stopped(md, inputs.env, inputs.primary, figures.get("looks"),
+                       inputs.level_primary)
     _noise(md, inputs)
-    under_load(md, inputs.load, inputs.profiles, inputs.config, figures.get("load"))
+    under_load(md, inputs.load, inputs.profiles, inputs.config, figures.get("load"),
+               inputs.level_primary, inputs.quality["settings"]["threshold_pct"])
     for section in SECTIONS:
         section(md, inputs)
     return tidy(md.get_md_text())
@@ -124,6 +126,7 @@ def _executive_summary(md: MdUtils, inputs: Inputs, appendix_link: str) -> None:
         md.new_paragraph(answer_sentence(inputs.primary, lower))
         primary_table(md, inputs.primary, threshold)
         quality_gate(md, inputs)
+        _loaded_answers(md, inputs, threshold)
     else:  # an aggregate made before the primary comparisons existed
         md.new_list([summary_sentence(row, inputs.noise_floor, lower)
                      for row in inputs.headline_rows()])
@@ -142,6 +145,17 @@ def _executive_summary(md: MdUtils, inputs: Inputs, appendix_link: str) -> None:
         md.new_paragraph(not_applicable_line(inputs.not_applicable))
     md.new_paragraph(f"Every metric per stage and arm, every descriptive comparison, the "
                      f"run-by-run values and the system: [appendix]({appendix_link}).")
+
+
+def _loaded_answers(md: MdUtils, inputs: Inputs, threshold: float) -> None:
+    """The answer at each loaded level, a line each (the table above is one agent at a
+    time): each level decided on its own, never averaged across levels."""
+    if not inputs.level_primary:
+        return
+    md.new_paragraph("The table above is one agent at a time. Under load, each level decided "
+                     "on its own (never averaged across levels; tables in Under load):")
+    md.new_list([level_answer(rows, level, inputs.profiles, threshold)
+                 for level, rows in sorted(inputs.level_primary.items())])
 
 
 def _open_headlines(md: MdUtils, inputs: Inputs, threshold: float) -> None:

@@ -71,21 +71,25 @@ def change_text(row: dict[str, Any]) -> str:
     return f"{fmt_pct(row['change_pct'])} ({fmt_pct(row['low_pct'])} to {fmt_pct(row['high_pct'])})"
 
 
-def primary_table(md: MdUtils, primary: pd.DataFrame, threshold_pct: float) -> None:
+def primary_table(md: MdUtils, primary: pd.DataFrame, threshold_pct: float,
+                  unit: str = "runs", explained: bool = True) -> None:
     """One row per primary comparison: means of both arms, change, 95% interval, verdict.
-    The change column's header names its estimator: it is not the ratio of the means."""
+    The change column's header names its estimator: it is not the ratio of the means.
+    unit: what the means are over (a loaded level's are blocks); explained: with the
+    paragraph on what the change and the intervals are."""
     rows = [[r["stage"], metric_label(r["metric"]), fmt_value(r["control_mean"], r["metric"]),
              fmt_value(r["treatment_mean"], r["metric"]), change_text(r),
              verdict_text(r, threshold_pct)]
             for r in primary.to_dict("records")]
-    table(md, ["Stage", "Metric", "Control (mean of runs)", "Treatment (mean of runs)",
+    table(md, ["Stage", "Metric", f"Control (mean of {unit})", f"Treatment (mean of {unit})",
                f"{change_estimator(primary)} (95% interval)", "Verdict"], rows)
-    md.new_paragraph(
-        "The change is the estimate the verdict used, on the log scale with outliers left "
-        "out, so it can differ from the ratio of the two means beside it. The intervals hold "
-        "together at 95% over these primary comparisons (run.primary) and every look at the "
-        f"runs (alpha spending); equivalent means the whole interval lies within "
-        f"+-{fmt_plain_pct(threshold_pct)}, the practical threshold (docs/statistics.md).")
+    if explained:
+        md.new_paragraph(
+            "The change is the estimate the verdict used, on the log scale with outliers left "
+            "out, so it can differ from the ratio of the two means beside it. The intervals "
+            "hold together at 95% over these primary comparisons (run.primary) and every look "
+            f"at the runs (alpha spending); equivalent means the whole interval lies within "
+            f"+-{fmt_plain_pct(threshold_pct)}, the practical threshold (docs/statistics.md).")
 
 
 def change_estimator(primary: pd.DataFrame) -> str:
@@ -150,8 +154,9 @@ def _names(rows: list[dict[str, Any]]) -> str:
 
 
 def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
-                   figure: str | None) -> None:
-    """Runs used, why the experiment stopped, and the intervals narrowing to the decision."""
+                   figure: str | None, levels: dict[int, pd.DataFrame] | None = None) -> None:
+    """Runs used, why the experiment stopped, how far each loaded level's primaries (levels)
+    got, and the intervals narrowing to the decision."""
     md.new_header(2, "How the experiment stopped", add_table_of_contents="n")
     stopping = env.get("stopping") or {}
     run = (env.get("config") or {}).get("run") or {}
@@ -170,6 +175,11 @@ def how_it_stopped(md: MdUtils, env: dict[str, Any], primary: pd.DataFrame,
                ("inconclusive", "undecided", UNTRUSTWORTHY)]
     if decided:
         items.append("Decided: " + "; ".join(decided) + ".")
+    for level, rows in sorted((levels or {}).items()):
+        done = rows.loc[~rows["verdict"].isin(("inconclusive", "undecided", UNTRUSTWORTHY))]
+        items.append(f"At {level} agents: {len(done)} of {len(rows)} primary comparisons "
+                     "decided" + (f", the last at {fmt_int(done['runs'].max())} runs"
+                                  if len(done) else "") + ".")
     md.new_list(items)
     block = BLOCK_RUNS.get(run.get("order", "abba"), 2)
     drifting = [r for r in primary.to_dict("records") if _autocorrelated(r, block)]

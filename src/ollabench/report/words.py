@@ -22,7 +22,7 @@ from ollabench.report.format import (
     fmt_setting,
     fmt_value,
 )
-from ollabench.stats import METRIC_BY_NAME
+from ollabench.stats import LEVEL_METRIC_BY_NAME
 
 NOT_RECORDED = "not recorded"
 
@@ -72,7 +72,7 @@ CHECK_WORDS = {
 
 
 def metric_label(metric: str) -> str:
-    return METRIC_BY_NAME[metric].label
+    return LEVEL_METRIC_BY_NAME[metric].label
 
 
 def clocks_sentence(backend: str | None) -> str:
@@ -100,7 +100,7 @@ def summary_sentence(row: pd.Series, noise_floor: bool, quality_lower: bool = Fa
     """One sentence per stage and metric, e.g. `report stage: median TTFT 820 -> 410 ms
     (-50.0%, faster, better, p = 0.004); mean 830 -> 412 ms (-50.4%).`"""
     metric = row["metric"]
-    unit = METRIC_BY_NAME[metric].unit
+    unit = LEVEL_METRIC_BY_NAME[metric].unit
     words = verdict_words(row, quality_lower)
     if row["verdict"] == "inconclusive":
         words += f": these runs detect only changes above {fmt_mde(row['mde_pct'])}"

@@ -31,6 +31,7 @@ from ollabench.paths import (
     PER_RUN_FILE,
     PER_RUN_WIDE_FILE,
     PRIMARY_FILE,
+    PRIMARY_LEVELS_FILE,
     QUALITY_FILE,
     SUMMARY_FILE,
 )
@@ -38,6 +39,8 @@ from ollabench.records.schema import ARMS
 from ollabench.stats.decisions import (
     FIXED,
     control_first,
+    level_decisions,
+    levels_table,
     looks_table,
     overrule,
     primary_decisions,
@@ -77,7 +80,7 @@ def run_aggregate(raw_dir: Path, out_dir: Path, metrics_path: Path,
     env_path = raw_dir / ENV_FILE
     env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     with ThreadPoolExecutor(max_workers=2) as pool, Staging() as staging:
-        stopped = _write_decisions(calls, env, out_dir, threshold_pct, staging)
+        stopped = _write_decisions(calls, every_level, env, out_dir, threshold_pct, staging)
         stopped |= _write_load(every_level, env, out_dir, staging)
         _aggregate(calls, raw_dir / CALLS_FILE, out_dir, metrics_path, threshold_pct, pool,
                    staging, judge, stopped)
@@ -143,11 +146,12 @@ def _tasks(measured: dict[str, pd.DataFrame]) -> dict[str, Any]:
         else {}
 
 
-def _write_decisions(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
-                     threshold_pct: float, staging: Staging) -> dict[str, Any]:
-    """primary.csv and looks.csv: the sequential decisions of the primary comparisons, and
-    noise.csv, their noise. Returns their metrics.json entries: runs per arm, why the bench
-    stopped, and each primary comparison's change and verdict."""
+def _write_decisions(calls: pd.DataFrame, every_level: pd.DataFrame, env: dict[str, Any],
+                     out_dir: Path, threshold_pct: float, staging: Staging) -> dict[str, Any]:
+    """primary.csv and looks.csv: the sequential decisions of the primary comparisons (calls:
+    level 1's), and noise.csv, their noise; primary_levels.csv: the decisions at every level.
+    Returns their metrics.json entries: runs per arm, why the bench stopped, each primary
+    comparison's change and verdict, and with loaded levels `primary_levels`."""
     run, final = run_settings(env, calls, threshold_pct)
     series = primary_series(calls, run["primary"])
     decisions = primary_decisions(calls, run, final, series)
@@ -156,12 +160,22 @@ def _write_decisions(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
     table = primary_table(decisions)
     staging.write(out_dir / PRIMARY_FILE, table.to_csv(index=False))
     staging.write(out_dir / LOOKS_FILE, looks_table(decisions).to_csv(index=False))
+    loaded = level_decisions(every_level, run, final)
+    staging.write(out_dir / PRIMARY_LEVELS_FILE,
+                  levels_table({1: decisions} | loaded).to_csv(index=False))
     stopping = env.get("stopping") or {}
     return {"runs": stopping.get("runs", run["runs"]),
             "stop_reason": stopping.get("reason", FIXED),
-            "primary": {f"{r.stage}/{r.metric}": {"change_pct": float(f"{r.change_pct:.4g}"),
-                                                  "verdict": r.verdict}
-                        for r in table.itertuples(index=False)}}
+            "primary": _primary_entries(table),
+            **({"primary_levels": {str(level): _primary_entries(primary_table(found))
+                                   for level, found in loaded.items()}} if loaded else {})}
+
+
+def _primary_entries(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """metrics.json's entry per primary comparison, keyed stage/metric: change and verdict."""
+    return {f"{r.stage}/{r.metric}": {"change_pct": float(f"{r.change_pct:.4g}"),
+                                      "verdict": r.verdict}
+            for r in table.itertuples(index=False)}
 
 
 def _write_load(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,

@@ -11,9 +11,18 @@ import numpy as np
 import pandas as pd
 
 from ollabench.bench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
+from ollabench.records.schema import ARMS
 from ollabench.stats.core import quiet
+from ollabench.stats.frames import at_level
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
-from ollabench.stats.metrics import CONTROL, METRIC_BY_NAME, TREATMENT
+from ollabench.stats.load import block_rates
+from ollabench.stats.metrics import (
+    CONTROL,
+    LEVEL_METRIC_BY_NAME,
+    LOAD_METRICS,
+    SYSTEM_STAGE,
+    TREATMENT,
+)
 from ollabench.stats.sequential import (
     UNDECIDED,
     UNTRUSTWORTHY,
@@ -91,7 +100,7 @@ class PrimaryDecision:
         looks = self.looks
         found = len(looks.runs) > 0
         return {"stage": self.stage, "metric": self.metric,
-                "better": METRIC_BY_NAME[self.metric].direction,
+                "better": LEVEL_METRIC_BY_NAME[self.metric].direction,
                 "runs": int(looks.runs[k]) if found else 0,
                 "control_mean": self.control_mean, "treatment_mean": self.treatment_mean,
                 **{key: float(getattr(looks, key)[k]) if found else np.nan
@@ -114,23 +123,38 @@ def control_first(calls: pd.DataFrame) -> np.ndarray | None:
     return (first[CONTROL] < first[TREATMENT]).to_numpy(dtype=bool, na_value=False)
 
 
-def primary_series(calls: pd.DataFrame, primary: list[str],
-                   ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+Series = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+
+
+def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
+                   slo: dict[str, Any] | None = None) -> Series:
     """Per-run values of each primary (stage, metric) for both arms, index i = run i + 1
-    (NaN: no known value)."""
+    (NaN: no known value), from one level's calls. At level 1 a run's value; at a level
+    above, its block's (block_values), and the block's own throughput under SYSTEM_STAGE."""
     measured = measured_calls(calls)
     if measured.empty:
         return {}
     pairs = primary_comparisons(primary, stage_order(measured))
-    last_run = int(measured["run"].max())
     values: dict[str, pd.DataFrame] = {}
-    for arm in (CONTROL, TREATMENT):
+    for arm in ARMS:
         arm_calls = measured[measured["arm"] == arm]
-        values[arm] = per_run_values(arm_calls) if not arm_calls.empty else pd.DataFrame()
+        values[arm] = pd.DataFrame() if arm_calls.empty else \
+            per_run_values(arm_calls) if level == 1 else block_values(arm_calls, level)
+    last_run = int(measured["run"].max())
+    if level > 1:
+        rates = block_rates(calls, slo)
+        bounded = any(value is not None for value in (slo or {}).values())
+        pairs += [(SYSTEM_STAGE, m.name) for m in LOAD_METRICS
+                  if bounded or m.name != "slo_tasks_per_min"]
+        for arm in ARMS:
+            system = rates.loc[rates["arm"] == arm].drop(columns="arm")
+            values[arm] = pd.concat([values[arm], system.assign(stage=SYSTEM_STAGE)],
+                                    ignore_index=True)
+        last_run = max(last_run, int(rates["run"].max()))
     series = {}
     for stage, metric in pairs:
         arrays = []
-        for arm in (CONTROL, TREATMENT):
+        for arm in ARMS:
             frame = values[arm]
             column = np.full(last_run, np.nan)
             if not frame.empty and metric in frame:
@@ -143,9 +167,20 @@ def primary_series(calls: pd.DataFrame, primary: list[str],
     return series
 
 
+def block_values(measured: pd.DataFrame, level: int) -> pd.DataFrame:
+    """One arm's measured calls at one level as one row per block (run) and stage: the
+    median over the block's agent tasks of each task's value, a task's value being what a
+    run's value is at level 1 (per_run_values, each agent's task as its own run)."""
+    task = (measured["run"].astype("int64") - 1) * level + measured["agent"].fillna(1.0) \
+        .astype("int64")
+    per_task = per_run_values(measured.assign(run=task))
+    per_task["run"] = (per_task["run"] - 1) // level + 1
+    per_task["stage"] = per_task["stage"].astype(str)
+    return per_task.groupby(["run", "stage"], sort=True).median().reset_index()
+
+
 def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
-                      series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None
-                      = None) -> list[PrimaryDecision]:
+                      series: Series | None = None) -> list[PrimaryDecision]:
     """Each primary comparison's looks over the runs recorded so far (complete blocks);
     series: primary_series of the calls when the caller has it already."""
     if series is None:
@@ -157,7 +192,7 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
     for (stage, metric), (control, treatment) in series.items():
         runs = min(len(control), design.max_runs) // block * block
         looks = sequential_looks(control[:runs], treatment[:runs],
-                                 METRIC_BY_NAME[metric].direction, design, final,
+                                 LEVEL_METRIC_BY_NAME[metric].direction, design, final,
                                  None if order is None else order[:runs])
         with quiet():  # an arm without values has no mean
             means = [float(np.nanmean(arm[:runs])) if runs else np.nan
@@ -166,6 +201,19 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
             stage, metric, looks, *means,
             block_autocorrelation(control[:runs], treatment[:runs], design.block_runs)))
     return decisions
+
+
+def level_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
+                    ) -> dict[int, list[PrimaryDecision]]:
+    """Each loaded level's (above 1) primary decisions from every level's calls: its own
+    family, its own design, one value per block (docs/statistics.md, Under load)."""
+    levels = sorted(int(level) for level in calls["concurrency"].unique() if level > 1)
+    decided = {}
+    for level in levels:
+        at = at_level(calls, level)
+        decided[level] = primary_decisions(
+            at, run, final, primary_series(at, run["primary"], level, run.get("slo")))
+    return decided
 
 
 def all_decided(decisions: list[PrimaryDecision]) -> bool:
@@ -177,6 +225,13 @@ def all_decided(decisions: list[PrimaryDecision]) -> bool:
 def primary_table(decisions: list[PrimaryDecision]) -> pd.DataFrame:
     """primary.csv: one row per primary comparison, at the look that decided it."""
     return pd.DataFrame([d.row() for d in decisions], columns=list(PRIMARY_COLUMNS))
+
+
+def levels_table(by_level: dict[int, list[PrimaryDecision]]) -> pd.DataFrame:
+    """primary_levels.csv: primary_table's rows of every level, the level first."""
+    rows = [{"concurrency": level, **d.row()} for level, decisions in sorted(by_level.items())
+            for d in decisions]
+    return pd.DataFrame(rows, columns=list(LEVEL_PRIMARY_COLUMNS))
 
 
 def looks_table(decisions: list[PrimaryDecision]) -> pd.DataFrame:

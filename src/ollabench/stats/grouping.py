@@ -19,7 +19,6 @@ from ollabench.stats.metrics import METRIC_BY_NAME, METRICS, SHARE_COUNTS, WORKF
 StageFrames = dict[str, pd.DataFrame]  # stage -> per-run values indexed by run
 # Token counts that are not metrics but make up one (a rate's numerator): summed per run.
 COUNT_COLUMNS = ("prompt_tokens", "prompt_eval_tokens")
-TASK_KEY = 1000  # run * TASK_KEY + agent: one agent's task in a block, above any level
 
 
 def measured_calls(calls: pd.DataFrame) -> pd.DataFrame:
@@ -106,18 +105,6 @@ def per_run_values(calls: pd.DataFrame) -> pd.DataFrame:
             workflow[flag] = np.fmax.reduce(by_stage(flag, False), axis=1)
     workflow["stage"] = WORKFLOW_STAGE
     return pd.concat([per_stage.reset_index(), workflow.reset_index()], ignore_index=True)
-
-
-def per_block_values(calls: pd.DataFrame) -> pd.DataFrame:
-    """Calls of one load level above 1 (run.concurrency) as one row per block (its `run`) and
-    stage: the median over the block's agent tasks of each task's value, a task's value
-    being what per_run_values makes of a run at level 1 (docs/statistics.md, Under load)."""
-    agent = calls["agent"].fillna(1.0).astype("int64")
-    tasks = per_run_values(calls.assign(run=calls["run"].astype("int64") * TASK_KEY + agent))
-    tasks["run"] = tasks["run"] // TASK_KEY
-    tasks["stage"] = tasks["stage"].astype(str)
-    values = [c for c in tasks if c not in ("run", "stage")]
-    return tasks.groupby(["run", "stage"], sort=False)[values].median().reset_index()
 
 
 def _unreached(calls: pd.DataFrame, runs: pd.Index, stages: list[str]) -> np.ndarray:

@@ -25,14 +25,7 @@ def load_table(calls: pd.DataFrame, slo: dict[str, Any] | None = None,
                server_parallel: int | None = None) -> pd.DataFrame:
     """One row per arm and level from every level's calls (the frame of frames.py)."""
     slo = slo or {}
-    calls = calls.loc[calls["phase"] == "measured"].copy()
-    calls["agent"] = calls["agent"].fillna(1.0)
-    # Records from before levels have no send times: one agent's calls, back to back.
-    back_to_back = calls.sort_values("seq").groupby(["arm", "run"], observed=True)["e2e_ms"] \
-        .transform(lambda e2e: e2e.fillna(0.0).cumsum().shift(fill_value=0.0))
-    calls["sent_ms"] = calls["sent_ms"].fillna(back_to_back)
-    calls["due_ms"] = calls["due_ms"].fillna(calls["sent_ms"])
-    calls["ended_ms"] = calls["sent_ms"] + calls["e2e_ms"]
+    calls = _timed(calls)
     rows = []
     for (arm, level), at in calls.groupby(["arm", "concurrency"], observed=True, sort=True):
         rows.append({"arm": str(arm), "concurrency": int(level),
@@ -44,6 +37,38 @@ def load_table(calls: pd.DataFrame, slo: dict[str, Any] | None = None,
         if row.arm in single.index and single[row.arm] > 0 else np.nan
         for row in table.itertuples()]
     return table
+
+
+def _timed(calls: pd.DataFrame) -> pd.DataFrame:
+    """The measured-phase calls (failed attempts too) with agent, due, send and end times."""
+    calls = calls.loc[calls["phase"] == "measured"].copy()
+    calls["agent"] = calls["agent"].fillna(1.0)
+    # Records from before levels have no send times: one agent's calls, back to back.
+    back_to_back = calls.sort_values("seq").groupby(["arm", "run"], observed=True)["e2e_ms"] \
+        .transform(lambda e2e: e2e.fillna(0.0).cumsum().shift(fill_value=0.0))
+    calls["sent_ms"] = calls["sent_ms"].fillna(back_to_back)
+    calls["due_ms"] = calls["due_ms"].fillna(calls["sent_ms"])
+    calls["ended_ms"] = calls["sent_ms"] + calls["e2e_ms"]
+    return calls
+
+
+def block_rates(calls: pd.DataFrame, slo: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per block (arm, run) of one level's calls: the block's output_tok_s (steady
+    state), tasks_per_min and slo_tasks_per_min, the unit of a verdict under load
+    (docs/statistics.md, Under load). Same definitions as load.csv's, block by block."""
+    slo = slo or {}
+    rows = []
+    for (arm, run), block in _timed(calls).groupby(["arm", "run"], observed=True, sort=True):
+        tokens, window_ms = _steady_state(block)
+        tasks = _tasks(block, slo)
+        span_ms = float(block["ended_ms"].max() - block["sent_ms"].min())
+        per_min = MS_PER_MINUTE / span_ms if span_ms > 0 else np.nan
+        rows.append({"arm": str(arm), "run": int(run),
+                     "output_tok_s": tokens / window_ms * 1000.0 if window_ms > 0 else np.nan,
+                     "tasks_per_min": float((~tasks["failed"]).sum()) * per_min,
+                     "slo_tasks_per_min": float(tasks["met_slo"].sum()) * per_min})
+    return pd.DataFrame(rows, columns=["arm", "run", "output_tok_s", "tasks_per_min",
+                                       "slo_tasks_per_min"])
 
 
 def _level_row(at: pd.DataFrame, slo: dict[str, Any]) -> dict[str, Any]:

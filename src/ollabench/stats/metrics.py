@@ -52,7 +52,7 @@ METRIC_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 # primary comparisons at every loaded level add them, under the stage SYSTEM_STAGE.
 SYSTEM_STAGE = "system"
 LOAD_METRICS: tuple[Metric, ...] = (
-    Metric("output_tok_s", "tok/s", "higher", "output rate, all agents", None),
+    Metric("output_tok_s", "tok/s", "higher", "output rate of all agents", None),
     Metric("tasks_per_min", "tasks/min", "higher", "tasks per minute", None),
     Metric("slo_tasks_per_min", "tasks/min", "higher", "tasks within the SLO per minute", None),
 )
