@@ -123,9 +123,14 @@ def test_compare_levels_compares_only_the_shared_ones(synthetic_repo: Path,
     goodput = {(int(r["concurrency"]), r["side"]): float(r["goodput_pct"]) for r in load}
     assert goodput == {(1, "A"): 100.0, (1, "B"): 100.0, (2, "A"): 100.0, (2, "B"): 0.0}
     with (synthetic_repo / "lv" / "comparisons.csv").open() as fh:
-        verdicts = {(r["stage"], r["metric"]): r["verdict"] for r in csv.DictReader(fh)}
-    # level 1 alone: the same workload at the same speed (B's slot wait is at level 2 only)
-    assert verdicts[("workflow", "e2e_ms")] == "no significant difference"
+        verdicts = {(r["concurrency"], r["stage"], r["metric"]): r["verdict"]
+                    for r in csv.DictReader(fh)}
+    assert {level for level, _, _ in verdicts} == {"1", "2"}  # never level 4, never pooled
+    # level 1: the same workload at the same speed; at 2 agents B's calls wait for its one
+    # slot as long as they run (one value per block, the median over its agents' tasks)
+    assert verdicts[("1", "workflow", "e2e_ms")] == "no significant difference"
+    assert verdicts[("2", "workflow", "e2e_ms")] == "worse"
+    assert verdicts[("2", "workflow", "eval_tok_s")] == "no significant difference"
 
 
 def test_compare_reads_results_without_levels_as_level_1(synthetic_repo: Path,

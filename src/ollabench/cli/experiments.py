@@ -217,9 +217,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "the statistics of `aggregate`. Provenance differences (machine, model "
                     "weights, engine, options, prompt size) head the report. Under load "
                     "(run.concurrency) only the levels both ran are compared, each on its own: "
-                    "verdicts one agent at a time (level 1), load.csv's figures and each "
-                    "side's capacity at its run.slo per shared level; results without levels "
-                    "are level 1.")
+                    "verdicts (one value per block above level 1), load.csv's figures and "
+                    "each side's capacity at its run.slo; results without levels are "
+                    "level 1.")
     p.add_argument("a", metavar="A", help="git revision, branch, tag or DVC experiment name")
     p.add_argument("b", metavar="B", help="git revision, branch, tag or DVC experiment name")
     p.add_argument("--arm", default="treatment",

@@ -2,10 +2,10 @@
 statistics and verdicts of `aggregate`, provenance differences first.
 
 Under load (run.concurrency) only the levels both sides ran are compared, level by level and
-never averaged across levels: the verdicts at level 1 (one agent at a time, as `aggregate`
-makes them), and at every shared level the figures of load.csv (stats/load.py) and each
-side's capacity at its run.slo among the shared levels. Records from before levels are
-level 1."""
+never averaged across levels: the verdicts at each shared level (level 1 one value per run,
+as `aggregate` makes them; above it one value per block, stats/decisions.block_values), the
+figures of load.csv (stats/load.py) and each side's capacity at its run.slo among the shared
+levels. Records from before levels are level 1."""
 
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ from ollabench.records.schema import ARMS
 from ollabench.report.format import Table, fmt_num, fmt_p, fmt_pct, fmt_setting
 from ollabench.report.load import TABLE_COLUMNS, capacity
 from ollabench.stats import BOOTSTRAP_SEED, HEADLINE_METRICS, compare_arms, records_frame
+from ollabench.stats.decisions import block_values
 from ollabench.stats.frames import at_level
+from ollabench.stats.grouping import measured_calls, split_stages
 from ollabench.stats.load import load_table
+from ollabench.stats.tables import comparisons_with_outliers
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Comparison:
     a: Side
     b: Side
     differences: list[Difference]
-    table: pd.DataFrame  # level 1's verdicts, every stage x metric
+    table: pd.DataFrame  # the verdicts, every shared level x stage x metric
     threshold_pct: float
     levels: tuple[list[int], list[int]]  # the levels each side ran
     load: pd.DataFrame  # load.csv's rows of both sides at the shared levels, column `side`
@@ -62,22 +65,36 @@ def compare(root: Path, rev_a: str, rev_b: str, arm: str,
     a, b = load_side(root, rev_a, arm), load_side(root, rev_b, arm)
     threshold = threshold_pct if threshold_pct is not None else _recorded_threshold(a, b)
     frames = records_frame(a.records), records_frame(b.records)
+    levels = ([int(c) for c in sorted(frames[0]["concurrency"].unique())],
+              [int(c) for c in sorted(frames[1]["concurrency"].unique())])
+    shared = sorted(set(levels[0]) & set(levels[1]))
     try:
-        table = compare_arms(at_level(frames[0]), at_level(frames[1]), threshold,
-                             seed=BOOTSTRAP_SEED)
+        table = pd.concat([_level_verdicts(frames, level, threshold) for level in shared],
+                          ignore_index=True)
     except AggregateError as exc:
         raise CompareError(f"{rev_a} vs {rev_b}: {exc}") from None
     # Run i of one experiment and run i of another are not a pair: no paired test.
     table["p_paired"] = math.nan
-    levels = ([int(c) for c in sorted(frames[0]["concurrency"].unique())],
-              [int(c) for c in sorted(frames[1]["concurrency"].unique())])
-    shared = sorted(set(levels[0]) & set(levels[1]))
     load = pd.concat([load_table(frame.loc[frame["concurrency"].isin(shared)], _slo(side))
                       .assign(side=name)
                       for name, side, frame in (("A", a, frames[0]), ("B", b, frames[1]))],
                      ignore_index=True)
     differences = provenance_differences(provenance_facts(a), provenance_facts(b))
     return Comparison(a, b, differences, table, threshold, levels, load)
+
+
+def _level_verdicts(frames: tuple[pd.DataFrame, pd.DataFrame], level: int,
+                    threshold: float) -> pd.DataFrame:
+    """aggregate's comparisons of the two sides at one level, the level first: one value per
+    run at level 1, per block above it (docs/statistics.md, Under load)."""
+    mine = [at_level(frame, level) for frame in frames]
+    if level == 1:
+        table = compare_arms(*mine, threshold, seed=BOOTSTRAP_SEED)
+    else:
+        blocks = [split_stages(block_values(measured_calls(calls), level)) for calls in mine]
+        table = comparisons_with_outliers(*blocks, threshold, BOOTSTRAP_SEED)[0]
+    table.insert(0, "concurrency", level)
+    return table
 
 
 def _slo(side: Side) -> dict[str, Any]:
@@ -120,12 +137,14 @@ def comparison_markdown(result: Comparison) -> str:
         ["profile", *(", ".join(sorted({r.profile for r in s.records})) for s in (a, b))],
         ["measured calls", *(len(s.measured()) for s in (a, b))]])
     headline = result.table[result.table["metric"].isin(HEADLINE_METRICS)]
+    loaded = max(result.shared) > 1
     verdicts = Table(
-        ["stage", "metric", "better", "A median", "B median", "difference", "95% CI",
-         "p (Holm)", "verdict"],
-        [[r.stage, r.metric, r.better, r.control_median, r.treatment_median,
-          fmt_pct(r.median_diff_pct), f"{fmt_pct(r.ci_low_pct)} to {fmt_pct(r.ci_high_pct)}",
-          fmt_p(r.p_holm), r.verdict] for r in headline.itertuples(index=False)])
+        [*(["agents"] if loaded else []), "stage", "metric", "better", "A median", "B median",
+         "difference", "95% CI", "p (Holm)", "verdict"],
+        [[*([r.concurrency] if loaded else []), r.stage, r.metric, r.better, r.control_median,
+          r.treatment_median, fmt_pct(r.median_diff_pct),
+          f"{fmt_pct(r.ci_low_pct)} to {fmt_pct(r.ci_high_pct)}", fmt_p(r.p_holm), r.verdict]
+         for r in headline.itertuples(index=False)])
     blocks = [
         f"# {a.rev} vs {b.rev}: {a.arm} arm", f"**{headline_label(result.differences)}**",
         "## Provenance differences", differences,
@@ -137,8 +156,9 @@ def comparison_markdown(result: Comparison) -> str:
         f"logs with Holm adjustment, bootstrap CI of the median difference), practical "
         f"threshold {fmt_setting(result.threshold_pct)}%. The paired test is left out: runs of "
         f"two experiments are not pairs. Every stage and metric: {COMPARISONS_FILE}."
-        + (" Verdicts are made one agent at a time (level 1), as `aggregate` makes them."
-           if max(result.shared) > 1 else ""),
+        + (" Each shared level (agents at once) is compared on its own: one value per run at "
+           "level 1, one per block above it (the median over its agents' tasks; "
+           "docs/statistics.md, Under load)." if loaded else ""),
         verdicts.markdown(),
         *_load_blocks(result),
     ]
@@ -161,8 +181,8 @@ def _load_blocks(result: Comparison) -> list[str]:
         return []
     slos = [_slo_words(_slo(side)) for side in (result.a, result.b)]
     blocks = ["## Under load", levels_line(result) + " Each side's figures come from its "
-              "own records, as its load.csv (docs/metrics.md, Under load); descriptive, no test "
-              "across revisions at a loaded level, and never averaged across levels.",
+              "own records, as its load.csv (docs/metrics.md, Under load): descriptive (the "
+              "verdicts per level are above), never averaged across levels.",
               f"Capacity, the largest shared level whose tasks meet the side's own SLO (A: "
               f"{slos[0]}; B: {slos[1]}): A {_agents(result.capacity('A'))}, B "
               f"{_agents(result.capacity('B'))}."]
