@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ollabench.bench.loop import run_bench
+from ollabench.bench.run_control import minutes_of_calls
 from ollabench.bench.stopping import parse_primary
 from ollabench.config.schema import BenchConfig, validate_config
 from ollabench.errors import BenchIncomplete, OllabenchError
@@ -145,7 +146,7 @@ def worst_quality_change(comparisons: pd.DataFrame) -> float:
 
 def _read_records(result: CandidateResult, calls: Path, constraints: Constraints) -> None:
     records = read_records(calls) if calls.is_file() else []
-    result.minutes = sum(r.e2e_ms or 0.0 for r in records) / 60_000.0
+    result.minutes = minutes_of_calls(records)  # a block of agents: its span, once
     mine = [r for r in records if r.arm == "treatment"]
     truncated = sum(1 for r in mine if r.truncated)
     failed = sum(1 for r in mine if r.error is not None)
