@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import groupby
 
 from ollabench.bench.schedule import Slot
@@ -79,22 +80,33 @@ def run_block(slots: list[Slot], call: Callable[[Slot, Pace], object]) -> None:
         for slot in agents[0]:
             call(slot, pace)
         return
+
+    def agent_loop(own: list[Slot], stop: threading.Event) -> None:
+        pace = Pace(origin_ns, origin_ns)
+        for slot in own:
+            if stop.is_set():
+                return
+            call(slot, pace)
+
+    at_once({f"agent-{own[0].agent}": partial(agent_loop, own) for own in agents})
+
+
+def at_once(loops: dict[str, Callable[[threading.Event], None]]) -> None:
+    """Run each loop on a thread of its name, handing it the block's stop event: the first
+    failure (or Ctrl-C in the main thread) sets it, and every loop ends after its current
+    call (journaled); the failure is raised here."""
     stop = threading.Event()
     failures: list[BaseException] = []
 
-    def agent_loop(own: list[Slot]) -> None:
-        pace = Pace(origin_ns, origin_ns)
+    def guarded(loop: Callable[[threading.Event], None]) -> None:
         try:
-            for slot in own:
-                if stop.is_set():
-                    return
-                call(slot, pace)
+            loop(stop)
         except BaseException as exc:  # handed to the main thread below
             failures.append(exc)
             stop.set()
 
-    threads = [threading.Thread(target=agent_loop, args=(own,), daemon=True,
-                                name=f"agent-{own[0].agent}") for own in agents]
+    threads = [threading.Thread(target=guarded, args=(loop,), daemon=True, name=name)
+               for name, loop in loops.items()]
     for thread in threads:
         thread.start()
     try:
@@ -102,7 +114,7 @@ def run_block(slots: list[Slot], call: Callable[[Slot, Pace], object]) -> None:
             while thread.is_alive():
                 thread.join(JOIN_POLL_S)
     except BaseException:
-        stop.set()  # Ctrl-C: every agent ends after its current call (journaled)
+        stop.set()  # Ctrl-C: every loop ends after its current call (journaled)
         for thread in threads:
             thread.join()
         raise

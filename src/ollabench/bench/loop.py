@@ -30,6 +30,7 @@ from ollabench.bench import provenance
 from ollabench.bench.concurrent import InFlight, Pace, derive_queue_ms, groups, run_block
 from ollabench.bench.failures import should_retry, why_incomplete
 from ollabench.bench.host import busy_warning, host_at_start, host_load, read_host
+from ollabench.bench.open_loop import run_group
 from ollabench.bench.run_control import StopRule
 from ollabench.bench.schedule import Slot, plan, warmups_per_switch
 from ollabench.config.schema import BenchConfig
@@ -165,7 +166,7 @@ class Runner:
                     current_arm = first.arm
                 if first.phase == "measured":  # e.g. a context per agent, loaded off the clock
                     self.backends[first.arm].serve(first.level, self.options[first.arm])
-                run_block(group, call)
+                run_group(group, call, self.config.run)
         finally:
             bar.close()
             if current_arm is not None:

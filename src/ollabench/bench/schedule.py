@@ -2,7 +2,8 @@
 both alike; warm-up calls follow every switch of arm, where a server reloads the model (at
 least one when the arms' options make the engine reload, even with run.warmup 0). Under load
 (run.concurrency) each run holds one block per level and arm, N agents' whole workloads;
-the two arms' blocks never overlap."""
+the two arms' blocks never overlap. With run.arrivals a block holds run.arrivals.tasks
+tasks, at most `level` of them in flight (bench/open_loop.py)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,12 @@ def warmups_per_switch(run: RunConfig, switch_reloads: bool) -> int:
     return max(run.warmup, int(switch_reloads))
 
 
+def tasks_per_block(run: RunConfig, level: int) -> int:
+    """Agent tasks in a block: one per agent closed loop; run.arrivals.tasks open loop, where
+    the level bounds how many are in flight (bench/open_loop.py)."""
+    return run.arrivals.tasks if run.arrivals.enabled else level
+
+
 def plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool = False) -> list[Slot]:
     """The full schedule: warm-ups after each arm switch, then each block's agents' steps
     (agent by agent: the executor runs a block's agents at once)."""
@@ -96,7 +103,7 @@ def plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool = False) 
             for _ in range(warmups_per_switch(run, switch_reloads)):
                 slots.append(Slot(len(slots) + 1, r, arm, WARMUP_STAGE, level=level))
         previous_arm = arm
-        for agent in range(1, level + 1):
+        for agent in range(1, tasks_per_block(run, level) + 1):
             for index, step in enumerate(steps):
                 slots.append(Slot(len(slots) + 1, r, arm, step.stage, index, level=level,
                                   agent=agent))

@@ -75,8 +75,8 @@ def compare(root: Path, rev_a: str, rev_b: str, arm: str,
         raise CompareError(f"{rev_a} vs {rev_b}: {exc}") from None
     # Run i of one experiment and run i of another are not a pair: no paired test.
     table["p_paired"] = math.nan
-    load = pd.concat([load_table(frame.loc[frame["concurrency"].isin(shared)], _slo(side))
-                      .assign(side=name)
+    load = pd.concat([load_table(frame.loc[frame["concurrency"].isin(shared)], _slo(side),
+                                 arrivals=_run(side).get("arrivals")).assign(side=name)
                       for name, side, frame in (("A", a, frames[0]), ("B", b, frames[1]))],
                      ignore_index=True)
     differences = provenance_differences(provenance_facts(a), provenance_facts(b))
@@ -91,15 +91,20 @@ def _level_verdicts(frames: tuple[pd.DataFrame, pd.DataFrame], level: int,
     if level == 1:
         table = compare_arms(*mine, threshold, seed=BOOTSTRAP_SEED)
     else:
-        blocks = [split_stages(block_values(measured_calls(calls), level)) for calls in mine]
+        blocks = [split_stages(block_values(measured_calls(calls))) for calls in mine]
         table = comparisons_with_outliers(*blocks, threshold, BOOTSTRAP_SEED)[0]
     table.insert(0, "concurrency", level)
     return table
 
 
+def _run(side: Side) -> dict[str, Any]:
+    """The run group the side recorded (env.json's config)."""
+    return (side.env.get("config") or {}).get("run") or {}
+
+
 def _slo(side: Side) -> dict[str, Any]:
-    """The SLO the side's own run set (run.slo in env.json; none before levels existed)."""
-    return ((side.env.get("config") or {}).get("run") or {}).get("slo") or {}
+    """The SLO the side's own run set (none before levels existed)."""
+    return _run(side).get("slo") or {}
 
 
 def _recorded_threshold(a: Side, b: Side) -> float:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ollabench.bench.arrivals import ArrivalsConfig, check_arrivals
 from ollabench.bench.stopping import StoppingConfig, check_block_fit, parse_primary
 from ollabench.config.options import validate_options
 from ollabench.errors import ConfigError
@@ -196,6 +197,8 @@ class RunConfig(_Strict):
     # Agents at once, one level per entry (docs/metrics.md, Under load); [1]: one at a time.
     concurrency: list[int] = Field(default_factory=lambda: [1])
     slo: SloConfig = Field(default_factory=SloConfig)
+    # Open-loop task arrivals (bench/arrivals.py); rate_per_min null: closed loop.
+    arrivals: ArrivalsConfig = Field(default_factory=ArrivalsConfig)
 
     @field_validator("concurrency")
     @classmethod
@@ -233,6 +236,7 @@ class RunConfig(_Strict):
             raise ConfigError("run.prompt_cache: true needs run.concurrency [1]: with agents at "
                               "once a server slot (or context) may hand the measured call "
                               "another agent's cache, so the warm state cannot be arranged")
+        check_arrivals(self.arrivals, self.concurrency, self.prompt_cache)
         return self
 
 

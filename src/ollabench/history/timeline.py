@@ -185,7 +185,7 @@ def per_run_values(side: Side, keys: Sequence[tuple[str, str]]
     values = {}
     for level in sorted(int(c) for c in calls["concurrency"].unique()):
         mine = at_level(calls, level)
-        stages = split_stages(runs_of(mine) if level == 1 else block_values(mine, level))
+        stages = split_stages(runs_of(mine) if level == 1 else block_values(mine))
         values |= {(level, stage, metric): stage_values(stages, stage, metric)
                    .to_numpy(dtype=float) for stage, metric in keys}
     return values

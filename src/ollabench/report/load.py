@@ -27,23 +27,31 @@ from ollabench.report.words import metric_label
 from ollabench.stats import SYSTEM_STAGE
 
 LOAD_FIGURE = "load_curve.png"
+OFFERED_COLUMN = ("rate_per_min", "offered tasks/min")  # open loop, beside the achieved rate
 # A level meets the SLO when at least this share of its tasks did (the p95 of the table).
 CAPACITY_GOODPUT_PCT = 95.0
 TABLE_COLUMNS = (("output_tok_s", "output tok/s"), ("tasks_per_min", "tasks/min"),
                  ("e2e_ms_p50", "task p50 ms"), ("e2e_ms_p95", "task p95 ms"),
-                 ("ttft_ms_p95", "TTFT p95 ms"), ("queue_ms_p50", "queue p50 ms"),
-                 ("queue_ms_p95", "queue p95 ms"), ("goodput_pct", "goodput %"),
+                 ("ttft_ms_p95", "TTFT p95 ms"), ("task_ttft_ms_p95", "task TTFT p95 ms"),
+                 ("queue_ms_p50", "queue p50 ms"), ("queue_ms_p95", "queue p95 ms"),
+                 ("lag_ms_p95", "lag p95 ms"), ("goodput_pct", "goodput %"),
                  ("efficiency", "efficiency"), ("effective_concurrency", "reached"),
                  ("failed_tasks", "failed tasks"))
 
 
 def read_load(processed_dir: Path) -> pd.DataFrame | None:
-    """load.csv when the experiment ran agents at once; None otherwise (or before it existed)."""
+    """load.csv when the experiment ran agents at once or open loop; None otherwise (or
+    before it existed)."""
     path = processed_dir / LOAD_FILE
     if not path.is_file():
         return None
     table = pd.read_csv(path)
-    return table if (table["concurrency"] > 1).any() else None
+    return table if (table["concurrency"] > 1).any() or open_loop(table) else None
+
+
+def open_loop(table: pd.DataFrame) -> bool:
+    """Tasks arrived on their own (run.arrivals): the levels bound the tasks in flight."""
+    return "rate_per_min" in table and bool(table["rate_per_min"].notna().any())
 
 
 def read_level_primary(path: Path) -> dict[int, pd.DataFrame]:
@@ -57,14 +65,15 @@ def read_level_primary(path: Path) -> dict[int, pd.DataFrame]:
 
 
 def level_answer(rows: pd.DataFrame, level: int, profiles: dict[str, str],
-                 threshold_pct: float) -> str:
+                 threshold_pct: float, arrivals: dict[str, Any] | None = None) -> str:
     """What one loaded level's verdicts decide, in a sentence: the tasks the treatment
     serves (within the SLO when one is set) as a ratio with its interval, then the other
     primary comparisons by verdict."""
     records = rows.to_dict("records")
     lead = next((r for metric in ("slo_tasks_per_min", "tasks_per_min") for r in records
                  if (r["stage"], r["metric"]) == (SYSTEM_STAGE, metric)), None)
-    text = f"At {level} agents"
+    text = (f"With at most {level} task(s) in flight"
+            if (arrivals or {}).get("rate_per_min") is not None else f"At {level} agents")
     if lead is not None:
         within = " within the SLO" if lead["metric"] == "slo_tasks_per_min" else ""
         text += (f" `{profiles['treatment']}` (treatment) serves {_ratio(lead['change_pct'])}x "
@@ -127,12 +136,14 @@ def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str]
     bounds = [f"{label} <= {fmt_num(float(slo[key]))} ms" for key, label in
               (("ttft_ms", "every call's TTFT"), ("e2e_ms", "the task's end-to-end time"))
               if slo.get(key) is not None]
+    bound = ", ".join(bounds) if bounds else "none set (only failures count)"
+    window = "whole block" if open_loop(table) else "block's steady state"
+    columns = (OFFERED_COLUMN, *TABLE_COLUMNS) if open_loop(table) else TABLE_COLUMNS
     md.new_paragraph(
-        "Each level ran that many agents at once, each doing the whole workload (closed "
-        "loop), in blocks interleaved with the other arm's; level 1 is the sequential "
-        f"baseline. SLO: {', '.join(bounds) if bounds else 'none set (only failures count)'}; "
+        _how(table, config) + ", in blocks interleaved with the other arm's; level 1 is the "
+        f"sequential baseline. SLO: {bound}; "
         f"a level meets it when {fmt_num(CAPACITY_GOODPUT_PCT)}% of its tasks do. Throughput "
-        "is over each block's steady state (docs/metrics.md, load.csv).")
+        f"is over each {window} (docs/metrics.md, load.csv).")
     if level_primary:
         md.new_paragraph(
             "Verdicts at a loaded level compare one value per block (a run of one arm at that "
@@ -143,28 +154,50 @@ def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str]
     for arm in ARMS:
         level = capacity(table, arm)
         md.new_line(f"- Capacity of {arm} (`{profiles[arm]}`): "
-                    + (f"{level} agent(s) at once" if level is not None
+                    + (_level_name(table, level) if level is not None
                        else "no level met the SLO"))
     if figure:
         md.new_paragraph(f"![Throughput against p95 latency per arm]({figure})")
     for level in sorted(int(c) for c in table["concurrency"].unique()):
         rows = table.loc[table["concurrency"] == level].set_index("arm")
-        md.new_header(3, f"{level} agent(s) at once", add_table_of_contents="n")
+        md.new_header(3, _level_name(table, level), add_table_of_contents="n")
         verdicts = level_primary.get(level)
         if verdicts is not None:
-            md.new_paragraph(level_answer(verdicts, level, profiles, threshold_pct))
+            md.new_paragraph(level_answer(verdicts, level, profiles, threshold_pct,
+                                          (config.get("run") or {}).get("arrivals")))
         elif level > 1:
-            md.new_paragraph(_sentence(rows, level, profiles))
-        md.new_paragraph(Table(["arm", *(label for _, label in TABLE_COLUMNS)],
+            where = (f"With {_level_name(table, level)}" if open_loop(table)
+                     else f"At {level} agents")
+            md.new_paragraph(_sentence(rows, where, profiles))
+        md.new_paragraph(Table(["arm", *(label for _, label in columns)],
                                [[f"{arm} ({profiles[arm]})",
                                  *(rows.loc[arm, column] if arm in rows.index else None
-                                   for column, _ in TABLE_COLUMNS)]
+                                   for column, _ in columns)]
                                 for arm in ARMS]).markdown())
         if verdicts is not None:
             primary_table(md, verdicts, threshold_pct, unit="blocks", explained=False)
 
 
-def _sentence(rows: pd.DataFrame, level: int, profiles: dict[str, str]) -> str:
+def _how(table: pd.DataFrame, config: dict[str, Any]) -> str:
+    """How the blocks loaded the server: closed loop, or tasks arriving open loop."""
+    if not open_loop(table):
+        return ("Each level ran that many agents at once, each doing the whole workload "
+                "(closed loop)")
+    arrivals = (config.get("run") or {}).get("arrivals") or {}
+    return (f"Agent tasks arrived open loop, {arrivals['pattern']} at "
+            f"{fmt_num(float(table['rate_per_min'].dropna().iloc[0]))} per minute, "
+            f"{arrivals['tasks']} per block; each level is the most tasks in flight at once, and "
+            "every latency counts from when the task was due, the wait for a free client "
+            "worker (lag) included")
+
+
+def _level_name(table: pd.DataFrame, level: int) -> str:
+    if open_loop(table):
+        return f"at most {level} task(s) in flight"
+    return f"{level} agent(s) at once"
+
+
+def _sentence(rows: pd.DataFrame, where: str, profiles: dict[str, str]) -> str:
     """The treatment against the control at one level, from load.csv alone (an aggregate
     made before the verdicts per level): tasks within the SLO per minute."""
     if not {"control", "treatment"} <= set(rows.index):
@@ -172,10 +205,10 @@ def _sentence(rows: pd.DataFrame, level: int, profiles: dict[str, str]) -> str:
     served = {arm: rows.loc[arm, "tasks_per_min"] * rows.loc[arm, "goodput_pct"] / 100.0
               for arm in ARMS}
     if not served["control"] > 0:
-        return (f"At {level} agents `{profiles['control']}` served no task within the SLO; "
+        return (f"{where} `{profiles['control']}` served no task within the SLO; "
                 f"`{profiles['treatment']}` served {fmt_num(served['treatment'])} per minute.")
     ratio = served["treatment"] / served["control"]
-    return (f"At {level} agents `{profiles['treatment']}` (treatment) serves "
+    return (f"{where} `{profiles['treatment']}` (treatment) serves "
             f"{fmt_num(ratio)}x the tasks within the SLO per minute of "
             f"`{profiles['control']}` (control): {fmt_num(served['treatment'])} against "
             f"{fmt_num(served['control'])}. Descriptive: no test between the arms at this "

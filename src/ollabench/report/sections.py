@@ -154,7 +154,8 @@ def _loaded_answers(md: MdUtils, inputs: Inputs, threshold: float) -> None:
         return
     md.new_paragraph("The table above is one agent at a time. Under load, each level decided "
                      "on its own (never averaged across levels; tables in Under load):")
-    md.new_list([level_answer(rows, level, inputs.profiles, threshold)
+    arrivals = (inputs.config.get("run") or {}).get("arrivals")
+    md.new_list([level_answer(rows, level, inputs.profiles, threshold, arrivals)
                  for level, rows in sorted(inputs.level_primary.items())])
 
 

@@ -183,8 +183,9 @@ def _write_load(calls: pd.DataFrame, env: dict[str, Any], out_dir: Path,
     """load.csv (stats/load.py); metrics.json's note when the stated server_parallel and
     the overlap the records show disagree."""
     config = env.get("config") or {}
-    table = load_table(calls, (config.get("run") or {}).get("slo"),
-                       (config.get("model") or {}).get("server_parallel"))
+    run = config.get("run") or {}
+    table = load_table(calls, run.get("slo"), (config.get("model") or {}).get("server_parallel"),
+                       run.get("arrivals"))
     staging.write(out_dir / LOAD_FILE, table.to_csv(index=False))
     note = parallel_mismatch(table)
     return {"server_parallel_note": note} if note else {}

@@ -127,7 +127,7 @@ Series = dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
 
 
 def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
-                   slo: dict[str, Any] | None = None) -> Series:
+                   slo: dict[str, Any] | None = None, open_loop: bool = False) -> Series:
     """Per-run values of each primary (stage, metric) for both arms, index i = run i + 1
     (NaN: no known value), from one level's calls. At level 1 a run's value; at a level
     above, its block's (block_values), and the block's own throughput under SYSTEM_STAGE."""
@@ -139,10 +139,10 @@ def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
     for arm in ARMS:
         arm_calls = measured[measured["arm"] == arm]
         values[arm] = pd.DataFrame() if arm_calls.empty else \
-            per_run_values(arm_calls) if level == 1 else block_values(arm_calls, level)
+            per_run_values(arm_calls) if level == 1 else block_values(arm_calls)
     last_run = int(measured["run"].max())
     if level > 1:
-        rates = block_rates(calls, slo)
+        rates = block_rates(calls, slo, open_loop)
         bounded = any(value is not None for value in (slo or {}).values())
         pairs += [(SYSTEM_STAGE, m.name) for m in LOAD_METRICS
                   if bounded or m.name != "slo_tasks_per_min"]
@@ -167,14 +167,17 @@ def primary_series(calls: pd.DataFrame, primary: list[str], level: int = 1,
     return series
 
 
-def block_values(measured: pd.DataFrame, level: int) -> pd.DataFrame:
+def block_values(measured: pd.DataFrame) -> pd.DataFrame:
     """One arm's measured calls at one level as one row per block (run) and stage: the
     median over the block's agent tasks of each task's value, a task's value being what a
-    run's value is at level 1 (per_run_values, each agent's task as its own run)."""
-    task = (measured["run"].astype("int64") - 1) * level + measured["agent"].fillna(1.0) \
-        .astype("int64")
+    run's value is at level 1 (per_run_values, each agent's task as its own run). Open loop
+    (run.arrivals) a block holds more tasks than agents at once: `agent` numbers the task."""
+    runs = measured["run"].astype("int64")
+    task = measured.assign(agent=measured["agent"].fillna(1.0)) \
+        .groupby(["run", "agent"], sort=True, observed=True).ngroup() + 1
+    run_of_task = dict(zip(task, runs, strict=True))
     per_task = per_run_values(measured.assign(run=task))
-    per_task["run"] = (per_task["run"] - 1) // level + 1
+    per_task["run"] = per_task["run"].map(run_of_task)
     per_task["stage"] = per_task["stage"].astype(str)
     return per_task.groupby(["run", "stage"], sort=True).median().reset_index()
 
@@ -208,11 +211,12 @@ def level_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
     """Each loaded level's (above 1) primary decisions from every level's calls: its own
     family, its own design, one value per block (docs/statistics.md, Under load)."""
     levels = sorted(int(level) for level in calls["concurrency"].unique() if level > 1)
+    open_loop = (run.get("arrivals") or {}).get("rate_per_min") is not None
     decided = {}
     for level in levels:
         at = at_level(calls, level)
         decided[level] = primary_decisions(
-            at, run, final, primary_series(at, run["primary"], level, run.get("slo")))
+            at, run, final, primary_series(at, run["primary"], level, run.get("slo"), open_loop))
     return decided
 
 

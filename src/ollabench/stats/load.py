@@ -4,7 +4,10 @@ The unit is the agent task: one agent's whole workload in one block. A block is 
 one arm at one level, its agents at once (bench/concurrent.py). Throughput is taken over each
 block's steady-state window, when every agent had sent its first call and none had finished
 its task (ramp-up and drain left out, as AIPerf and GuideLLM do); a block too short to have
-one (an agent finished before the last started) counts whole. docs/metrics.md, Under load.
+one (an agent finished before the last started) counts whole. Open loop (run.arrivals) a block
+is `tasks` tasks arriving at the offered rate, at most `level` in flight: its whole span is
+its window, and every task latency counts from the task's arrival (its first call's due
+time), the client-side lag included. docs/metrics.md, Under load.
 """
 
 from __future__ import annotations
@@ -14,22 +17,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-LOAD_COLUMNS = ("arm", "concurrency", "blocks", "tasks", "failed_tasks", "output_tok_s",
-                "tasks_per_min", "e2e_ms_p50", "e2e_ms_p95", "ttft_ms_p95", "queue_ms_p50",
-                "queue_ms_p95", "goodput_pct", "efficiency", "effective_concurrency",
-                "generating_max", "server_parallel")
+LOAD_COLUMNS = ("arm", "concurrency", "rate_per_min", "blocks", "tasks", "failed_tasks",
+                "output_tok_s", "tasks_per_min", "e2e_ms_p50", "e2e_ms_p95", "ttft_ms_p95",
+                "task_ttft_ms_p95", "queue_ms_p50", "queue_ms_p95", "lag_ms_p50", "lag_ms_p95",
+                "goodput_pct", "efficiency", "effective_concurrency", "generating_max",
+                "server_parallel")
 MS_PER_MINUTE = 60_000.0
 
 
 def load_table(calls: pd.DataFrame, slo: dict[str, Any] | None = None,
-               server_parallel: int | None = None) -> pd.DataFrame:
-    """One row per arm and level from every level's calls (the frame of frames.py)."""
+               server_parallel: int | None = None,
+               arrivals: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per arm and level from every level's calls (the frame of frames.py); with
+    run.arrivals' rate set (env.json's config), the rows are open loop at that offered rate."""
     slo = slo or {}
+    rate_per_min = (arrivals or {}).get("rate_per_min")
     calls = _timed(calls)
     rows = []
     for (arm, level), at in calls.groupby(["arm", "concurrency"], observed=True, sort=True):
-        rows.append({"arm": str(arm), "concurrency": int(level),
-                     **_level_row(at, slo), "server_parallel": server_parallel})
+        rows.append({"arm": str(arm), "concurrency": int(level), "rate_per_min": rate_per_min,
+                     **_level_row(at, slo, rate_per_min is not None),
+                     "server_parallel": server_parallel})
     table = pd.DataFrame(rows, columns=list(LOAD_COLUMNS))
     single = table.loc[table["concurrency"] == 1].set_index("arm")["output_tok_s"]
     table["efficiency"] = [
@@ -52,14 +60,15 @@ def _timed(calls: pd.DataFrame) -> pd.DataFrame:
     return calls
 
 
-def block_rates(calls: pd.DataFrame, slo: dict[str, Any] | None = None) -> pd.DataFrame:
+def block_rates(calls: pd.DataFrame, slo: dict[str, Any] | None = None,
+                open_loop: bool = False) -> pd.DataFrame:
     """One row per block (arm, run) of one level's calls: the block's output_tok_s (steady
     state), tasks_per_min and slo_tasks_per_min, the unit of a verdict under load
     (docs/statistics.md, Under load). Same definitions as load.csv's, block by block."""
     slo = slo or {}
     rows = []
     for (arm, run), block in _timed(calls).groupby(["arm", "run"], observed=True, sort=True):
-        tokens, window_ms = _steady_state(block)
+        tokens, window_ms = _steady_state(block, open_loop)
         tasks = _tasks(block, slo)
         span_ms = float(block["ended_ms"].max() - block["sent_ms"].min())
         per_min = MS_PER_MINUTE / span_ms if span_ms > 0 else np.nan
@@ -71,12 +80,12 @@ def block_rates(calls: pd.DataFrame, slo: dict[str, Any] | None = None) -> pd.Da
                                        "slo_tasks_per_min"])
 
 
-def _level_row(at: pd.DataFrame, slo: dict[str, Any]) -> dict[str, Any]:
+def _level_row(at: pd.DataFrame, slo: dict[str, Any], open_loop: bool) -> dict[str, Any]:
     tasks = _tasks(at, slo)
     tokens = window_ms = span_ms = busy_ms = 0.0
     generating_max = 0
     for _, block in at.groupby(["run"], sort=True):
-        block_tokens, block_window = _steady_state(block)
+        block_tokens, block_window = _steady_state(block, open_loop)
         tokens += block_tokens
         window_ms += block_window
         span_ms += float(block["ended_ms"].max() - block["sent_ms"].min())
@@ -92,8 +101,11 @@ def _level_row(at: pd.DataFrame, slo: dict[str, Any]) -> dict[str, Any]:
         "e2e_ms_p50": _quantile(ok["e2e_ms"], 0.5),
         "e2e_ms_p95": _quantile(ok["e2e_ms"], 0.95),
         "ttft_ms_p95": _quantile(at["ttft_ms"], 0.95),
+        "task_ttft_ms_p95": _quantile(tasks["task_ttft_ms"], 0.95),
         "queue_ms_p50": _quantile(at["queue_ms"], 0.5),
         "queue_ms_p95": _quantile(at["queue_ms"], 0.95),
+        "lag_ms_p50": _quantile(tasks["lag_ms"], 0.5),
+        "lag_ms_p95": _quantile(tasks["lag_ms"], 0.95),
         "goodput_pct": 100.0 * float(tasks["met_slo"].mean()) if len(tasks) else np.nan,
         "effective_concurrency": busy_ms / span_ms if span_ms > 0 else np.nan,
         "generating_max": generating_max,
@@ -102,11 +114,17 @@ def _level_row(at: pd.DataFrame, slo: dict[str, Any]) -> dict[str, Any]:
 
 def _tasks(at: pd.DataFrame, slo: dict[str, Any]) -> pd.DataFrame:
     """One row per agent task: its end-to-end time (first call due to last answer, retries
-    included), whether a call never succeeded (a failed task counts against goodput),
+    included), its client-side lag (first send after its due time) and first token after
+    its due time, whether a call never succeeded (a failed task counts against goodput),
     whether it met every SLO."""
     never_ok = ~at["error"].isna().groupby(at["seq"]).transform("any")
-    grouped = at.assign(failed=never_ok).groupby(["run", "agent"], sort=True)
-    tasks = pd.DataFrame({"e2e_ms": grouped["ended_ms"].max() - grouped["due_ms"].min(),
+    first_token = (at["sent_ms"] + at["ttft_ms"]).where(at["error"].isna())
+    grouped = at.assign(failed=never_ok, first_token_ms=first_token).groupby(["run", "agent"],
+                                                                            sort=True)
+    due = grouped["due_ms"].min()
+    tasks = pd.DataFrame({"e2e_ms": grouped["ended_ms"].max() - due,
+                          "lag_ms": grouped["sent_ms"].min() - due,
+                          "task_ttft_ms": grouped["first_token_ms"].min() - due,
                           "ttft_ms_max": grouped["ttft_ms"].max(),
                           "failed": grouped["failed"].any()})
     met = ~tasks["failed"]
@@ -117,13 +135,14 @@ def _tasks(at: pd.DataFrame, slo: dict[str, Any]) -> pd.DataFrame:
     return tasks.assign(met_slo=met)
 
 
-def _steady_state(block: pd.DataFrame) -> tuple[float, float]:
+def _steady_state(block: pd.DataFrame, open_loop: bool) -> tuple[float, float]:
     """Output tokens and ms of a block's steady-state window, each call's tokens counted
-    in proportion to its decoding time (first token to end) inside the window."""
+    in proportion to its decoding time (first token to end) inside the window. Open loop
+    the window is the whole block: its tasks are never all in flight by design."""
     by_agent = block.groupby("agent")
     start = float(by_agent["sent_ms"].min().max())
     end = float(by_agent["ended_ms"].max().min())
-    if end <= start:  # no moment with every agent busy: the whole block
+    if end <= start or open_loop:  # no moment with every agent busy: the whole block
         start, end = float(block["sent_ms"].min()), float(block["ended_ms"].max())
     # tokens leave between the first token and the end (a queued call's wait holds none)
     first = (block["sent_ms"] + block["ttft_ms"].fillna(0.0)).to_numpy(float)
