@@ -13,7 +13,9 @@ the drift cases: the machine warming up or down by DRIFT_PCT over the whole budg
 straight line in the order the calls run (ABBA); the other noise cases (regimes, a slower
 first call of each run, autocorrelated noise, an arm-correlated delay artifact) are
 described in docs/statistics.md beside their figures. The rule is the pipeline's own
-(ollabench.stats.sequential.sequential_looks) with run.stopping's committed defaults. Checked:
+(ollabench.stats.sequential.sequential_looks) with run.stopping's committed defaults, its
+trust checks given the engine-own part of the values (--no-inside: without it);
+--interleave call times the regimes with the arms alternating call by call. Checked:
 
 - A/A: a false better/worse on any primary comparison in at most 5% of experiments (the
   rule spends exactly 5%, so the check allows two Monte Carlo standard errors: 5.97% at
@@ -50,6 +52,8 @@ PRIMARIES = 4
 THRESHOLD_PCT = 5.0
 DRIFT_PCT = 20.0
 SLOT_SECONDS = 2.5  # one arm's share of a run: the agent's two calls on the embedded default
+CALL_SECONDS = SLOT_SECONDS / 2
+# primaries in order: whole-run end-to-end, analysis TTFT, report TTFT, whole-run decode rate
 REGIME_SECONDS = 10.0  # the machine runs REGIME_SLOWER slower in every other such period
 REGIME_SLOWER = 0.20
 POSITION_SLOWER = 0.10  # the first call of every run
@@ -67,9 +71,12 @@ REGIME_TARGET_RUNS = 12  # median runs per arm to decide an A/A under regimes (i
 
 
 def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: float,
-             noise: str, change_pct: float) -> tuple[np.ndarray, np.ndarray]:
+             noise: str, change_pct: float, interleave: str = "run",
+             ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Per-run values (experiments, PRIMARIES, max_runs) of both arms in ABBA order: a log
-    value of the change (treatment), the case's noise, and per-call noise of cv_pct."""
+    value of the change (treatment), the case's noise, and per-call noise of cv_pct; and
+    both arms' engine-own part of them (the values less the artifact's delay, which lies
+    outside the engine, like the connection stalls of issue 26)."""
     sigma = np.sqrt(np.log1p((cv_pct / 100) ** 2))
     shape = (experiments, PRIMARIES, max_runs)
     run = np.arange(max_runs)
@@ -82,26 +89,48 @@ def simulate(rng: np.random.Generator, experiments: int, max_runs: int, cv_pct: 
             calls[..., k] = AR_PHI * calls[..., k - 1] + np.sqrt(1 - AR_PHI**2) * calls[..., k]
     phase = rng.uniform(0.0, 2 * REGIME_SECONDS, (experiments, 1, 1))
     artifact = _artifact_runs(rng, experiments, max_runs)
-    values = {}
+    values, inside = {}, {}
     for arm, slot in slots.items():
         log = calls[..., slot] + (np.log1p(change_pct / 100) if arm == "treatment" else 0.0)
         if noise == "drift":  # both arms slowing by DRIFT_PCT over the budget, in call order
             log = log + np.log1p(DRIFT_PCT / 100) / (2 * max_runs) * slot
         if noise == "regimes":
-            log = log + np.log1p(REGIME_SLOWER) * _slow_share(slot * SLOT_SECONDS + phase)
+            first = control_first if arm == "control" else ~control_first
+            log = log + np.log1p(REGIME_SLOWER) * _regime_share(run, first, interleave, phase)
         if noise == "position":
             first = control_first if arm == "control" else ~control_first
             log = log + np.where(first, np.log1p(POSITION_SLOWER), 0.0)
+        inside[arm] = np.exp(np.broadcast_to(log, shape))
         if noise == "artifact" and arm == "treatment":
             log = log + np.log1p(ARTIFACT_DELAY) * artifact
         values[arm] = np.exp(np.broadcast_to(log, shape))
-    return values["control"], values["treatment"]
+    return values["control"], values["treatment"], (inside["control"], inside["treatment"])
+
+
+def _regime_share(run: np.ndarray, first: np.ndarray, interleave: str,
+                  phase: np.ndarray) -> np.ndarray:
+    """Share of an arm's calls in each run (experiments, PRIMARIES, runs) that falls in a
+    slow period. Each run takes 2 SLOT_SECONDS, one call CALL_SECONDS; `first`: the arm
+    ran first in the run. interleave "run": the first arm's two calls, then the other's
+    (A A B B); "call": the arms alternate call by call (A B B A), so each stage's two calls
+    are adjacent and a run's linear trend cancels. A stage's primary reads its call, a
+    whole-run primary both calls."""
+    start = run * 2 * SLOT_SECONDS
+    if interleave == "call":
+        at = [start + np.where(first, 0.0, 1.0) * CALL_SECONDS,
+              start + np.where(first, 3.0, 2.0) * CALL_SECONDS]
+    else:
+        at = [start + np.where(first, 0.0, 2.0) * CALL_SECONDS + k * CALL_SECONDS
+              for k in (0, 1)]
+    share = [_slow_share(t + phase) for t in at]
+    workflow = (share[0] + share[1]) / 2
+    return np.concatenate([workflow, share[0], share[1], workflow], axis=1)
 
 
 def _slow_share(start: np.ndarray) -> np.ndarray:
     """Share of a call from `start` (seconds) that falls in a slow period: the odd periods
     of REGIME_SECONDS."""
-    grid = start[..., None] + np.linspace(0.0, SLOT_SECONDS, 11)
+    grid = start[..., None] + np.linspace(0.0, CALL_SECONDS, 11)
     return (np.floor(grid / REGIME_SECONDS) % 2).mean(axis=-1)
 
 
@@ -117,10 +146,13 @@ def _artifact_runs(rng: np.random.Generator, experiments: int, max_runs: int) ->
     return on
 
 
-def run_case(design: Design, control: np.ndarray, treatment: np.ndarray) -> dict[str, float]:
+def run_case(design: Design, control: np.ndarray, treatment: np.ndarray,
+             inside: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:
     """Outcomes of each experiment: every comparison's first decision, and the runs at
-    which the last one was decided (the experiment stops there)."""
-    looks = sequential_looks(control, treatment, "lower", design, final=True)
+    which the last one was decided (the experiment stops there). inside: the engine-own
+    part of the values for the trust checks (None: not known, as on a backend without
+    engine timings)."""
+    looks = sequential_looks(control, treatment, "lower", design, final=True, inside=inside)
     at = looks.decided_at()  # every comparison is decided by the final look
     outcome = np.take_along_axis(looks.outcome, at[..., None], axis=-1)[..., 0]
     runs = looks.runs[at].max(axis=-1)
@@ -188,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equivalence-alpha", type=float, default=None,
                         help="per comparison (default: the pipeline's Design default)")
     parser.add_argument("--cases", default="", help="comma-separated noise names to run")
+    parser.add_argument("--interleave", choices=("run", "call"), default="run",
+                        help="regimes: an arm's two calls in a row (run, the harness's "
+                             "order) or the arms alternating call by call")
+    parser.add_argument("--no-inside", action="store_true",
+                        help="the trust checks without the engine's own timings (the rule "
+                             "before the outside check; a backend that reports none)")
     parser.add_argument("--smoke", action="store_true",
                         help="40 experiments of at most 16 runs; checks not enforced")
     args = parser.parse_args(argv)
@@ -214,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         if chosen and case not in chosen:
             continue
         for truth, change_pct in TRUTHS.items():
-            control, treatment = simulate(rng, args.experiments, args.max_runs, cv_pct,
-                                          noise, change_pct)
-            found = run_case(design, control, treatment)
+            control, treatment, inside = simulate(rng, args.experiments, args.max_runs,
+                                                  cv_pct, noise, change_pct,
+                                                  args.interleave)
+            found = run_case(design, control, treatment, None if args.no_inside else inside)
             print(f"| {case} | {cv_pct:g}% | {truth} | {found['better/worse']:.1%} | "
                   f"{found['worse']:.1%} | {found['equivalent']:.1%} | "
                   f"{found['untrustworthy']:.1%} | "

@@ -76,7 +76,7 @@ def test_raw_lines_are_json_with_schema_version(quick_run) -> None:
     line = json.loads((tmp / "raw" / "calls.jsonl").read_text().splitlines()[0])
     assert line["prompt_cached_tokens"] == 0 and line["itl_p50_ms"] > 0
     assert line["first_token_thinking"] is None  # unknown stays null, never 0 or false
-    assert line["schema_version"] == 6 and line["started_at"].endswith("+00:00")
+    assert line["schema_version"] == 7 and line["started_at"].endswith("+00:00")
     assert (line["token_count_source"], line["timing_source"]) == ("engine", "engine")
     assert line["ttfb_ms"] is None  # in process: no bytes on a wire
     # llama.cpp: the cache is cleared before each call, and the counts are exact

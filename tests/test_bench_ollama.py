@@ -240,9 +240,13 @@ def test_sigkill_then_resume_against_a_server(raw_config, tmp_path) -> None:
 
 def test_ctrl_c_keeps_completed_calls_and_says_how_to_resume(fake_ollama: FakeOllama,
                                                             raw_config, tmp_path) -> None:
-    fake_ollama.script = Script(ttft_ms=20, token_ms=10, tokens=10)
+    """Four chats are answered (the warm-up and at least three measured calls), then every
+    chat stalls until its client leaves: the run cannot end before the interrupt however
+    late this process polls the journal, so the test holds on a loaded machine."""
+    fake_ollama.queue(*[Script(ttft_ms=20, token_ms=10, tokens=10)] * 4)
+    fake_ollama.script = Script(stall_after=0)
     raw = ollama_raw(raw_config, fake_ollama.url)
-    raw["run"]["runs"] = 4
+    raw["run"].update(runs=4, read_timeout_s=60.0, first_token_timeout_s=60.0)
     cmd, journal = bench_command(raw, tmp_path)
     stopped = interrupt_bench(cmd, tmp_path, journal, lines=3, sig=signal.SIGINT,
                               env=_checkout_env())

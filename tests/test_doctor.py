@@ -18,8 +18,8 @@ from tests.helpers.project import tiny_config
 
 def test_a_variant_is_an_aa_of_the_choice(raw_config: dict[str, Any]) -> None:
     config = tiny_config(raw_config, analysis=8, report=6)
-    thread, half = (next(c for c in choices(config) if c.name == name)
-                    for name in ("num_thread 1", "half the output per call"))
+    thread = next(c for c in choices(config) if c.options)  # pinned where 2+ CPUs
+    half = next(c for c in choices(config) if c.name == "half the output per call")
     aa = variant(config, thread, runs=4)
     assert aa.reference == aa.profile and aa.profile.options["num_thread"] == 1
     assert aa.run.runs == 4 and aa.run.stopping.mode == "fixed"
@@ -35,7 +35,7 @@ def test_doctor_measures_every_choice_and_touches_nothing(
     affinity = os.sched_getaffinity(0)
     findings, seconds = run_doctor(config, runs=2)
     assert [f.choice.name for f in findings] == [c.name for c in choices(config)]
-    assert len(findings) >= 3  # current, threads, shorter output (pinning with 2+ CPUs)
+    assert len(findings) == 3  # current, one thread (pinned with 2+ CPUs), shorter output
     for finding in findings:
         assert finding.minutes_per_run > 0 and math.isfinite(finding.run_noise_pct)
     assert os.sched_getaffinity(0) == affinity and seconds > 0

@@ -53,10 +53,11 @@ def test_an_enabled_judge_needs_a_model_and_a_rubric() -> None:
 @pytest.fixture(scope="module")
 def raw_dir(tmp_path_factory: pytest.TempPathFactory, composed: dict[str, Any],
             tiny_workload: Path) -> Path:
-    """Raw records of one run of the embedded model on the tiny workload."""
+    """Raw records of two runs of the embedded model on the tiny workload, with 8-token
+    answers: the judge tests check what is scored and recorded, not the answers' quality."""
     base = tmp_path_factory.mktemp("judged")
     raw = {**composed, "workload": {**composed["workload"], "dir": str(tiny_workload)}}
-    run_bench(tiny_config(raw, runs=2, analysis=24, report=24), base / "raw",
+    run_bench(tiny_config(raw, runs=2, analysis=8, report=8), base / "raw",
               journal_root=base / "journal", progress=False)
     return base / "raw"
 
@@ -152,7 +153,9 @@ def test_an_embedded_judge_scores_on_the_real_model(raw_dir: Path, composed: dic
                                                     tmp_path: Path) -> None:
     raw = json.loads(json.dumps(composed))
     raw["workload"]["dir"] = str(tiny_workload)
-    raw["judge"] = compose(["judge=embedded", "judge.allow_model_under_test=true"])["judge"]
+    # the shortest input the config allows: 8 judge prompts on the real model stay short
+    raw["judge"] = compose(["judge=embedded", "judge.allow_model_under_test=true",
+                            "judge.max_input_chars=100"])["judge"]
     config = tiny_config(raw, runs=2, analysis=24, report=24)
     run_judge(config, raw_dir, tmp_path / "judge", journal_root=tmp_path / "j", progress=False)
     scores = [json.loads(line)

@@ -132,13 +132,6 @@ def test_options_a_server_would_ignore_are_refused(server: FakeOpenAI, make: Fac
         backend.validate_options({"num_ctx": 2048}, "profile.options")
 
 
-def test_tools_and_formats_are_refused_not_dropped(make: Factory) -> None:
-    backend = make()
-    assert backend.refusal([{"type": "function"}], None)[0] == "tools"
-    assert backend.refusal(None, "json")[0] == "format"
-    assert backend.refusal(None, None) is None
-
-
 def test_a_wrong_key_is_one_line_naming_authentication(server: FakeOpenAI, make: Factory,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-0000000000")

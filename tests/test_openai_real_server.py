@@ -5,6 +5,7 @@ prompt over its context) is checked here, on the live server."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +68,15 @@ def test_a_wrong_key_fails_preflight_in_one_line(llama_cpp_server: LlamaCppServe
     assert str(raised.value) == (
         f"authentication failed at {llama_cpp_server.url} (HTTP 401) with the key in "
         "$WRONG_KEY: set the right key in that variable")
+
+
+def test_a_schema_holds_the_real_servers_output(backend: OpenAIBackend) -> None:
+    """llama-cpp-python's server constrains the output by the schema in json_object's
+    `schema` key (openai_dialects): even the tiny model writes the object asked for."""
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 12}},
+              "required": ["colour"]}
+    m = backend.chat(MESSAGES, {"seed": 7, "temperature": 0.0, "num_predict": 48},
+                     output_format=schema)
+    assert m.outcome == OK, m.error
+    assert m.done_reason == "stop"
+    assert set(json.loads(m.output)) == {"colour"}

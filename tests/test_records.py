@@ -225,17 +225,19 @@ def test_a_version_1_record_reads_as_the_current_version_with_the_new_fields_unk
 
     record = read_records(GOLDEN_RAW / CALLS_FILE)[1]
 
-    assert record.schema_version == SCHEMA_VERSION == 6
+    assert record.schema_version == SCHEMA_VERSION == 7
     assert (record.prompt_eval_tokens, record.cache_state, record.outcome,
             record.reload_expected, record.num_batch, record.task_turn,
             record.task_ended_by, record.replay_diverged, record.ttfb_ms,
-            record.token_count_source, record.timing_source) == (None,) * 11
+            record.token_count_source, record.timing_source,
+            record.retry_after_s) == (None,) * 12
     assert record.prompt_tok_s == stored["prompt_tok_s"]  # as version 1 computed it
 
 
 def test_a_version_4_record_reads_with_the_later_fields_unknown(tmp_path: Path) -> None:
     later = ("ttfb_ms", "token_count_source", "timing_source",  # version 5
-             "concurrency", "agent", "due_ms", "sent_ms", "in_flight", "queue_ms")  # version 6
+             "concurrency", "agent", "due_ms", "sent_ms", "in_flight", "queue_ms",  # version 6
+             "retry_after_s")  # version 7
     stored = json.loads((GOLDEN_RAW / CALLS_FILE).read_text().splitlines()[1])
     for name in later:
         stored.pop(name, None)
@@ -244,7 +246,7 @@ def test_a_version_4_record_reads_with_the_later_fields_unknown(tmp_path: Path) 
 
     record = read_records(path)[0]
 
-    assert record.schema_version == SCHEMA_VERSION == 6
+    assert record.schema_version == SCHEMA_VERSION == 7
     assert record.concurrency == 1  # a record from before levels ran at level 1
     unknown = [name for name in later if name != "concurrency"]
     assert tuple(getattr(record, name) for name in unknown) == (None,) * len(unknown)

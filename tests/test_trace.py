@@ -68,7 +68,7 @@ BAD_TRACES = [
      r"\(messages, num_predict, tools, format, stage, session, turn\), an OpenAI"),
     ({"messages": []}, r":1: messages must be a non-empty list"),
     ({"messages": [{"role": "robot", "content": "hi"}]},
-     r":1: messages\[0\]: unknown role 'robot'; allowed: system, user, assistant, tool"),
+     r":1: messages\[0\]: unknown role 'robot'; allowed: system, user, assistant, tool, developer"),
     ({"messages": [{"role": "user", "content": 5}]}, r":1: messages\[0\]: content must be a str"),
     ({"messages": [{"role": "user", "content": "x", "images": ["aGk="]}]},
      r":1: messages\[0\]: unknown key 'images'"),
@@ -147,4 +147,4 @@ def test_a_bad_trace_stops_the_bench_in_one_line(tmp_path: Path, raw_config: dic
 
     assert code == 2
     assert err.strip() == (f"ollabench: error: {path}:2: messages[0]: unknown role 'bot'; "
-                           "allowed: system, user, assistant, tool")
+                           "allowed: system, user, assistant, tool, developer")

@@ -219,3 +219,20 @@ def test_a_raw_trace_replays_on_the_embedded_default(tmp_path: Path,
     env = json.loads((tmp_path / "raw" / "env.json").read_text())
     assert env["workload"]["line_kinds"] == ["ollama", "openai"]
     assert "options.temperature" in env["workload"]["overridden_fields"]
+
+
+def test_the_developer_role_is_replayed_as_system(tmp_path: Path) -> None:
+    """OpenAI's newer name for the system message: every engine here renders it as system."""
+    developer = {"role": "developer", "content": SYSTEM["content"]}
+    trace = TraceWorkload(_trace(tmp_path, {"model": "m", "messages": [developer, ASK],
+                                            "max_completion_tokens": 16}), "recorded")
+    assert trace.messages(0, {}.__getitem__) == [
+        {"role": "system", "content": SYSTEM["content"]}, ASK]
+
+
+def test_an_unknown_role_names_the_allowed_ones(tmp_path: Path) -> None:
+    path = _trace(tmp_path, {"model": "m", "messages": [{"role": "critic", "content": "x"}]})
+    with pytest.raises(WorkloadError, match=re.escape(
+            f"{path}:1: messages[0]: unknown role 'critic'; allowed: system, user, assistant, "
+            "tool, developer")):
+        TraceWorkload(path, "recorded")

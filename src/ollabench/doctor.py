@@ -58,16 +58,18 @@ class Finding:
 
 
 def choices(config: BenchConfig) -> list[Choice]:
-    """The current settings and the open choices: threads and pinning only where the engine
-    runs in this process (embedded llama.cpp); a shorter output everywhere."""
+    """The current settings and the open choices: one thread (pinned to one CPU where there
+    are several: the quietest setting, issue 26's measurements) only where the engine runs
+    in this process (embedded llama.cpp); a shorter output everywhere. Three settings of
+    two runs per arm (the CLI's default) keep the doctor near a minute and a half on the
+    default workload (four settings of three runs took about three)."""
     found = [Choice("current settings")]
-    if config.model.backend == "llamacpp":
-        found.append(Choice("num_thread 1", {"num_thread": 1},
-                            how="-S profile.options.num_thread=1 "
-                                "-S reference.options.num_thread=1"))
-        if len(os.sched_getaffinity(0)) > 1:
-            found.append(Choice("num_thread 1, pinned to one CPU", {"num_thread": 1}, pin=True,
-                                how="taskset -c 0 before the command, and num_thread 1"))
+    threads = "-S profile.options.num_thread=1 -S reference.options.num_thread=1"
+    if config.model.backend == "llamacpp" and len(os.sched_getaffinity(0)) > 1:
+        found.append(Choice("num_thread 1, pinned to one CPU", {"num_thread": 1}, pin=True,
+                            how=f"taskset -c 0 before the command, and {threads}"))
+    elif config.model.backend == "llamacpp":
+        found.append(Choice("num_thread 1", {"num_thread": 1}, how=threads))
     found.append(Choice("half the output per call", output_factor=0.5,
                         how="halve workload.num_predict (the calls measure less decode)"))
     return found

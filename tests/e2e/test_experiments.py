@@ -19,14 +19,19 @@ QUEUE_TIMEOUT_S = 600
 
 
 def wait_for_queue(repo: Path) -> None:
-    """`dvc queue start` returns at once; wait until no experiment is queued or running."""
+    """`dvc queue start` returns at once; wait until no experiment is queued or running.
+    The queue is read in this process, as `dvc queue status` reads it: a `dvc` process per
+    poll would take a core for a second each time from the experiments it waits for."""
+    from dvc.repo import Repo
+
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while time.monotonic() < deadline:
-        status = run_cmd(["dvc", "queue", "status"], repo)
-        if not any(word in status for word in ("Queued", "Running")):
-            assert "Failed" not in status, status
+        with Repo(str(repo)) as dvc_repo:
+            states = [task["status"] for task in dvc_repo.experiments.celery_queue.status()]
+        if not any(state in ("Queued", "Running") for state in states):
+            assert "Failed" not in states, states
             return
-        time.sleep(2)
+        time.sleep(1)
     raise AssertionError(f"queue still busy after {QUEUE_TIMEOUT_S} s")
 
 

@@ -70,6 +70,7 @@ class Script:
     prompt_token_ms: float = 0.05  # prompt_eval_duration per evaluated token
     status: int | None = None  # answer with this HTTP status and {"error": error}
     error: str = "scripted failure"
+    headers: dict[str, str] = field(default_factory=dict)  # sent with `status` (Retry-After)
     disconnect_after: int | None = None  # close the socket without ending the chunked body
     stall_after: int | None = None  # stop sending but keep the connection open
     garbage_after: int | None = None  # send garbage_line, then end the body
@@ -245,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
             route()
         except Refusal as refusal:  # routes.go:streamResponse: nothing written yet
             exchange.status = refusal.status
-            self._send_json(refusal.status, {"error": refusal.message})
+            self._send_json(refusal.status, {"error": refusal.message}, refusal.headers)
         except _Disconnect:
             self.close_connection = True
             with contextlib.suppress(OSError):  # the client may have closed it already
@@ -291,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             script = self.fake.next_script()
             if script.status is not None:
-                raise Refusal(script.status, script.error)
+                raise Refusal(script.status, script.error, script.headers)
             previous = state.runners.get(name)
             runner = state.schedule(name, spec, body, plan)
             if plan.reloaded:  # sched.go GetRunner: only a load goes through pendingReqCh
@@ -425,9 +426,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- HTTP plumbing ------------------------------------------------------------------
 
-    def _send_json(self, status: int, payload: Any) -> None:
+    def _send_json(self, status: int, payload: Any,
+                   headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -53,6 +53,9 @@ class Script:
     cut_after: int | None = None  # end the body cleanly after this many content chunks
     disconnect_after: int | None = None  # drop the connection mid-body
     no_done: bool = False  # a finish_reason, then the body ends without [DONE]
+    # Tool calls instead of content: (name, arguments as JSON text), streamed as fragments.
+    tool_calls: tuple[tuple[str, str], ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)  # sent with a scripted `status`
 
 
 @dataclass
@@ -153,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, script: Script, body: dict[str, Any], arrived: float) -> None:
         if script.status is not None:
-            self._send(script.status, script.body)
+            self._send(script.status, script.body, script.headers)
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -167,8 +170,11 @@ class _Handler(BaseHTTPRequestHandler):
         if script.role_first:
             self._event({"delta": {"role": "assistant"}, "finish_reason": None})
         cap = int(body.get("max_tokens") or body.get("max_completion_tokens") or 10**6)
-        words = [("reasoning_content", f"r{i} ") for i in range(script.reasoning_tokens)]
+        words: list[tuple[str, Any]] = [("reasoning_content", f"r{i} ")
+                                        for i in range(script.reasoning_tokens)]
         words += [("content", f"w{i} ") for i in range(min(script.tokens, cap))]
+        if script.tool_calls:
+            words = [("tool_calls", part) for part in _call_fragments(script.tool_calls)]
         for sent, (kind, text) in enumerate(words):
             if sent == script.disconnect_after:
                 raise _Disconnect
@@ -182,7 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
         if script.timings:
             last["timings"] = {"cache_n": 0, "prompt_n": 12, "prompt_ms": 3.5,
                                "predicted_n": script.tokens, "predicted_ms": 20.0}
-        finish = "length" if script.tokens >= cap else "stop"
+        finish = "tool_calls" if script.tool_calls else \
+            "length" if script.tokens >= cap else "stop"
         self._event({"delta": {}, "finish_reason": finish}, **last)
         if script.usage and (body.get("stream_options") or {}).get("include_usage"):
             self._data({"object": "chat.completion.chunk", "choices": [], "usage": {
@@ -204,10 +211,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def _send(self, status: int, text: str) -> None:
+    def _send(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
         data = text.encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+FRAGMENT_CHARS = 7  # argument text per chunk: a call spans several, as real parsers stream
+
+
+def _call_fragments(calls: tuple[tuple[str, str], ...]) -> list[list[dict[str, Any]]]:
+    """Each call's `delta.tool_calls` fragments, as vLLM's tool parsers stream them
+    (vllm entrypoints/openai/tool_parsers, e.g. hermes_tool_parser.py
+    extract_tool_calls_streaming): a first fragment with index, id, type and the name, then
+    pieces of the arguments' JSON text keyed by the same index only."""
+    fragments: list[list[dict[str, Any]]] = []
+    for index, (name, arguments) in enumerate(calls):
+        fragments.append([{"index": index, "id": f"chatcmpl-tool-{index}", "type": "function",
+                           "function": {"name": name}}])
+        fragments += [[{"index": index,
+                        "function": {"arguments": arguments[at:at + FRAGMENT_CHARS]}}]
+                      for at in range(0, len(arguments), FRAGMENT_CHARS)]
+    return fragments

@@ -89,6 +89,35 @@ def test_large_sample_rank_tests_equal_scipys_normal_approximations() -> None:
     assert paired_wilcoxon(before, after) == pytest.approx(expected, rel=1e-9)
 
 
+def test_exact_signed_rank_test_equals_scipy_where_scipy_is_exact() -> None:
+    """Without ties or zeros scipy's exact distribution (n <= 50); with ties or zeros its
+    permutation test over all 2^n sign flips (n <= 13; a second at n = 10, so small n here)."""
+    rng = np.random.default_rng(11)
+    for _ in range(150):
+        n = int(rng.integers(2, 51))
+        before = rng.normal(size=n)
+        after = before + rng.normal(rng.choice([0.0, 0.5]), 1.0, n)
+        assert paired_wilcoxon(before, after) == pytest.approx(
+            sps.wilcoxon(after - before, method="exact").pvalue, rel=1e-9, abs=1e-12)
+    for n in [*rng.integers(2, 7, 20), 8]:
+        before = rng.integers(0, 5, n).astype(float)  # coarse values: ties and zeros
+        after = before + rng.integers(-3, 4, n)
+        diffs = after - before
+        expected = sps.wilcoxon(diffs).pvalue if np.any(diffs) else 1.0
+        assert paired_wilcoxon(before, after) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_signed_rank_test_is_exact_on_mid_ranks() -> None:
+    """Differences 1, 1, -2: mid-ranks 1.5, 1.5, 3; of the 8 equally likely sign patterns,
+    sums of positive ranks <= 3 occur in 4 (0, 1.5, 1.5, 3), so p = 2 x 4/8 = 1; with all
+    three positive (sum 6, 1 pattern of 8) p = 2/8."""
+    before = np.zeros(3)
+    assert paired_wilcoxon(before, np.array([1.0, 1.0, -2.0])) == 1.0
+    assert paired_wilcoxon(before, np.array([1.0, 1.0, 2.0])) == 0.25
+    assert paired_wilcoxon(before, np.array([1.0, 0.0, 2.0])) == 0.5  # the zero is dropped
+    assert math.isnan(paired_wilcoxon(before, np.array([1.0, math.nan, 2.0])))
+
+
 def test_holm_adjustment() -> None:
     adjusted = holm(np.array([0.01, 0.04, np.nan, 0.03, 0.5]))
     assert np.allclose(adjusted, [0.04, 0.09, np.nan, 0.09, 0.5], equal_nan=True)

@@ -4,6 +4,7 @@ alone would decide, and the check that overrules it (stats/trust.py)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,13 @@ from ollabench.stats.sequential import (
     Design,
     sequential_looks,
 )
-from ollabench.stats.trust import AUTOCORRELATION, MINORITY, POSITION, lag1_autocorrelation
+from ollabench.stats.trust import (
+    AUTOCORRELATION,
+    MINORITY,
+    OUTSIDE,
+    POSITION,
+    lag1_autocorrelation,
+)
 from tests.helpers.aggregate import aggregate, verdict
 from tests.helpers.synthetic import Scenario, make_records
 
@@ -27,8 +34,9 @@ FIXED_16 = Design(min_runs=16, max_runs=16, look_every_runs=16, block_runs=2,
 
 def _outcome(control: np.ndarray, treatment: np.ndarray, final: bool = True,
              design: Design = FIXED_16, control_first: np.ndarray | None = None,
-             ) -> tuple[str, str]:
-    looks = sequential_looks(control, treatment, "lower", design, final, control_first)
+             inside: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[str, str]:
+    looks = sequential_looks(control, treatment, "lower", design, final, control_first,
+                             inside)
     return str(looks.outcome[-1]), str(looks.cause[-1])
 
 
@@ -78,6 +86,35 @@ def test_a_position_effect_counts_only_when_the_orders_are_unbalanced() -> None:
         control = np.exp(_noise(7, sd=0.005) + np.where(order, 0.1, 0.0))
         treatment = np.exp(_noise(8, sd=0.005) + np.where(order, 0.0, 0.1))
         assert _outcome(control, treatment, design=design, control_first=order)[1] == expected
+
+
+def test_a_delay_outside_the_engine_is_untrustworthy_not_worse() -> None:
+    """A 6% delay on the treatment's calls that the engine's own timings do not show (the
+    connection stalls of issue 26): the interval says worse, the outside check overrules it.
+    The same slowdown inside the engine stays worse."""
+    control = np.exp(_noise(21, sd=0.02))
+    engine = control * np.exp(_noise(22, sd=0.02))
+    delayed = engine * 1.06
+    assert _outcome(control, delayed) == (WORSE, "")  # nothing else to go by
+    assert _outcome(control, delayed, inside=(0.95 * control, 0.95 * engine)) == (
+        UNTRUSTWORTHY, OUTSIDE)
+    assert _outcome(control, delayed, inside=(0.95 * control, 0.95 * delayed)) == (WORSE, "")
+
+
+def test_the_outside_check_reads_only_engine_timed_records(tmp_path: Path) -> None:
+    """A TTFT 30% slower whose prompt time is not (Scenario's ttft_factor leaves the engine's
+    timings alone): untrustworthy when the records say the engine timed them, worse when
+    they do not say (records before format 5, such as the golden files')."""
+    scenario = Scenario(runs=16, cv_pct=2.0, seed=5, ttft_factor=1.3)
+    records = make_records(scenario)
+    engine = [replace(r, timing_source="engine") for r in records]
+    out = aggregate(tmp_path / "engine", engine, scenario)
+    assert out["metrics"]["primary"]["analysis/ttft_ms"]["verdict"] == UNTRUSTWORTHY
+    primary = pd.read_csv(tmp_path / "engine" / "processed" / "primary.csv")
+    assert set(primary.loc[primary["metric"] == "ttft_ms", "untrusted_by"]) == {OUTSIDE}
+    assert out["metrics"]["primary"]["workflow/eval_tok_s"]["verdict"] != UNTRUSTWORTHY
+    unsaid = aggregate(tmp_path / "unsaid", records, scenario)
+    assert unsaid["metrics"]["primary"]["analysis/ttft_ms"]["verdict"] == WORSE
 
 
 def test_lag1_autocorrelation_skips_missing_units() -> None:

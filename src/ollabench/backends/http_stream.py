@@ -6,22 +6,29 @@ before its first token, as Ollama does, and that wait may include a model load a
 prompt). Once the headers are in, the gap between lines gets `read_timeout_s`: httpcore reads
 the request's "timeout" extension when it starts on the body, so it is lowered in between.
 A format (ollama_stream, openai_stream) parses lines into a `StreamState`; every ending is
-classified in `outcome`, never raised.
+classified in `outcome`, never raised. A busy answer (429, 503) with `Retry-After` (seconds
+or an HTTP date, RFC 9110 section 10.2.3) records the wait the server asked for, bounded by
+`run.retry_after_max_s`, as `retry_after_s`: the bench's next try waits that long instead of
+its backoff.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from ollabench.backends.base import record_token_gaps
+from ollabench.config.schema import RunConfig
 from ollabench.errors import ConfigError
 from ollabench.records.schema import (
     DISCONNECTED,
@@ -36,21 +43,32 @@ from ollabench.records.schema import (
 from ollabench.redaction import redact_url, remember, scrub
 
 NS_PER_MS = 1_000_000
+BUSY_STATUSES = (429, 503)  # the statuses whose Retry-After asks for a later try
 
 
 @dataclass(frozen=True)
 class Timeouts:
+    """A call's waits (seconds), and the longest wait a server's Retry-After may ask."""
+
     connect_s: float
     first_token_s: float
     between_chunks_s: float
+    retry_after_max_s: float = math.inf
+
+    @classmethod
+    def of(cls, run: RunConfig) -> Timeouts:
+        return cls(run.connect_timeout_s, run.first_token_timeout_s, run.read_timeout_s,
+                   run.retry_after_max_s)
 
 
 class Failure(Exception):
     """Ends a stream with an outcome and one line of error text."""
 
-    def __init__(self, outcome: str, text: str, status: int | None = None) -> None:
+    def __init__(self, outcome: str, text: str, status: int | None = None,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(text)
         self.outcome, self.text, self.status = outcome, text, status
+        self.retry_after_s = retry_after_s
 
 
 class StreamState(ABC):
@@ -94,6 +112,7 @@ class StreamState(ABC):
             outcome=OK if failure is None else failure.outcome,
             http_status=None if failure is None else failure.status,
             error=None if failure is None else failure.text,
+            retry_after_s=None if failure is None else failure.retry_after_s,
         )
         record_token_gaps(measurement, self.token_ns)
         return measurement
@@ -124,8 +143,7 @@ def run_stream(client: httpx.Client, path: str, body: dict[str, Any], timeouts: 
             headers_in = True
             if response.is_error:
                 response.read()
-                raise Failure(HTTP_ERROR, f"HTTP {response.status_code}: "
-                                          f"{error_text(response)}", response.status_code)
+                raise status_failure(response, error_text(response), timeouts)
             response.request.extensions["timeout"] = httpx.Timeout(
                 timeouts.between_chunks_s, connect=timeouts.connect_s).as_dict()
             for line in response.iter_lines():
@@ -137,6 +155,38 @@ def run_stream(client: httpx.Client, path: str, body: dict[str, Any], timeouts: 
         return state.measurement(transport_failure(exc, state.chunks, headers_in, timeouts,
                                                    f"{server} at {shown_url(client)}"))
     return state.measurement(None)
+
+
+def status_failure(response: httpx.Response, text: str, timeouts: Timeouts) -> Failure:
+    """An error status as an HTTP_ERROR ending; a busy one's Retry-After, bounded, says how
+    long the next try waits (and the text says so)."""
+    status = response.status_code
+    asked_s = retry_after_s(response.headers.get("retry-after")) \
+        if status in BUSY_STATUSES else None
+    if asked_s is None:
+        return Failure(HTTP_ERROR, f"HTTP {status}: {text}", status)
+    wait_s = min(asked_s, timeouts.retry_after_max_s)
+    bound = (f", bounded by run.retry_after_max_s ({timeouts.retry_after_max_s:g} s)"
+             if wait_s < asked_s else "")
+    return Failure(HTTP_ERROR, f"HTTP {status}: {text}; Retry-After {asked_s:g} s: a retry "
+                               f"waits {wait_s:g} s{bound}", status, wait_s)
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header in seconds from now: delay-seconds or an HTTP date (a past date:
+    0); None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def transport_failure(exc: httpx.HTTPError, chunks: int, headers_in: bool,

@@ -82,8 +82,7 @@ class OllamaBackend(Backend):
         self.shown_url = redact_url(self.url)  # for env.json, reports and error messages
         self.think = DEFAULT_THINK if model.think is None else model.think
         self.keep_alive = DEFAULT_KEEP_ALIVE if model.keep_alive is None else model.keep_alive
-        self.timeouts = Timeouts(run.connect_timeout_s, run.first_token_timeout_s,
-                                 run.read_timeout_s)
+        self.timeouts = Timeouts.of(run)
         self._http = httpx.Client(base_url=self.url, headers=auth_headers(model.api_key_env),
                                   timeout=httpx.Timeout(run.read_timeout_s,
                                                         connect=run.connect_timeout_s))

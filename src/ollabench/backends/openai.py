@@ -10,7 +10,9 @@ where it sends it, and each record says where its figures came from:
 - prompt and decode times: llama-server's `timings`, else the decode time derived from the
   chunks' arrival (`timing_source` "client"; no prompt time then).
 Which server it is (openai_dialects.identify) decides the option names sent, the options
-refused and how a cold call avoids the prefix cache. The key is read from the environment
+refused, the `response_format` shape, whether tools are sent, and how a cold call avoids the
+prefix cache. Tool calls stream as index-keyed fragments (openai_stream) and are recorded as
+the canonical text every backend writes (tool_wire). The key is read from the environment
 (model.api_key_env) and never recorded; the server URL is recorded without credentials.
 """
 
@@ -34,6 +36,7 @@ from ollabench.backends.http_stream import NS_PER_MS, Timeouts, auth_headers, on
 from ollabench.backends.llamacpp_options import ollama_defaults
 from ollabench.backends.openai_dialects import GENERIC, Dialect, identify
 from ollabench.backends.openai_stream import SseStream, error_text, stream_completion
+from ollabench.backends.tool_wire import openai_messages
 from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable
 from ollabench.records.schema import (
@@ -71,8 +74,7 @@ class OpenAIBackend(Backend):
         remember_url(self.url)  # credentials in OPENAI_BASE_URL: scrubbed from every text
         self.shown_url = redact_url(self.url)
         self.root = self.url.removesuffix("/v1")
-        self.timeouts = Timeouts(run.connect_timeout_s, run.first_token_timeout_s,
-                                 run.read_timeout_s)
+        self.timeouts = Timeouts.of(run)
         headers = auth_headers(model.api_key_env)
         self.key_sent = bool(headers)
         self._http = httpx.Client(base_url=self.url, headers=headers,
@@ -145,12 +147,10 @@ class OpenAIBackend(Backend):
 
     def refusal(self, tools: Tools | None,
                 output_format: OutputFormat | None) -> tuple[str, str] | None:
-        """Tools and output formats are not mapped to the OpenAI request yet (tool calls go
-        back in Ollama's shape, `format` is not `response_format`): refused, not dropped."""
-        if tools:
-            return "tools", "the openai backend does not send tools yet"
-        if output_format is not None:
-            return "format", "the openai backend does not send response_format yet"
+        """Tools on a server that would not return calls (openai_dialects): refused, not
+        dropped. Output formats map to `response_format` on every known server."""
+        if tools and self.dialect.tools:
+            return "tools", f"a {self.dialect.server} server cannot: {self.dialect.tools}"
         return None
 
     def chat(self, messages: list[Message], options: dict[str, Any],
@@ -158,10 +158,15 @@ class OpenAIBackend(Backend):
              output_format: OutputFormat | None = None) -> CallMeasurement:
         sampling = {k: v for k, v in options.items() if k != "num_predict"}
         body: dict[str, Any] = {
-            "model": self.model.name, "messages": with_nonce(messages, cache.nonce),
+            "model": self.model.name,
+            "messages": openai_messages(with_nonce(messages, cache.nonce), bool(tools)),
             "stream": True, "stream_options": {"include_usage": True},
             **self.dialect.request_fields(sampling, options["num_predict"], self.defaults,
                                           cache.nonce)}
+        if tools:
+            body["tools"] = tools
+        if output_format is not None:
+            body["response_format"] = self.dialect.response_format(output_format)
         measurement, stream = stream_completion(self._http, body, self.timeouts)
         measurement.nonce = cache.nonce
         measurement.engine_version = self.identity.get("version")

@@ -9,7 +9,15 @@ when they are omitted; llama-server and vLLM have theirs). Checked in each serve
 llama.cpp tools/server/server.cpp and utils.hpp (params_from_json_cmpl), vLLM
 entrypoints/openai/protocol.py (ChatCompletionRequest), Ollama openai/openai.go
 (fromChatRequest), llama-cpp-python llama_cpp/server/types.py
-(CreateChatCompletionRequest); see ../shared/notes/openai-compatible-facts.md.
+(CreateChatCompletionRequest) and llama_chat_format.py (chat_completion_handler); see
+../shared/notes/openai-compatible-facts.md.
+
+Tools and output formats: the OpenAI fields (`tools`, `response_format` json_object or
+json_schema) on every server that reads them (llama.cpp utils.hpp oaicompat_chat_params_parse;
+vLLM protocol.py; Ollama openai.go fromChatRequest). llama-cpp-python's server hands `tools`
+to the chat template only and returns calls only for a forced `tool_choice` (its default
+handler; the tool-calling formats must be chosen when it starts): tools are refused there.
+Its `response_format` reads only `json_object`, with the schema in its own `schema` key.
 """
 
 from __future__ import annotations
@@ -46,6 +54,17 @@ class Dialect:
     cold_cache: str = NONCE_ONLY
     cache_note: str = ""  # what the report says of the cache where it cannot be controlled
     extra: dict[str, Any] = field(default_factory=dict)  # sent with every request
+    tools: str = ""  # why the server cannot honour `tools` ("": it can)
+    schema_in_json_object: bool = False  # a schema goes in json_object's `schema` key
+
+    def response_format(self, output_format: str | dict[str, Any]) -> dict[str, Any]:
+        """The `response_format` field for Ollama's `format` ("json" or a JSON schema)."""
+        if output_format == "json":
+            return {"type": "json_object"}
+        if self.schema_in_json_object:
+            return {"type": "json_object", "schema": output_format}
+        return {"type": "json_schema", "json_schema": {"name": "output",
+                                                       "schema": output_format}}
 
     def filled(self, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
         """The (checked) options over Ollama's defaults of the sampling options this server
@@ -105,7 +124,11 @@ DIALECTS = {
         "llama-cpp-python", {**STANDARD, "top_k": "top_k", "min_p": "min_p",
                              "repeat_penalty": "repeat_penalty", "typical_p": "typical_p",
                              "mirostat": "mirostat_mode", "mirostat_tau": "mirostat_tau",
-                             "mirostat_eta": "mirostat_eta"}),
+                             "mirostat_eta": "mirostat_eta"},
+        tools="llama-cpp-python's server passes tools to the chat template only and "
+              "returns no tool calls unless one is forced (llama_chat_format.py "
+              "chat_completion_handler); start it with a tool-calling chat_format",
+        schema_in_json_object=True),
     # LM Studio, SGLang and any other: the OpenAI fields only; no cache control known.
     "openai-compatible": Dialect(
         "OpenAI-compatible", dict(STANDARD),

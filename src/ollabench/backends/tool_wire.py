@@ -10,6 +10,12 @@ with `{` or `[` is an answer as well (a model answering without calling a tool).
   arguments as an object (ollama api/types.go `Message.ToolCalls`, `ToolCall`,
   `ToolCallFunction`; server/routes.go `ChatHandler` streams them as its tool parser finds
   them). Earlier calls go back the same way, and tool replies as `role: tool` messages.
+- OpenAI chat completions: the same `tools` definitions; the reply's calls stream as
+  `delta.tool_calls` fragments keyed by `index` (the first with `id` and `function.name`, the
+  rest appending to `function.arguments`, a JSON text; openai_stream joins them). Earlier
+  calls go back as `tool_calls` with an `id`, `type: function` and the arguments as JSON text,
+  each tool reply with the `tool_call_id` of the call it answers (OpenAI API reference,
+  "Chat Completions: messages").
 - llama.cpp (embedded): the tools are described in the system message and the output is
   constrained by a grammar built from CALL_SCHEMA-style JSON schema, so even a tiny model
   writes a parseable call or answer (it may still name a wrong file or be cut by the cap).
@@ -90,6 +96,54 @@ def ollama_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             sent.append(dict(message))
     return sent
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+def openai_messages(messages: list[dict[str, Any]], tools_sent: bool) -> list[dict[str, Any]]:
+    """The conversation in the OpenAI shape: an assistant turn's calls (replayed, or its
+    canonical text when tools are sent) in `tool_calls` with ids made up here, each tool
+    reply answering the first unanswered call of its tool's name (of any name when it names
+    none); a reply with no call to answer (the error for an unreadable call) is sent without
+    `tool_call_id`. Ollama's `tool_name` is not an OpenAI field and is dropped."""
+    sent: list[dict[str, Any]] = []
+    pending: list[tuple[str, str]] = []  # (id, tool name) of calls not yet answered
+    for number, message in enumerate(messages):
+        role, calls = message["role"], _calls_of(message, tools_sent)
+        if calls:
+            ids = [(f"call_{number}_{i}", call.name) for i, call in enumerate(calls)]
+            pending = ids
+            content = "" if "tool_calls" not in message else message["content"]
+            sent.append({"role": "assistant", "content": content, "tool_calls": [
+                {"id": call_id, "type": "function",
+                 "function": {"name": call.name,
+                              "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+                for (call_id, _), call in zip(ids, calls, strict=True)]})
+        elif role == "tool":
+            name = message.get("tool_name")
+            answered = next((p for p in pending if name in (None, p[1])), None)
+            if answered is not None:
+                pending.remove(answered)
+            sent.append({"role": "tool", "content": message["content"],
+                         **({"tool_call_id": answered[0]} if answered else {})})
+        else:
+            pending = [] if role == "assistant" else pending
+            sent.append({k: v for k, v in message.items() if k not in ("tool_calls",
+                                                                        "tool_name")})
+    return sent
+
+
+def _calls_of(message: dict[str, Any], tools_sent: bool) -> tuple[ToolCall, ...]:
+    """An assistant message's tool calls: replayed ones (Ollama's shape), else those of its
+    canonical text when tools are sent."""
+    if message["role"] != "assistant":
+        return ()
+    if message.get("tool_calls"):
+        return tuple(ToolCall((c.get("function") or {}).get("name", ""),
+                              (c.get("function") or {}).get("arguments") or {})
+                     for c in message["tool_calls"])
+    return read_turn(message["content"]).calls if tools_sent else ()
 
 
 # --------------------------------------------------------------------------- llama.cpp

@@ -214,8 +214,9 @@ class Runner:
         return output_cap(self.config, self.workload.steps[slot.step])
 
     def _call(self, slot: Slot, pace: Pace) -> CallRecord:
-        """One slot, retried with exponential backoff while should_retry() says a try may
-        help; every attempt is journaled. A stream that ended without a final chunk (the
+        """One slot, retried with exponential backoff (a busy server's Retry-After instead,
+        where it sent one) while should_retry() says a try may help; every attempt is
+        journaled. A stream that ended without a final chunk (the
         server's token-repeat abort) would end so again with the same seed: its retry gets
         seed + the retry number, recorded in `options`. A report call whose analysis never
         succeeded is recorded as skipped: no retry can help it. A step after the one that
@@ -233,9 +234,11 @@ class Runner:
             return self._record(replace(slot, unreached=True), attempt, options,
                                 provenance.utc_now(), CallMeasurement(outcome=NOT_REACHED),
                                 {"concurrency": slot.level, "agent": slot.agent})
+        asked_s: float | None = None  # the last try's Retry-After (bounded), in seconds
         for retry in range(run.max_retries + 1):
-            if retry:
-                self.sleep(run.retry_backoff_s * 2 ** (retry - 1))
+            if retry:  # the server's Retry-After, where it sent one, replaces the backoff
+                self.sleep(run.retry_backoff_s * 2 ** (retry - 1) if asked_s is None
+                           else asked_s)
                 pace.due_ns = time.perf_counter_ns()  # a retry is due after its backoff
             cache = self._prepare_cache(slot, messages, options, pace)
             started_at = provenance.utc_now()
@@ -243,6 +246,7 @@ class Runner:
                                   *self._chat(slot, messages, options, pace, cache), messages)
             if not should_retry(record):
                 break
+            asked_s = record.retry_after_s
             if record.outcome == NO_FINAL_CHUNK:
                 options = {**options, "seed": self.options[slot.arm]["seed"] + retry + 1}
         return record

@@ -201,7 +201,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("doctor", help="measure this machine's noise and what would shorten a "
-                                      "decision (about a minute)",
+                                      "decision (a minute or two)",
                        description="Run a few A/A runs of the configured model and backend at "
                                    "the current settings and at each open measurement choice "
                                    "(embedded threads, pinning to one CPU, shorter outputs), "
@@ -210,8 +210,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "and what would shorten it. No experiment's data is "
                                    "touched.")
     p.add_argument("--params", type=Path, default=PARAMS_YAML, help=f"({PARAMS_YAML})")
-    p.add_argument("--runs", type=int, default=3,
-                   help="A/A runs per arm at each setting (3; more: slower, surer)")
+    p.add_argument("--runs", type=int, default=2,
+                   help="A/A runs per arm at each setting (2, the least that measures a "
+                        "spread; more: slower, surer)")
     p.set_defaults(func=_cmd_doctor)
 
 

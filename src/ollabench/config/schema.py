@@ -191,6 +191,7 @@ class RunConfig(_Strict):
     read_timeout_s: float = Field(gt=0)
     max_retries: int = Field(ge=0)
     retry_backoff_s: float = Field(ge=0)
+    retry_after_max_s: float = Field(ge=0)
     practical_threshold_pct: float = Field(gt=0)
     stopping: StoppingConfig
     primary: list[str]
@@ -219,7 +220,8 @@ class RunConfig(_Strict):
         return primary
 
     @field_validator("connect_timeout_s", "first_token_timeout_s", "read_timeout_s",
-                     "retry_backoff_s", "practical_threshold_pct", mode="before")
+                     "retry_backoff_s", "retry_after_max_s", "practical_threshold_pct",
+                     mode="before")
     @classmethod
     def _int_is_a_number(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value

@@ -28,15 +28,15 @@ from ollabench.files import write_text_atomic
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-SCHEMA_VERSION = 6
-# Versions 1 to 5 lack the fields later versions added (all of them nullable: 2 the cache
+SCHEMA_VERSION = 7
+# Versions 1 to 6 lack the fields later versions added (all of them nullable: 2 the cache
 # and outcome fields, 3 the tool agent's task fields, 4 the trace's replay_diverged, 5 time
 # to first chunk and the sources of token counts and timings, 6 the load fields of
-# run.concurrency: level, agent, due and send times, in flight, queue wait): their records are
-# read as the current version with those fields null. Version 1's prompt_tok_s, computed over
-# the whole prompt, is kept as recorded (see _parse_record; version 2's equals the recomputed
-# one).
-UPGRADED_VERSIONS = frozenset({1, 2, 3, 4, 5})
+# run.concurrency: level, agent, due and send times, in flight, queue wait; 7 retry_after_s):
+# their records are read as the current version with those fields null. Version 1's
+# prompt_tok_s, computed over the whole prompt, is kept as recorded (see _parse_record;
+# version 2's equals the recomputed one).
+UPGRADED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
 READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 
 ARMS = ("control", "treatment")
@@ -119,6 +119,9 @@ class CallMeasurement:
     outcome: str | None = None
     http_status: int | None = None
     error: str | None = None
+    # A busy server's Retry-After (429/503), bounded by run.retry_after_max_s: the wait
+    # before the next try, in seconds.
+    retry_after_s: float | None = None
 
 
 @dataclass

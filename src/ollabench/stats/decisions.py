@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ollabench.bench.stopping import BLOCK_RUNS, DEFAULT_PRIMARY, primary_comparisons
-from ollabench.records.schema import ARMS
+from ollabench.records.schema import ARMS, ENGINE_CLOCK
 from ollabench.stats.core import quiet
 from ollabench.stats.frames import at_level
 from ollabench.stats.grouping import measured_calls, per_run_values, stage_order
@@ -182,21 +182,57 @@ def block_values(measured: pd.DataFrame) -> pd.DataFrame:
     return per_task.groupby(["run", "stage"], sort=True).median().reset_index()
 
 
+# A time's engine-own part, as signed sums of per-run columns (trust's outside check: a
+# change it does not show lies outside the engine). TTFT: the engine's load and prompt
+# timings. End-to-end: less the time before the first token that the engine did not time
+# (a stall on the connection); what follows the first token stays in, since decoding also
+# spends time outside the engine's decode counter (sampling) that a profile can change.
+INSIDE = {"ttft_ms": (("load_ms", 1.0), ("prompt_eval_ms", 1.0)),
+          "e2e_ms": (("e2e_ms", 1.0), ("ttft_ms", -1.0), ("load_ms", 1.0),
+                     ("prompt_eval_ms", 1.0))}
+
+
+def inside_series(calls: pd.DataFrame, series: Series) -> Series:
+    """The engine-own part (INSIDE) of each primary in series that is a time, per run and
+    arm (unknown in a run when any of its parts is), for the outside check; none unless
+    every measured call ran at level 1 and says the engine timed it (`timing_source:
+    engine`, record format 5 on)."""
+    measured = measured_calls(calls)
+    if measured.empty or "timing_source" not in measured \
+            or not (measured["timing_source"] == ENGINE_CLOCK).all() \
+            or ("concurrency" in measured and (measured["concurrency"].fillna(1) > 1).any()):
+        return {}
+    times = [(stage, metric) for stage, metric in series if metric in INSIDE]
+    if not times:
+        return {}
+    parts = primary_series(calls, [f"{stage}/{part}" for stage, metric in times
+                                   for part, _ in INSIDE[metric]])
+    found = {}
+    for stage, metric in times:
+        found[(stage, metric)] = tuple(
+            np.sum([sign * parts[(stage, part)][k] for part, sign in INSIDE[metric]], axis=0)
+            for k in (0, 1))
+    return found
+
+
 def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
                       series: Series | None = None) -> list[PrimaryDecision]:
     """Each primary comparison's looks over the runs recorded so far (complete blocks);
     series: primary_series of the calls when the caller has it already."""
     if series is None:
         series = primary_series(calls, run["primary"])
+    inside = inside_series(calls, series)
     design = design_for(run, max(len(series), 1))
     block = max(design.block_runs, 1)
     order = control_first(calls)
     decisions = []
     for (stage, metric), (control, treatment) in series.items():
         runs = min(len(control), design.max_runs) // block * block
+        engine = inside.get((stage, metric))
         looks = sequential_looks(control[:runs], treatment[:runs],
                                  LEVEL_METRIC_BY_NAME[metric].direction, design, final,
-                                 None if order is None else order[:runs])
+                                 None if order is None else order[:runs],
+                                 None if engine is None else (engine[0][:runs], engine[1][:runs]))
         with quiet():  # an arm without values has no mean
             means = [float(np.nanmean(arm[:runs])) if runs else np.nan
                      for arm in (control, treatment)]

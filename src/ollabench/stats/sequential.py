@@ -330,13 +330,23 @@ def judge(found: Estimate, level_alpha: float, direction: str, threshold_pct: fl
             "high_pct": high, "outcome": outcome, "cause": cause}
 
 
+def _logs(pair: tuple[np.ndarray, np.ndarray], runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both arms' first runs on the log scale, NaN where not positive."""
+    with quiet():
+        control, treatment = (np.log(np.where(arm[..., :runs] > 0, arm[..., :runs], np.nan))
+                              for arm in pair)
+    return control, treatment
+
+
 def sequential_looks(control: np.ndarray, treatment: np.ndarray, direction: str,
                      design: Design, final: bool,
-                     control_first: np.ndarray | None = None) -> Looks:
+                     control_first: np.ndarray | None = None,
+                     inside: tuple[np.ndarray, np.ndarray] | None = None) -> Looks:
     """Every look the runs so far allow (the last axis holds runs 1, 2, ...): a pure
     function of the values, so a resumed experiment reaches the same decisions.
     control_first: per run, whether control ran first (the records' order); None reads
-    ABBA's alternation when the blocks are ABBA, else skips the order check."""
+    ABBA's alternation when the blocks are ABBA, else skips the order check. inside: both
+    arms' engine-own part of the values (trust's outside check), None where unknown."""
     runs, levels = design.looks(control.shape[-1], final)
     tost_levels = design.equivalence(runs, levels, final)
     if control_first is None and design.block_runs == 2:
@@ -346,7 +356,8 @@ def sequential_looks(control: np.ndarray, treatment: np.ndarray, direction: str,
                                                           strict=True)):
         c, t, on_log = test_scale(control[..., :n], treatment[..., :n])
         found = _estimate(c, t, on_log, design.block_runs)
-        checks = check(c, t, paired_units(design.block_runs, n), control_first)
+        inner = None if inside is None or not np.all(on_log) else _logs(inside, n)
+        checks = check(c, t, paired_units(design.block_runs, n), control_first, inner)
         for key, value in judge(found, level_alpha, direction, design.threshold_pct,
                                 final and k == len(runs) - 1, checks, tost_alpha).items():
             columns.setdefault(key, []).append(np.broadcast_to(value, found.se.shape))

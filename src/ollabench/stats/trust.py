@@ -10,6 +10,11 @@ logs once paired, per-run differences before):
 - position: the arms' difference depends on which arm ran first in a run (significant at
   POSITION_P) while the runs are unbalanced between the two orders, so the estimate carries
   the position effect (ABBA's complete blocks balance it and cancel it exactly);
+- outside: a better/worse on a time whose engine-own part (the time less what came before
+  the first token outside the engine's load and prompt timings, where the records have
+  them) changed by less than half as much: the change lies outside the engine (a stall on
+  the connection, the client), the mark of an artifact that hits one arm's calls; the
+  values alone cannot tell it from a real change;
 - minority: a better/worse whose median unit difference is less than half the mean
   difference (or on the other side): the change comes from a minority of the runs, the mark
   of an artifact (stalls, a server hiccup) that hits one arm's calls.
@@ -25,7 +30,8 @@ from scipy import stats as sps
 
 from ollabench.stats.core import quiet, welch
 
-AUTOCORRELATION, POSITION, MINORITY = "autocorrelation", "position", "minority"
+AUTOCORRELATION, POSITION = "autocorrelation", "position"
+OUTSIDE, MINORITY = "outside", "minority"
 POSITION_P = 0.01  # two-sided level of the order-effect test
 MIN_UNITS = 4  # fewer units say nothing about their autocorrelation
 # cause -> (what the check saw, what to do about it); the report and primary.csv use both
@@ -39,6 +45,12 @@ CAUSES = {
                "unbalanced between the two orders",
                "use run.order abba (it balances the orders in every block) or add warm-up "
                "calls (run.warmup)"),
+    OUTSIDE: ("the engine's own timings do not show the change: it lies in the time "
+              "before the first token that the engine's load and prompt timings leave out, "
+              "in the connection or the client, such as stalls that hit one arm's calls",
+              "look at the calls' ttft_ms - load_ms - prompt_eval_ms and the server's "
+              "connection handling, then rerun; a treatment that changes the work before "
+              "the engine (a template) is not an artifact"),
     MINORITY: ("the change comes from a minority of the runs (the median difference is "
                "under half the mean): an artifact such as stalls that hit one arm's calls",
                "look at the flagged calls and the server, then rerun with a randomised "
@@ -88,6 +100,7 @@ class Checks:
     units: np.ndarray  # how many units it was computed from
     order_p: np.ndarray  # p of the order effect where the orders are unbalanced, else NaN
     median_share: np.ndarray  # median unit difference / mean unit difference
+    inside_share: np.ndarray  # the engine-own part's mean unit difference / the whole's
 
     def causes(self, decided_change: np.ndarray) -> np.ndarray:
         """The first failed check per experiment ('' for none). decided_change: the
@@ -95,20 +108,30 @@ class Checks:
         with quiet():
             drifting = self.autocorr > 2.0 / np.sqrt(self.units)
             position = self.order_p < POSITION_P
+            outside = decided_change & (self.inside_share < 0.5)
             minority = decided_change & ~(self.median_share >= 0.5)
-        return np.where(drifting, AUTOCORRELATION, np.where(
-            position, POSITION, np.where(minority, MINORITY, "")))
+        return np.where(drifting, AUTOCORRELATION, np.where(position, POSITION, np.where(
+            outside, OUTSIDE, np.where(minority, MINORITY, ""))))
 
 
 def check(c: np.ndarray, t: np.ndarray, units_of: int,
-          control_first: np.ndarray | None) -> Checks:
+          control_first: np.ndarray | None,
+          inside: tuple[np.ndarray, np.ndarray] | None = None) -> Checks:
     """The checks of the values on the test scale (runs along the last axis), with units of
     units_of runs (the interval's pairing; 1 per run) and each run's order (True: control
-    ran first; None: not known, no order check)."""
+    ran first; None: not known, no order check). inside: both arms' engine-own part of the
+    same values on the same scale (None, or NaN where unknown: no outside check)."""
     diffs = unit_differences(c, t, units_of)
     autocorr, units = lag1_autocorrelation(diffs)
     with quiet():
         median_share = np.nanmedian(diffs, axis=-1) / np.nanmean(diffs, axis=-1)
+        inside_share = np.full(np.shape(median_share), np.nan)
+        if inside is not None:  # the same runs as the whole: the left-out ones left out
+            known = np.isfinite(c) & np.isfinite(t)
+            inner = unit_differences(*(np.where(known, arm, np.nan) for arm in inside),
+                                     units_of)
+            whole = np.where(np.isfinite(inner), diffs, np.nan)
+            inside_share = np.nanmean(inner, axis=-1) / np.nanmean(whole, axis=-1)
     order_p = np.full(np.shape(autocorr), np.nan)
     if control_first is not None:
         runs = unit_differences(c, t, 1)
@@ -119,4 +142,4 @@ def check(c: np.ndarray, t: np.ndarray, units_of: int,
         with quiet():
             p = 2.0 * sps.t.sf(np.abs(effect) / np.sqrt(se2), df)
         order_p = np.where((counts[0] != counts[1]) & (n_min >= 2), p, np.nan)
-    return Checks(autocorr, units, order_p, median_share)
+    return Checks(autocorr, units, order_p, median_share, inside_share)

@@ -9,7 +9,10 @@ transport keys that do not change the prompt (stream, user). The mapping of Open
 Ollama's follows Ollama's own OpenAI layer (ollama/ollama openai/openai.go `FromChatRequest`):
 `response_format` json_object -> format "json", json_schema -> its schema; a tool reply's
 `tool_call_id` -> `tool_name` of the call it answers; content parts -> one message per text
-part.
+part. OpenAI's `developer` role (its newer name for the instructions a system message holds)
+is read as `system`, as OpenAI's API treats it for models that have no developer role: no
+engine here has one (Ollama's and llama.cpp's chat templates render system, user, assistant
+and tool), so every backend sends it as the system message.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ollabench.backends.base import Message, OutputFormat, Tools
 from ollabench.errors import WorkloadError
 
 ROLES = ("system", "user", "assistant", "tool")
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name -> the role every engine has
 LABEL_KEYS = ("stage", "session", "turn")  # ollabench's own keys, on a line of any kind
 COMPACT_KEYS = ("messages", "num_predict", "tools", "format")
 OPENAI_CAPS = ("max_completion_tokens", "max_tokens")  # the newer name wins where both are set
@@ -163,9 +167,10 @@ def _messages(where: str, messages: list[Any]) -> tuple[Message, ...]:
         if unknown:
             raise WorkloadError(f"{at}: unknown key {unknown[0]!r}; a replayed message has "
                                 f"{', '.join(sorted(MESSAGE_KEYS))}")
-        role = message.get("role")
+        role = ROLE_ALIASES.get(message.get("role"), message.get("role"))
         if role not in ROLES:
-            raise WorkloadError(f"{at}: unknown role {role!r}; allowed: {', '.join(ROLES)}")
+            raise WorkloadError(f"{at}: unknown role {message.get('role')!r}; allowed: "
+                                f"{', '.join([*ROLES, *ROLE_ALIASES])}")
         calls = _calls(at, message.get("tool_calls"), names)
         extra: dict[str, Any] = {"tool_calls": calls} if calls else {}
         if role == "tool":
