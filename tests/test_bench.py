@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pyarrow import parquet as pq
 
-from ollabench.bench.loop import config_key
+from ollabench.bench.loop import Journal, config_key
 from ollabench.bench.schedule import plan
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 from ollabench.records.schema import CallRecord, read_records
@@ -96,6 +96,26 @@ def test_env_json_records_provenance(quick_run, tiny_workload) -> None:
 def test_journal_is_removed_after_a_complete_run(quick_run) -> None:
     tmp, _ = quick_run
     assert not any((tmp / "journal").rglob("calls.jsonl"))
+
+
+def test_the_journal_keeps_each_call_s_attempts_and_last_success_indexed(tmp_path) -> None:
+    """What a call asks the journal (earlier outputs, its attempt count) is kept as records
+    are appended, and equals a pass over every record, after a resume too."""
+    journal = Journal(tmp_path, "key")
+    succeeded = journal.succeeded()
+    records = [CallRecord(seq=1, attempt=1, error="timeout"),
+               CallRecord(seq=1, attempt=2, output="second"),
+               CallRecord(seq=2, attempt=1, output="two"),
+               CallRecord(seq=2, attempt=2, error="dropped")]
+    for record in records:
+        journal.append(record)
+    for each in (journal, Journal(tmp_path, "key")):  # the one appended to, and a resume
+        assert dict(each.succeeded()) == {r.seq: r for r in each.records if r.error is None}
+        assert each.succeeded()[1].output == "second" and each.succeeded()[2].output == "two"
+        assert [each.attempts(seq) for seq in (1, 2, 3)] == [2, 2, 0]
+    assert succeeded[1].output == "second"  # a live view: it shows later appends
+    with pytest.raises(TypeError):
+        succeeded[3] = records[0]  # type: ignore[index]
 
 
 def test_config_key_changes_with_config(raw_config) -> None:

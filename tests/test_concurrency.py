@@ -15,12 +15,16 @@ from typing import Any
 import pytest
 
 from ollabench.backends.ollama import OllamaBackend
+from ollabench.bench.concurrent import SequentialOverhead
 from ollabench.bench.loop import run_bench
 from ollabench.bench.schedule import arm_order, block_order, plan
 from ollabench.config.schema import validate_config
 from ollabench.errors import ConfigError
 from ollabench.records.schema import (
+    OK,
     QUEUE_SERVER_RESIDUAL,
+    QUEUE_SERVER_RESIDUAL_RAW,
+    SKIPPED,
     CallMeasurement,
     CallRecord,
     read_records,
@@ -92,6 +96,33 @@ def test_a_record_written_before_levels_reads_as_level_1(tmp_path) -> None:
     assert parsed.concurrency == 1 and parsed.agent is None
     frame = records_frame([parsed])
     assert frame["concurrency"].tolist() == [1.0]
+
+
+def _timed(residual_ms: float, **fields: Any) -> CallRecord:
+    """A finished server call whose durations leave `residual_ms` unexplained."""
+    return CallRecord(**{"arm": "control", "phase": "measured", "concurrency": 1,
+                         "outcome": OK, "total_ms": 100.0 + residual_ms, "load_ms": 1.0,
+                         "prompt_eval_ms": 9.0, "eval_ms": 90.0, **fields})
+
+
+def test_queue_ms_is_the_residual_less_the_median_of_the_arm_s_level_1_calls() -> None:
+    overhead = SequentialOverhead()
+    for record in (_timed(2.0), _timed(4.0), _timed(30.0), _timed(100.0, arm="treatment"),
+                   # none of these is a level-1 measured call that succeeded:
+                   _timed(500.0, concurrency=2), _timed(500.0, phase="warmup"),
+                   _timed(500.0, outcome=SKIPPED), _timed(500.0, total_ms=None)):
+        overhead.add(record)
+    control, treatment = _timed(54.0, concurrency=4), _timed(54.0, concurrency=4)
+    overhead.derive_queue_ms(control, "control")
+    overhead.derive_queue_ms(treatment, "treatment")
+    assert (control.queue_ms, control.queue_ms_source) == (50.0, QUEUE_SERVER_RESIDUAL)
+    assert (treatment.queue_ms, treatment.queue_ms_source) == (-46.0, QUEUE_SERVER_RESIDUAL)
+    first = _timed(54.0, concurrency=4)  # no level-1 call of its arm yet: the whole residual
+    SequentialOverhead().derive_queue_ms(first, "control")
+    assert (first.queue_ms, first.queue_ms_source) == (54.0, QUEUE_SERVER_RESIDUAL_RAW)
+    engine = _timed(54.0, concurrency=4, queue_ms=7.0)  # the engine's own wait is kept
+    overhead.derive_queue_ms(engine, "control")
+    assert engine.queue_ms == 7.0
 
 
 # Each call: its first token after 50 ms, then 19 gaps of 20 ms: long beside the client's own

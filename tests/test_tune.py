@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,17 @@ from optuna.trial import TrialState
 
 from ollabench.cli import main
 from ollabench.config.schema import validate_config
+from ollabench.errors import ConfigError
 from ollabench.records.schema import read_records
 from ollabench.tune import run_tune
-from ollabench.tune.candidate import CandidateResult, worst_quality_change
+from ollabench.tune.candidate import (
+    CandidateResult,
+    capacity_verdict,
+    read_capacity,
+    worst_quality_change,
+)
 from ollabench.tune.output import (
+    candidate_line,
     pareto_front,
     speed_gain_pct,
     summary,
@@ -36,6 +44,7 @@ from ollabench.tune.search import (
     Candidate,
     TuneResult,
     _running,
+    best_candidate,
     finished,
     open_study,
     stop_reason,
@@ -251,3 +260,105 @@ def test_a_confirmation_that_did_not_finish_is_not_reported_as_no_winner(
     report = write_report(result, tmp_path).read_text()
     assert "Not finished: the confirmation job failed; rerun tune to confirm." in report
     assert write_profile(result, "m", "baseline", tmp_path) is None
+
+
+def _loaded(raw_config: dict[str, Any], levels: list[int], slo: dict[str, Any]):
+    raw = copy.deepcopy(raw_config)
+    raw["run"].update(concurrency=levels, slo=slo)
+    return validate_config(raw)
+
+
+@pytest.mark.parametrize(("levels", "slo", "message"), [
+    ([1], {"e2e_ms": 9000}, "tune.objective: capacity needs run.concurrency with more than "
+                            "one level, e.g. [1, 2, 4]; got [1]"),
+    ([1, 2], {"ttft_ms": None, "e2e_ms": None},
+     "tune.objective: capacity needs a bound in run.slo (run.slo.ttft_ms or run.slo.e2e_ms, "
+     "in ms); both are null"),
+])
+def test_capacity_needs_levels_and_an_slo(tune_raw, raw_config, levels: list[int],
+                                          slo: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        validate_tune(tune_raw | {"objective": "capacity"}, _loaded(raw_config, levels, slo))
+    assert str(raised.value) == message
+    config = _loaded(raw_config, [1, 2], {"e2e_ms": 9000})
+    assert validate_tune(tune_raw | {"objective": "capacity"}, config).objective == "capacity"
+    with pytest.raises(ConfigError, match=r"^tune.objective: 'speed' is not a primary "
+                                          r"comparison \(run.primary: .*\) nor capacity$"):
+        validate_tune(tune_raw | {"objective": "speed"}, config)
+
+
+def _by_capacity(number: int, level: float, rate: float, control_level: float = 1,
+                 control_rate: float = 10.0) -> Candidate:
+    result = CandidateResult({"num_batch": number}, capacity=level, tasks_per_min=rate,
+                             control_capacity=control_level, control_tasks_per_min=control_rate)
+    return Candidate(number, result)
+
+
+def test_capacity_ranks_by_level_then_tasks_per_minute() -> None:
+    """The largest capacity wins, a tie goes to more tasks/min at that level, and a winner
+    must beat the baseline's own capacity (or match it with more tasks/min)."""
+    candidates = [_by_capacity(0, 2, 20.0), _by_capacity(1, 4, 30.0), _by_capacity(2, 4, 35.0),
+                  _by_capacity(3, 1, 50.0)]
+    assert best_candidate(candidates, "higher").number == 2
+    assert best_candidate([_by_capacity(0, 1, 10.5)], "higher").number == 0  # tie, faster
+    assert best_candidate([_by_capacity(0, 1, 9.0), _by_capacity(1, 0, 0.0)], "higher") is None
+    assert [c.result.objective_value() for c in candidates] == [2, 4, 4, 1]
+
+
+def test_capacity_verdict_and_figures_from_load_csv() -> None:
+    """load.csv of a run whose treatment keeps its tasks within the SLO at 2 agents and the
+    control does not: capacity 2 against 1, tasks/min of each at its own capacity."""
+    load = pd.DataFrame([
+        {"arm": arm, "concurrency": level, "blocks": 4, "tasks_per_min": rate,
+         "goodput_pct": goodput}
+        for arm, level, rate, goodput in [("control", 1, 10.0, 100.0), ("control", 2, 12.0, 50.0),
+                                          ("treatment", 1, 11.0, 100.0),
+                                          ("treatment", 2, 21.0, 100.0)]])
+    result = CandidateResult({"num_batch": 256})
+    read_capacity(result, load, 5.0)
+    assert (result.capacity, result.tasks_per_min) == (2.0, 21.0)
+    assert (result.control_capacity, result.control_tasks_per_min) == (1.0, 10.0)
+    assert result.verdict == "better" and result.runs == 4 and result.ratio == 2.1
+    same = CandidateResult({}, capacity=2, tasks_per_min=10.4, control_capacity=2,
+                           control_tasks_per_min=10.0)
+    assert capacity_verdict(same, 5.0) == "equivalent"
+    assert capacity_verdict(replace(same, tasks_per_min=9.0), 5.0) == "worse"
+    assert capacity_verdict(replace(same, capacity=0, control_capacity=0), 5.0) == "equivalent"
+    assert "capacity 2 agent(s) at 21.0 tasks/min (baseline 1 at 10.0)" in candidate_line(
+        Candidate(0, result), "capacity")
+
+
+CAPACITY_SLO_MS = 450.0  # a task: 2 calls of 12 tokens; two agents share the one slot
+
+
+def _slot_bound(options: dict[str, Any]) -> Script:
+    """The slower agent's task alone and with two agents on the one slot (4 calls in a row):
+    token_ms 15 for the baseline (370 and 740 ms), 4 with num_batch 256 (106 and 212 ms),
+    12 with 512 (298 and 596 ms)."""
+    token_ms = {256: 4.0, 512: 12.0}.get(options.get("num_batch"), 15.0)
+    return Script(ttft_ms=5.0, token_ms=token_ms, tokens=12)
+
+
+@pytest.mark.slow
+def test_tune_for_capacity_picks_the_setting_that_serves_two_agents(
+        tune_raw, raw_config, tmp_path: Path) -> None:
+    """On a server with one slot, only num_batch 256 keeps two agents' tasks within the SLO:
+    its capacity is 2 against the baseline's 1, and fresh runs confirm it."""
+    raw = tune_raw | {"objective": "capacity", "space": {"num_batch": [256, 512]},
+                      "race": {**tune_raw["race"], "min_runs": 4, "max_runs": 4},
+                      "confirm": {**tune_raw["confirm"], "min_runs": 4, "max_runs": 4}}
+    with SurfaceOllama(_slot_bound) as server:
+        config = _config(raw_config, server.url).model_dump(mode="json")
+        config["run"].update(concurrency=[1, 2], slo={"ttft_ms": None,
+                                                      "e2e_ms": CAPACITY_SLO_MS})
+        config = validate_config(config)
+        outcome = run_tune(config, validate_tune(raw, config), tmp_path, progress=False,
+                           experiments=False)
+    result = outcome.result
+    by_batch = {c.result.options["num_batch"]: c.result for c in result.candidates}
+    assert (by_batch[256].capacity, by_batch[256].control_capacity) == (2, 1)
+    assert by_batch[512].capacity == 1 and by_batch[512].verdict == "better"  # more tasks/min
+    assert result.best is not None and result.best.result.options == {"num_batch": 256}
+    assert result.confirmed and result.confirm.capacity == 2
+    assert "capacity 2 agent(s)" in outcome.profile.read_text()
+    assert "Objective: capacity" in outcome.report.read_text()

@@ -1,14 +1,19 @@
 """What the leaderboard says an experiment changed (Hydra overrides against its baseline),
-and its terminal listing."""
+and its terminal listing, with the load levels of an experiment that ran several."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pandas as pd
 
-from ollabench.compare import leaderboard_text, param_changes
-from ollabench.compare.leaderboard import TERMINAL_COLUMNS
+from ollabench.compare import leaderboard_text, param_changes, write_leaderboard
+from ollabench.compare.leaderboard import LEVEL_COLUMNS, TERMINAL_COLUMNS, level_rows
+from ollabench.report.load import capacity
+from ollabench.stats import records_frame
+from ollabench.stats.load import load_table
+from tests.helpers.synthetic import Scenario, make_records
 
 
 def test_param_changes_are_hydra_overrides() -> None:
@@ -49,3 +54,57 @@ def test_the_terminal_listing_fits_120_columns_whatever_was_changed() -> None:
     assert lines[2].startswith("   no significant difference; quality: no change detected; "
                                "rev 8b3a72e; changes: profile.options.option_0=0")
     assert " ".join(line.strip() for line in lines[2:]).endswith(changes)
+
+
+def _loaded_board() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two experiments: one without levels (read as level 1), one that ran levels 1, 2, 4
+    (load.csv of synthetic records, a 9 s task SLO) with per-level verdicts."""
+    scenario = Scenario(levels=(1, 2, 4), slo_e2e_ms=9000.0)
+    load = load_table(records_frame(make_records(scenario)), {"e2e_ms": 9000.0})
+    verdicts = pd.DataFrame([
+        {"concurrency": level, "stage": stage, "metric": metric, "verdict": verdict}
+        for level, stage, metric, verdict in [
+            (1, "workflow", "e2e_ms", "equivalent"),
+            (2, "workflow", "e2e_ms", "equivalent"), (2, "system", "tasks_per_min", "worse"),
+            (2, "system", "slo_tasks_per_min", "equivalent"),
+            (4, "system", "slo_tasks_per_min", "inconclusive")]])
+    rows = level_rows("chimera-loaded", load, verdicts, "e2e_ms", "workflow")
+    base = {"rev": "8b3a72e", "baseline": "main", "changes": "run.concurrency=[1,2,4]",
+            "runs": 10, "treatment_median": 6000.0, "ci_low": 5900.0, "ci_high": 6100.0,
+            "control_median": 6010.0, "median_diff_pct": -0.2, "p_holm": 0.9,
+            "verdict": "no significant difference", "quality": "no change detected",
+            "note": ""}
+    frame = pd.DataFrame([
+        base | {"rank": 1, "experiment": "chimera-loaded", "levels": "1,2,4",
+                "capacity": capacity(load, "treatment"),
+                "control_capacity": capacity(load, "control")},
+        base | {"rank": 2, "experiment": "plain", "levels": "1", "capacity": None,
+                "control_capacity": None}])
+    return frame, pd.DataFrame(rows, columns=list(LEVEL_COLUMNS))
+
+
+def test_levels_get_one_row_each_with_their_own_verdicts() -> None:
+    """Never averaged: one row per level, each with the verdict made at that level (the
+    SLO's tasks per minute when the run set an SLO), none where the run made none."""
+    _, load = _loaded_board()
+    assert load["concurrency"].tolist() == [1, 2, 4]
+    assert load["verdict"].fillna("-").tolist() == ["equivalent", "equivalent", "-"]
+    assert load["tasks_verdict"].fillna("-").tolist() == ["-", "equivalent", "inconclusive"]
+    assert (load["treatment_goodput_pct"] == [100.0, 100.0, 0.0]).all()
+    assert level_rows("plain", None, None, "e2e_ms", "workflow") == []
+
+
+def test_the_listing_shows_capacity_and_each_level_within_120_columns(
+        tmp_path: Path) -> None:
+    frame, load = _loaded_board()
+    lines = leaderboard_text(frame, load).splitlines()
+    assert max(map(len, lines)) <= TERMINAL_COLUMNS
+    text = " ".join(line.strip() for line in lines)
+    assert "under load, treatment vs control: capacity 2 agents vs 2 agents; 1 agent: 9.469 " \
+           "vs 9.433 tasks/min; 2 agents: 18.78 vs 18.93 tasks/min (equivalent); 4 agents: " \
+           "18.79 vs 18.73 tasks/min (inconclusive)" in text
+    assert text.count("under load") == 1  # the experiment without levels has no such line
+    markdown = write_leaderboard(frame, "e2e_ms", "workflow", tmp_path, load).read_text()
+    assert "## Under load" in markdown and "|chimera-loaded|4|2 agents / 2 agents|" \
+        in markdown
+    assert (tmp_path / "workflow_e2e_ms_load.csv").is_file()

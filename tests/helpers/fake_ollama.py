@@ -174,8 +174,15 @@ def fake_ollama_fixture(request: pytest.FixtureRequest) -> Iterator[FakeOllama]:
 
 
 class _Server(ThreadingHTTPServer):
-    """Handler threads are daemons (ThreadingHTTPServer's default) and reach the fake here."""
+    """Handler threads are daemons (ThreadingHTTPServer's default) and reach the fake here.
 
+    Its listen backlog is the kernel's limit, as `ollama serve` has it: cmd/cmd.go RunServer
+    listens with Go's net.Listen, whose backlog is /proc/sys/net/core/somaxconn
+    (net/sock_linux.go maxListenerBacklog). socketserver's default of 5 dropped connections
+    when 16 clients connected at once (a second's SYN retry, or a reset).
+    """
+
+    request_queue_size = socket.SOMAXCONN  # listen() caps it at somaxconn, as Go reads it
     fake: FakeOllama
 
 

@@ -54,6 +54,12 @@ class Scenario:
     # (arm, run, stage) of measured calls that pay a model load
     loads: list[tuple[str, int, str]] = field(default_factory=list)
     truncated: list[tuple[str, int, str]] = field(default_factory=list)
+    # Load levels (run.concurrency) after level 1: each run then holds, per arm, one block of
+    # N agents at once for each level N, on a server with `slots` generation slots (a call
+    # waits for a slot: its TTFT and end-to-end time grow with N / slots past the slots).
+    levels: tuple[int, ...] = (1,)
+    slots: int = 2
+    slo_e2e_ms: float | None = None  # run.slo.e2e_ms of a run with levels
 
 
 def make_records(scenario: Scenario) -> list[CallRecord]:
@@ -74,6 +80,30 @@ def make_records(scenario: Scenario) -> list[CallRecord]:
                                                  failed.seq), attempt=2))
                 else:
                     records.append(_call(scenario, rng, sigma, arm, run, stage, len(records)))
+        for level in scenario.levels[1:]:
+            for arm in order:
+                records += _block(scenario, sigma, arm, run, level, len(records))
+    return records
+
+
+def _block(s: Scenario, sigma: float, arm: str, run: int, level: int,
+           seq: int) -> list[CallRecord]:
+    """One block of `level` agents at once, each doing every stage back to back (closed
+    loop); the timings from their own random stream, so level 1's never change."""
+    rng = np.random.default_rng([s.seed, run, level, 0 if arm == "control" else 1])
+    slowdown = max(1.0, level / s.slots)
+    records = []
+    for agent in range(1, level + 1):
+        sent_ms = 0.0
+        for stage in PROMPT_TOKENS:
+            call = _call(s, rng, sigma, arm, run, stage, seq + len(records))
+            wait_ms = (slowdown - 1.0) * call.e2e_ms
+            records.append(replace(call, concurrency=level, agent=agent, due_ms=sent_ms,
+                                   sent_ms=sent_ms, in_flight=level, queue_ms=wait_ms,
+                                   ttft_ms=call.ttft_ms + wait_ms,
+                                   e2e_ms=call.e2e_ms + wait_ms,
+                                   total_ms=call.e2e_ms + wait_ms))
+            sent_ms += call.e2e_ms + wait_ms
     return records
 
 
@@ -171,7 +201,15 @@ def env_for(scenario: Scenario) -> dict[str, Any]:
         },
         "started_at": "2025-01-01T00:00:00+00:00",
         "finished_at": "2025-01-01T00:10:00+00:00",
-    }
+    } | ({} if scenario.levels == (1,) else {"config": _loaded_config(scenario)})
+
+
+def _loaded_config(scenario: Scenario) -> dict[str, Any]:
+    """env.json's config of a run with levels: run.concurrency and run.slo recorded too."""
+    config = env_for(replace(scenario, levels=(1,)))["config"]
+    config["run"] |= {"concurrency": list(scenario.levels),
+                      "slo": {"ttft_ms": None, "e2e_ms": scenario.slo_e2e_ms}}
+    return config
 
 
 def write_raw(raw_dir: Path, records: list[CallRecord], scenario: Scenario) -> Path:

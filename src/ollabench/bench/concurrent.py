@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
@@ -134,19 +134,34 @@ def server_residual_ms(m: CallMeasurement) -> float | None:
     return total - load - prompt_eval - evaluation  # type: ignore[operator]
 
 
-def derive_queue_ms(m: CallMeasurement, arm: str, records: Iterable[CallRecord]) -> None:
-    """Fill queue_ms of a server call from its residual, less the overhead the same arm's
-    level-1 calls show (their median residual: one agent never waits for a slot). A call
-    before any level-1 call of its arm keeps the whole residual, and says so."""
-    if m.queue_ms is not None or m.outcome != OK:
-        return
-    residual = server_residual_ms(m)
-    if residual is None:
-        return
-    alone = [r for r in (server_residual_ms(c) for c in records
-                         if c.arm == arm and c.concurrency == 1 and c.phase == "measured"
-                         and c.outcome == OK) if r is not None]
-    if alone:
-        m.queue_ms, m.queue_ms_source = residual - statistics.median(alone), QUEUE_SERVER_RESIDUAL
-    else:
-        m.queue_ms, m.queue_ms_source = residual, QUEUE_SERVER_RESIDUAL_RAW
+class SequentialOverhead:
+    """Each arm's level-1 residuals, gathered as calls are journaled: what a call's residual
+    holds besides a slot wait (one agent never waits for a slot)."""
+
+    def __init__(self) -> None:
+        self._residuals_ms: dict[str, list[float]] = {}
+        self._lock = threading.Lock()  # agents journal and derive from their threads
+
+    def add(self, record: CallRecord) -> None:
+        if record.concurrency == 1 and record.phase == "measured" and record.outcome == OK:
+            residual = server_residual_ms(record)
+            if residual is not None:
+                with self._lock:
+                    self._residuals_ms.setdefault(record.arm, []).append(residual)
+
+    def derive_queue_ms(self, m: CallMeasurement, arm: str) -> None:
+        """Fill queue_ms of a server call from its residual, less the median residual of the
+        same arm's level-1 calls. A call before any level-1 call of its arm keeps the whole
+        residual, and says so."""
+        if m.queue_ms is not None or m.outcome != OK:
+            return
+        residual = server_residual_ms(m)
+        if residual is None:
+            return
+        with self._lock:
+            alone = list(self._residuals_ms.get(arm, ()))
+        if alone:
+            m.queue_ms = residual - statistics.median(alone)
+            m.queue_ms_source = QUEUE_SERVER_RESIDUAL
+        else:
+            m.queue_ms, m.queue_ms_source = residual, QUEUE_SERVER_RESIDUAL_RAW

@@ -42,7 +42,7 @@ def _slug(rev: str) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ollabench.compare import compare, headline_label, write_comparison
+    from ollabench.compare import compare, headline_label, levels_line, write_comparison
     from ollabench.report.format import fmt_cell
 
     result = compare(repo_root(), args.a, args.b, args.arm, args.threshold_pct)
@@ -51,6 +51,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(headline_label(result.differences))
     for d in result.differences:
         print(f"  {d.category}.{d.name}: {fmt_cell(d.a)} -> {fmt_cell(d.b)}")
+    if max(result.levels[0] + result.levels[1]) > 1:
+        print(levels_line(result))
     print(f"wrote {report} and {out / COMPARISONS_FILE}")
     return 0
 
@@ -58,9 +60,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ollabench.compare import leaderboard, leaderboard_text, write_leaderboard
 
-    frame = leaderboard(repo_root(), args.metric, args.stage)
-    print(leaderboard_text(frame), end="")
-    report = write_leaderboard(frame, args.metric, args.stage, args.out)
+    frame, load = leaderboard(repo_root(), args.metric, args.stage)
+    print(leaderboard_text(frame, load), end="")
+    report = write_leaderboard(frame, args.metric, args.stage, args.out, load)
     print(f"wrote {report} and {report.with_suffix('.csv')}")
     return 0
 
@@ -170,8 +172,12 @@ def add_tune_command(sub: argparse._SubParsersAction) -> None:
                     "stopping rule on the objective; one that truncates prompts, fails calls "
                     "or lowers answer quality is infeasible. The best feasible candidate is "
                     "measured again on fresh runs; only a confirmed winner is written to "
-                    "conf/profile/tuned_<model>.yaml. Each measured candidate and the "
-                    "confirmatory run is a DVC experiment (<study>-trial-<n>, <study>-confirm); "
+                    "conf/profile/tuned_<model>.yaml. tune.objective: capacity maximises the "
+                    "treatment's capacity at run.slo instead (the largest level of "
+                    "run.concurrency whose tasks meet it, ties broken by tasks/min at that "
+                    "level; needs several levels and an SLO bound). Each measured candidate "
+                    "and the confirmatory run is a DVC experiment (<study>-trial-<n>, "
+                    "<study>-confirm); "
                     "their records are also in data/tune/<study>/; report: "
                     "reports/tune/<study>/tune.md. With --workers N the search runs as N jobs "
                     "of a Hydra launcher (SLURM), sharing the study (docs/experiments.md).")
@@ -209,7 +215,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Read the raw records of A and B through DVC (local cache or DVC remote, "
                     "no checkout) and compare A's arm (control) with B's arm (treatment) with "
                     "the statistics of `aggregate`. Provenance differences (machine, model "
-                    "weights, engine, options, prompt size) head the report.")
+                    "weights, engine, options, prompt size) head the report. Under load "
+                    "(run.concurrency) only the levels both ran are compared, each on its own: "
+                    "verdicts (one value per block above level 1), load.csv's figures and "
+                    "each side's capacity at its run.slo; results without levels are "
+                    "level 1.")
     p.add_argument("a", metavar="A", help="git revision, branch, tag or DVC experiment name")
     p.add_argument("b", metavar="B", help="git revision, branch, tag or DVC experiment name")
     p.add_argument("--arm", default="treatment",
@@ -227,7 +237,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "one metric and stage, with its bootstrap CI and its verdict against its "
                     "own control arm. Prints a listing that fits 120 columns (each experiment's "
                     "figures, then its verdict, quality and changes beneath) and writes "
-                    "Markdown and CSV with every column: the readable form of `dvc exp show`.")
+                    "Markdown and CSV with every column: the readable form of `dvc exp show`. "
+                    "An experiment with several load levels (run.concurrency) also gets each "
+                    "arm's capacity at its run.slo and a line per level (never averaged), "
+                    "and <stage>_<metric>_load.csv.")
     p.add_argument("--metric", default="eval_tok_s",
                    help="ttft_ms, eval_tok_s or e2e_ms, a headline metric (eval_tok_s)")
     p.add_argument("--stage", default="workflow",
@@ -241,7 +254,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "history", help="every commit and experiment on one time line, change points explained",
         description="Read each revision's raw records and provenance through DVC (local cache "
                     "or DVC remote, no checkout), build one series per metric, stage and arm "
-                    "on each setup (host, backend, model weights), find the change points "
+                    "on each setup (host, backend, model weights) and load level "
+                    "(run.concurrency; results without levels are level 1), find the change "
+                    "points "
                     "(ruptures' PELT, kept only when significant on the per-run data and at "
                     "least the practical threshold) and explain each by the provenance that "
                     "differs. Writes history.csv, changes.csv, history.md, history_plot.csv "

@@ -9,7 +9,13 @@ setup as much as the settings, and must say so.
 
 from __future__ import annotations
 
-from ollabench.compare.compare import Comparison, compare, comparison_markdown, write_comparison
+from ollabench.compare.compare import (
+    Comparison,
+    compare,
+    comparison_markdown,
+    levels_line,
+    write_comparison,
+)
 from ollabench.compare.leaderboard import (
     leaderboard,
     leaderboard_table,
@@ -38,6 +44,7 @@ __all__ = [
     "leaderboard",
     "leaderboard_table",
     "leaderboard_text",
+    "levels_line",
     "load_side",
     "median_ci",
     "param_changes",

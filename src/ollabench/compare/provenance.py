@@ -70,6 +70,9 @@ def provenance_facts(side: Side) -> dict[str, Any]:
         "prompt.tokens.first_stage": _prompt_tokens(side),
         **{f"options.{key}": value for key, value in _arm_options(side).items()},
         **{f"run.{key}": run.get(key) for key in RUN_SETTINGS},
+        # records from before levels ran one agent at a time, without an SLO
+        "run.concurrency": run.get("concurrency") or [1],
+        "run.slo": {k: v for k, v in (run.get("slo") or {}).items() if v is not None} or None,
     }
 
 

@@ -4,6 +4,10 @@ Results measured on another machine, with another backend or other model weights
 same quantity: by default each such setup gets a series of its own (per arm, stage and
 metric), so that a move to a faster host is no "change point". With `merge_hosts` the hosts
 share one series and a change of host shows up as the cause of the change it makes.
+
+Each load level (run.concurrency) is a series of its own too: level 1 (one agent at a time,
+and every result from before levels) as it always was, each level above 1 with one value
+per block; levels are never mixed.
 """
 
 from __future__ import annotations
@@ -63,17 +67,20 @@ class Series:
     number: int  # the setup's number, 1-based, in order of first appearance
     snapshots: list[Snapshot]
     changes: list[Change]
+    level: int = 1  # agents at once (run.concurrency)
 
     @property
     def name(self) -> str:
-        return f"{self.arm} {self.stage} {self.metric} (setup {self.number})"
+        at = "" if self.level == 1 else f" at {self.level} agents"
+        return f"{self.arm} {self.stage} {self.metric}{at} (setup {self.number})"
 
     @property
     def slug(self) -> str:
-        return f"{self.arm}_{self.stage}_{self.metric}_setup{self.number}"
+        at = "" if self.level == 1 else f"_c{self.level}"
+        return f"{self.arm}_{self.stage}_{self.metric}{at}_setup{self.number}"
 
     def samples(self) -> list[np.ndarray]:
-        return [s.values[(self.stage, self.metric)] for s in self.snapshots]
+        return [s.values[(self.level, self.stage, self.metric)] for s in self.snapshots]
 
 
 @dataclass(frozen=True)
@@ -106,12 +113,14 @@ def build_series(snapshots: Sequence[Snapshot], arm: str, keys: Sequence[tuple[s
         by_setup.setdefault(setup_of(snap.facts, merge_hosts), []).append(snap)
     found: list[Series] = []
     for number, (setup, snaps) in enumerate(by_setup.items(), start=1):
-        for stage, metric in keys:
-            points = [s for s in snaps if len(s.values[(stage, metric)])]
-            if points:
-                series = Series(arm, stage, metric, setup, number, points, [])
-                series.changes = find_changes(series.samples(), threshold_pct)
-                found.append(series)
+        levels = sorted({level for snap in snaps for level, _, _ in snap.values})
+        for level in levels:
+            for stage, metric in keys:
+                points = [s for s in snaps if len(s.values.get((level, stage, metric), ()))]
+                if points:
+                    series = Series(arm, stage, metric, setup, number, points, [], level)
+                    series.changes = find_changes(series.samples(), threshold_pct)
+                    found.append(series)
     return found
 
 
@@ -179,11 +188,13 @@ def changes_frame(explained: Sequence[Explained]) -> pd.DataFrame:
 
 def _series_columns(series: Series) -> dict[str, Any]:
     return {"series": series.slug, "arm": series.arm, "stage": series.stage,
-            "metric": series.metric, "setup": series.number, "host": series.setup.host,
-            "backend": series.setup.backend, "model": series.setup.model}
+            "metric": series.metric, "concurrency": series.level, "setup": series.number,
+            "host": series.setup.host, "backend": series.setup.backend,
+            "model": series.setup.model}
 
 
-SERIES_COLUMNS = ("series", "arm", "stage", "metric", "setup", "host", "backend", "model")
+SERIES_COLUMNS = ("series", "arm", "stage", "metric", "concurrency", "setup", "host", "backend",
+                  "model")
 HISTORY_COLUMNS = (*SERIES_COLUMNS, "position", "rev", "sha", "date", "kind", "runs", "median",
                    "ci_low", "ci_high", "level", "change", "ollabench_commit",
                    "engine_version", "server_version", "profile")

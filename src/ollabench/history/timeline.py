@@ -39,12 +39,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What one revision measured in one arm: per-run values by (stage, metric), and the
-    provenance facts (`category.name -> value`, as `compare` lists them)."""
+    """What one revision measured in one arm: per-run values by (level, stage, metric), and
+    the provenance facts (`category.name -> value`, as `compare` lists them)."""
 
     entry: Entry
     facts: dict[str, Any]
-    values: dict[tuple[str, str], np.ndarray] = field(repr=False)
+    values: dict[tuple[int, str, str], np.ndarray] = field(repr=False)
     threshold_pct: float | None
 
 
@@ -168,19 +168,27 @@ def _read(revision: Revision | None, measured_by: dict[str, str]
     return read_raw(revision)
 
 
-def per_run_values(side: Side, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str],
-                                                                          np.ndarray]:
-    """The known per-run values of each (stage, metric), as `aggregate` computes them."""
+def per_run_values(side: Side, keys: Sequence[tuple[str, str]]
+                   ) -> dict[tuple[int, str, str], np.ndarray]:
+    """The known values of each (level, stage, metric): at level 1 one per run, as
+    `aggregate` computes them; at a level above 1 one per block (the median over its agents'
+    tasks, docs/statistics.md, Under load). Records from before levels are level 1."""
     from ollabench.stats import records_frame
+    from ollabench.stats.decisions import block_values
+    from ollabench.stats.frames import at_level
     from ollabench.stats.grouping import measured_calls, split_stages, stage_values
     from ollabench.stats.grouping import per_run_values as runs_of
 
     calls = measured_calls(records_frame(side.records)) if side.records else None
     if calls is None or calls.empty:
-        return {key: np.array([]) for key in keys}
-    stages = split_stages(runs_of(calls))
-    return {(stage, metric): stage_values(stages, stage, metric).to_numpy(dtype=float)
-            for stage, metric in keys}
+        return {(1, *key): np.array([]) for key in keys}
+    values = {}
+    for level in sorted(int(c) for c in calls["concurrency"].unique()):
+        mine = at_level(calls, level)
+        stages = split_stages(runs_of(mine) if level == 1 else block_values(mine))
+        values |= {(level, stage, metric): stage_values(stages, stage, metric)
+                   .to_numpy(dtype=float) for stage, metric in keys}
+    return values
 
 
 def history_facts(side: Side) -> dict[str, Any]:

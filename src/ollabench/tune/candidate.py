@@ -2,7 +2,12 @@
 candidate's options (treatment arm), through the ordinary bench and aggregate, with the
 sequential stopping rule on the objective alone so that a clear loser stops early. What the
 search needs comes back as a CandidateResult: the objective's ratio and interval, and
-whether the candidate kept every constraint."""
+whether the candidate kept every constraint.
+
+With `tune.objective: capacity` the candidate runs every level of run.concurrency and what
+counts is its capacity at run.slo (report/load.py), ties broken by tasks/min at that level,
+against the baseline's own (load.csv): descriptive, so the race stops as any experiment
+with levels does (run.primary decided at every level, max_runs or max_minutes)."""
 
 from __future__ import annotations
 
@@ -14,18 +19,23 @@ from typing import Any
 import pandas as pd
 
 from ollabench.bench.loop import run_bench
+from ollabench.bench.run_control import minutes_of_calls
 from ollabench.bench.stopping import parse_primary
 from ollabench.config.schema import BenchConfig, validate_config
 from ollabench.errors import BenchIncomplete, OllabenchError
-from ollabench.paths import CALLS_FILE, COMPARISONS_FILE, PRIMARY_FILE
+from ollabench.paths import CALLS_FILE, COMPARISONS_FILE, LOAD_FILE, PRIMARY_FILE
 from ollabench.records.schema import read_records
+from ollabench.report.load import capacity
 from ollabench.stats.aggregate import run_aggregate
 from ollabench.stats.gate import LOWER, quality_verdict, workflow_rows
 from ollabench.stats.metrics import METRIC_BY_NAME, QUALITY_METRICS
-from ollabench.tune.settings import Constraints, Stopping
+from ollabench.stats.sequential import BETTER, EQUIVALENT, WORSE
+from ollabench.tune.settings import CAPACITY, Constraints, Stopping
 
 RAW, PROCESSED, METRICS = "raw", "processed", "metrics.json"
-NAN_FIELDS = ("ratio", "low_pct", "high_pct", "quality_pct")  # null in the Optuna storage
+CAPACITY_FIELDS = ("capacity", "tasks_per_min", "control_capacity", "control_tasks_per_min")
+# null in the Optuna storage
+NAN_FIELDS = ("ratio", "low_pct", "high_pct", "quality_pct", *CAPACITY_FIELDS)
 
 
 @dataclass
@@ -46,10 +56,25 @@ class CandidateResult:
     out_dir: str = ""
     complete: bool = False  # every call of its bench succeeded and the statistics exist
     experiment: str | None = None  # the DVC experiment that holds it (tune/experiments.py)
+    # tune.objective capacity: each arm's capacity at run.slo (0: no level met it) and its
+    # tasks/min at that level (0 at no level); NaN for any other objective
+    capacity: float = math.nan
+    tasks_per_min: float = math.nan
+    control_capacity: float = math.nan
+    control_tasks_per_min: float = math.nan
+
+    @property
+    def by_capacity(self) -> bool:
+        """Measured for the capacity objective."""
+        return math.isfinite(self.capacity)
+
+    def objective_value(self) -> float:
+        """What the study optimises: the capacity, or the objective's ratio."""
+        return self.capacity if self.by_capacity else self.ratio
 
     @property
     def feasible(self) -> bool:
-        return not self.violations and math.isfinite(self.ratio)
+        return not self.violations and math.isfinite(self.objective_value())
 
     def attrs(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -70,7 +95,8 @@ def candidate_config(config: BenchConfig, options: dict[str, Any], name: str,
     raw = config.model_dump(mode="json")
     raw["profile"] = {"name": name, "options": {**raw["reference"]["options"], **options}}
     raw["run"]["stopping"] = stopping.run_stopping(max_minutes)
-    raw["run"]["primary"] = [objective]
+    if objective != CAPACITY:  # capacity has no interval to stop on: run.primary stays
+        raw["run"]["primary"] = [objective]
     return validate_config(raw)
 
 
@@ -97,7 +123,11 @@ def measure(config: BenchConfig, options: dict[str, Any], out_dir: Path,
         result.violations.append(f"no statistics: {exc}")
         return result
     result.complete = complete
-    _read_objective(result, out_dir / PROCESSED / PRIMARY_FILE, objective)
+    if objective == CAPACITY:
+        read_capacity(result, pd.read_csv(out_dir / PROCESSED / LOAD_FILE),
+                      config.run.practical_threshold_pct)
+    else:
+        _read_objective(result, out_dir / PROCESSED / PRIMARY_FILE, objective)
     comparisons = pd.read_csv(out_dir / PROCESSED / COMPARISONS_FILE)
     result.quality_pct = worst_quality_change(comparisons)
     if constraints.quality and quality_verdict(comparisons) == LOWER:
@@ -116,7 +146,7 @@ def worst_quality_change(comparisons: pd.DataFrame) -> float:
 
 def _read_records(result: CandidateResult, calls: Path, constraints: Constraints) -> None:
     records = read_records(calls) if calls.is_file() else []
-    result.minutes = sum(r.e2e_ms or 0.0 for r in records) / 60_000.0
+    result.minutes = minutes_of_calls(records)  # a block of agents: its span, once
     mine = [r for r in records if r.arm == "treatment"]
     truncated = sum(1 for r in mine if r.truncated)
     failed = sum(1 for r in mine if r.error is not None)
@@ -138,3 +168,35 @@ def _read_objective(result: CandidateResult, primary_csv: Path, objective: str) 
     result.ratio = 1.0 + float(row["change_pct"]) / 100.0
     result.low_pct, result.high_pct = float(row["low_pct"]), float(row["high_pct"])
     result.verdict, result.runs = str(row["verdict"]), int(row["runs"])
+
+
+def read_capacity(result: CandidateResult, load: pd.DataFrame, threshold_pct: float) -> None:
+    """Both arms' capacity at run.slo and tasks/min at it (load.csv); the ratio is the
+    treatment's tasks/min at its capacity over the baseline's at its own."""
+    figures = {}
+    for arm in ("treatment", "control"):
+        level = capacity(load, arm)
+        at = load.loc[(load["arm"] == arm) & (load["concurrency"] == level), "tasks_per_min"]
+        figures[arm] = (float(level or 0), float(at.iloc[0]) if len(at) else 0.0)
+    (result.capacity, result.tasks_per_min), (result.control_capacity,
+                                              result.control_tasks_per_min) = \
+        figures["treatment"], figures["control"]
+    control_rate = result.control_tasks_per_min
+    result.ratio = result.tasks_per_min / control_rate if control_rate > 0 else math.nan
+    result.verdict = capacity_verdict(result, threshold_pct)
+    single = load.loc[(load["arm"] == "treatment") & (load["concurrency"] == 1), "blocks"]
+    result.runs = int(single.iloc[0]) if len(single) else 0
+
+
+def capacity_verdict(result: CandidateResult, threshold_pct: float) -> str:
+    """better / worse: a larger / smaller capacity than the baseline, or the same one with
+    tasks/min at it higher / lower by more than the practical threshold; else equivalent.
+    Descriptive (docs/experiments.md, Tuning for capacity)."""
+    if result.capacity != result.control_capacity:
+        return BETTER if result.capacity > result.control_capacity else WORSE
+    if result.capacity == 0 or not result.control_tasks_per_min > 0:
+        return EQUIVALENT
+    change_pct = (result.tasks_per_min / result.control_tasks_per_min - 1.0) * 100.0
+    if abs(change_pct) <= threshold_pct:
+        return EQUIVALENT
+    return BETTER if change_pct > 0 else WORSE

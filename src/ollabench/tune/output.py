@@ -13,7 +13,7 @@ import yaml
 from ollabench.files import write_text_atomic
 from ollabench.tune.candidate import CandidateResult
 from ollabench.tune.search import Candidate, TuneResult
-from ollabench.tune.settings import PROFILE_DIR, slug
+from ollabench.tune.settings import CAPACITY, PROFILE_DIR, slug
 
 NO_WINNER = "no setting beat the baseline by more than the threshold"
 REPORT_MD = "tune.md"
@@ -24,12 +24,22 @@ def change_pct(result: CandidateResult) -> float:
     return (result.ratio - 1.0) * 100.0
 
 
+def effect(result: CandidateResult, objective: str, interval: bool = False) -> str:
+    """The objective against the baseline in a few words: a change in % (with its interval),
+    or both arms' capacity and tasks/min at it."""
+    if result.by_capacity:
+        return (f"capacity {result.capacity:g} agent(s) at {result.tasks_per_min:.1f} tasks/min "
+                f"(baseline {result.control_capacity:g} at "
+                f"{result.control_tasks_per_min:.1f})")
+    text = f"{objective} {_pct(change_pct(result))}"
+    return f"{text} [{_pct(result.low_pct)}, {_pct(result.high_pct)}]" if interval else text
+
+
 def summary(result: TuneResult) -> str:
     """One sentence: the confirmed winner, or why there is none."""
     if result.confirmed and result.best is not None and result.confirm is not None:
         return (f"trial {result.best.number} ({_options(result.best.result)}) is confirmed: "
-                f"{result.objective} {change_pct(result.confirm):+.1f}% "
-                f"[{result.confirm.low_pct:+.1f}%, {result.confirm.high_pct:+.1f}%] against "
+                f"{effect(result.confirm, result.objective, interval=True)} against "
                 f"the baseline on fresh runs")
     if result.best is None:
         return f"{NO_WINNER}: no feasible candidate was faster in the search"
@@ -45,7 +55,7 @@ def candidate_line(candidate: Candidate, objective: str) -> str:
     r = candidate.result
     state = "feasible" if r.feasible else "infeasible: " + "; ".join(r.violations)
     recorded = f"; DVC experiment {r.experiment}" if r.experiment else ""
-    return (f"trial {candidate.number} [{_options(r)}]: {objective} {_pct(change_pct(r))} "
+    return (f"trial {candidate.number} [{_options(r)}]: {effect(r, objective)} "
             f"({r.verdict} after {r.runs} runs per arm), {state}{recorded}")
 
 
@@ -67,9 +77,8 @@ def write_profile(result: TuneResult, model: str, reference: str,
         f"({_where(result.best.result, f'{folder}/trial-{result.best.number}/')}).\n"
         f"# Confirmed on fresh runs against {reference} "
         f"({_where(confirm, f'{folder}/confirm/')}): "
-        f"{result.objective} {change_pct(confirm):+.1f}% [{confirm.low_pct:+.1f}%, "
-        f"{confirm.high_pct:+.1f}%], verdict {confirm.verdict} after {confirm.runs} runs per "
-        f"arm.\n")
+        f"{effect(confirm, result.objective, interval=True)}, verdict {confirm.verdict} after "
+        f"{confirm.runs} runs per arm.\n")
     body = {"defaults": ["baseline", "_self_"], "name": name,
             "options": dict(result.best.result.options)}
     path = conf_dir / f"{name}.yaml"
@@ -84,8 +93,9 @@ def _where(result: CandidateResult, folder: str) -> str:
 
 def _row(label: str, result: CandidateResult, note: str = "") -> str:
     feasible = "yes" if result.feasible else "no: " + "; ".join(result.violations)
+    change = effect(result, "") if result.by_capacity else _pct(change_pct(result))
     return (f"| {label} | {_options(result) or '-'} | {result.runs} | "
-            f"{_pct(change_pct(result))} | [{_pct(result.low_pct)}, {_pct(result.high_pct)}] | "
+            f"{change} | [{_pct(result.low_pct)}, {_pct(result.high_pct)}] | "
             f"{result.verdict} | {feasible}{note} | {result.experiment or '-'} |")
 
 
@@ -152,9 +162,8 @@ def write_report(result: TuneResult, out_dir: Path) -> Path:
     measured = [c for c in result.candidates if c.duplicate_of is None]
     lines = [f"# Tuning report: {result.study}", "",
              f"**{summary(result)}.**", "",
-             f"Objective: {result.objective} ({result.direction} is better), treatment / "
-             f"baseline. {len(measured)} candidate(s) measured; the search stopped: "
-             f"{result.stop_reason}.", "",
+             f"Objective: {_objective_words(result)}. {len(measured)} candidate(s) measured; "
+             f"the search stopped: {result.stop_reason}.", "",
              "## Candidates against the baseline", "",
              f"![candidates]({CANDIDATES_PNG})", "",
              "| trial | options | runs per arm | change | interval | verdict | feasible | "
@@ -177,6 +186,15 @@ def write_report(result: TuneResult, out_dir: Path) -> Path:
     path = out_dir / REPORT_MD
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _objective_words(result: TuneResult) -> str:
+    if result.objective == CAPACITY:
+        return ("capacity, the largest level of run.concurrency whose tasks meet run.slo, ties "
+                "broken by tasks/min at that level (load.csv; descriptive, no interval); "
+                "'change' below is the treatment's tasks/min at its capacity against the "
+                "baseline's at its own")
+    return f"{result.objective} ({result.direction} is better), treatment / baseline"
 
 
 def _figures(result: TuneResult, out_dir: Path) -> None:

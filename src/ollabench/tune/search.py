@@ -26,7 +26,7 @@ from ollabench.stats.metrics import METRIC_BY_NAME
 from ollabench.stats.sequential import BETTER
 from ollabench.tune.candidate import RAW, CandidateResult, candidate_config, measure
 from ollabench.tune.experiments import CONFIRM_LABEL, ExperimentRecorder, experiment_name
-from ollabench.tune.settings import TUNE_DATA, Range, TuneConfig, journal_dir
+from ollabench.tune.settings import CAPACITY, TUNE_DATA, Range, TuneConfig, journal_dir
 
 RESULT_KEY, DUPLICATE_KEY, CONSTRAINT_KEY = "result", "duplicate_of", "constraints"
 CONFIRM_KEY = "confirm"  # study user attr: {"trial": n, "result": attrs}
@@ -159,8 +159,8 @@ def _tell(study: Any, trial: Any, result: CandidateResult, duplicate_of: int | N
     trial.set_user_attr(CONSTRAINT_KEY, [0.0 if result.feasible else 1.0])
     if duplicate_of is not None:
         trial.set_user_attr(DUPLICATE_KEY, duplicate_of)
-    if math.isfinite(result.ratio):
-        study.tell(trial, result.ratio)
+    if math.isfinite(result.objective_value()):
+        study.tell(trial, result.objective_value())
     else:
         study.tell(trial, state=TrialState.FAIL)
 
@@ -180,7 +180,9 @@ def search(config: BenchConfig, tune: TuneConfig, root: Path, progress: bool = T
 
 
 def objective_direction(tune: TuneConfig) -> str:
-    """lower or higher: the objective metric's good direction."""
+    """lower or higher: the objective metric's good direction (a capacity: higher)."""
+    if tune.objective == CAPACITY:
+        return "higher"
     _, metric = parse_primary([tune.objective])[0]
     return METRIC_BY_NAME[metric].direction
 
@@ -246,11 +248,26 @@ def _record(recorder: ExperimentRecorder | None, result: CandidateResult, name: 
 def best_candidate(candidates: list[Candidate], direction: str) -> Candidate | None:
     """The feasible candidate with the best objective, if its estimate beats the baseline."""
     feasible = [c for c in candidates if c.duplicate_of is None and c.result.feasible]
-    sign = 1.0 if direction == "lower" else -1.0
-    best = min(feasible, key=lambda c: sign * c.result.ratio, default=None)
-    if best is None or sign * (best.result.ratio - 1.0) >= 0:
+    best = max(feasible, key=lambda c: score(c.result, direction), default=None)
+    if best is None or not score(best.result, direction) > baseline_score(best.result,
+                                                                          direction):
         return None
     return best
+
+
+def score(result: CandidateResult, direction: str) -> tuple[float, ...]:
+    """Larger is better: the capacity, then tasks/min at it (the capacity objective); else
+    the objective's ratio, signed by its good direction."""
+    if result.by_capacity:
+        return (result.capacity, result.tasks_per_min)
+    return (result.ratio if direction == "higher" else -result.ratio,)
+
+
+def baseline_score(result: CandidateResult, direction: str) -> tuple[float, ...]:
+    """The baseline's score as measured beside the candidate (a ratio of 1: no change)."""
+    if result.by_capacity:
+        return (result.control_capacity, result.control_tasks_per_min)
+    return (1.0 if direction == "higher" else -1.0,)
 
 
 def confirm_best(config: BenchConfig, tune: TuneConfig, root: Path, study: Any,

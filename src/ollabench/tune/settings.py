@@ -28,6 +28,9 @@ TUNE_ROOT = Path(".ollabench/tune")  # <study>.db (the Optuna study) and the ben
 TUNE_DATA = Path("data/tune")  # <study>/<trial>/: each candidate's raw records and metrics
 TUNE_REPORTS = Path("reports/tune")  # <study>/tune.md and its figures
 PROFILE_DIR = Path("conf/profile")  # tuned_<model>.yaml, written for a confirmed winner
+# tune.objective: the treatment's capacity at run.slo (the largest level of run.concurrency
+# whose tasks meet it; ties broken by tasks/min at that level), instead of a primary ratio
+CAPACITY = "capacity"
 Value = int | float | bool | str
 
 
@@ -220,9 +223,12 @@ def _check_space(tune: TuneConfig) -> None:
 
 def _check_objective(tune: TuneConfig, config: BenchConfig) -> None:
     primaries = config.run.primary
+    if tune.objective == CAPACITY:
+        _check_capacity(config)
+        return
     if tune.objective not in primaries:
         raise ConfigError(f"tune.objective: {tune.objective!r} is not a primary comparison "
-                          f"(run.primary: {', '.join(primaries)})")
+                          f"(run.primary: {', '.join(primaries)}) nor {CAPACITY}")
     stage, metric = parse_primary([tune.objective])[0]
     if METRIC_BY_NAME[metric].direction == "neither":
         raise ConfigError(f"tune.objective: {metric} has no better direction; choose a "
@@ -230,6 +236,19 @@ def _check_objective(tune: TuneConfig, config: BenchConfig) -> None:
     if stage == EACH_STAGE:
         raise ConfigError(f"tune.objective: {tune.objective!r} stands for several "
                           "comparisons; name one stage, e.g. workflow/e2e_ms")
+
+
+def _check_capacity(config: BenchConfig) -> None:
+    """Capacity is a level of run.concurrency meeting run.slo: it needs levels to choose
+    from and an SLO to meet (without one every level without failures would pass)."""
+    levels = config.run.concurrency
+    if len(levels) < 2:
+        raise ConfigError(f"tune.objective: {CAPACITY} needs run.concurrency with more than one "
+                          f"level, e.g. [1, 2, 4]; got {levels}")
+    slo = config.run.slo
+    if slo.ttft_ms is None and slo.e2e_ms is None:
+        raise ConfigError(f"tune.objective: {CAPACITY} needs a bound in run.slo (run.slo.ttft_ms "
+                          "or run.slo.e2e_ms, in ms); both are null")
 
 
 def _check_budget(tune: TuneConfig, config: BenchConfig) -> None:
