@@ -42,7 +42,9 @@ lint: setup
 # more workers each run llama.cpp on every core). --dist loadscope keeps a module on one
 # worker, so its module-scoped fixtures (a DVC repository, a bench run) are built once.
 TEST_WORKERS ?= 2
-PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+# PYTHONDONTWRITEBYTECODE (set on some machines) would make every `ollabench`/`dvc` child
+# process recompile the package and pytest re-rewrite every test module: cache bytecode.
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test: setup lint
 	$(PYTEST)

@@ -179,6 +179,21 @@ def test_interval_at_each_look_has_the_spent_level() -> None:
     assert looks.level[0] > looks.level[1] > looks.level[2] > 0.95 - 1e-9
 
 
+def test_an_equivalent_verdict_shows_the_interval_that_decided_it() -> None:
+    """An early look of a long design spends almost none of the two-sided level (its
+    interval is unbounded) while the TOST spends early: the verdict's interval is the
+    TOST's, within the threshold, at 1 - 2 x the TOST level (a make repro once showed an
+    equivalent verdict beside -100% to n/a)."""
+    design = replace(DESIGN, max_runs=40, min_runs=8, comparisons=4)
+    noise = np.random.default_rng(7).normal(0.0, 0.005, (2, 40))
+    looks = sequential_looks(_arm(0.0, noise[0]), _arm(0.0, noise[1]), "lower", design,
+                             final=False)
+    k = int(looks.decided_at())
+    assert (k, looks.outcome[k]) == (0, EQUIVALENT)
+    assert -design.threshold_pct < looks.low_pct[k] < looks.high_pct[k] < design.threshold_pct
+    assert 0.5 < looks.level[k] < 0.999
+
+
 def test_decisions_depend_on_the_values_only() -> None:
     """The same values looked at in one go or after each block: the same decisions."""
     rng = np.random.default_rng(3)

@@ -283,7 +283,7 @@ class Looks:
     """One comparison's looks (last axis) for each experiment (leading axes)."""
 
     runs: np.ndarray
-    level: np.ndarray  # confidence of each look's interval
+    level: np.ndarray  # confidence of each look's interval (the TOST's when equivalent)
     change_pct: np.ndarray
     low_pct: np.ndarray
     high_pct: np.ndarray
@@ -318,16 +318,22 @@ def judge(found: Estimate, level_alpha: float, direction: str, threshold_pct: fl
                          np.where(up == (direction == "higher"), BETTER, WORSE))
         tost = np.where(found.se > 0,
                         sps.t.isf(equivalence_alpha, found.df) * found.se, 0.0)
-        equivalent = ((-threshold_pct < np.expm1(found.log_ratio - tost) * 100.0)
-                      & (np.expm1(found.log_ratio + tost) * 100.0 < threshold_pct))
+        tost_low = np.expm1(found.log_ratio - tost) * 100.0
+        tost_high = np.expm1(found.log_ratio + tost) * 100.0
+        equivalent = (-threshold_pct < tost_low) & (tost_high < threshold_pct)
         changed = ~equivalent & (up | (high < 0))
         cause = checks.causes(changed)
         outcome = np.where(cause != "", UNTRUSTWORTHY if final else UNDECIDED,
                            np.where(equivalent, EQUIVALENT,
                                     np.where(changed, label,
                                              INCONCLUSIVE if final else UNDECIDED)))
-    return {"change_pct": np.expm1(found.log_ratio) * 100.0, "low_pct": low,
-            "high_pct": high, "outcome": outcome, "cause": cause}
+    # An equivalent verdict shows the interval that decided it: the TOST's, at 1 - 2 x its
+    # one-sided level (early looks spend little of the two-sided level: its interval is wide).
+    shown = outcome == EQUIVALENT
+    return {"change_pct": np.expm1(found.log_ratio) * 100.0,
+            "low_pct": np.where(shown, tost_low, low), "high_pct": np.where(shown, tost_high, high),
+            "level": np.where(shown, 1.0 - 2.0 * equivalence_alpha, 1.0 - level_alpha),
+            "outcome": outcome, "cause": cause}
 
 
 def _logs(pair: tuple[np.ndarray, np.ndarray], runs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +371,7 @@ def sequential_looks(control: np.ndarray, treatment: np.ndarray, direction: str,
     lead = control.shape[:-1]
     stacked = {key: np.stack(values, axis=-1) if values else np.empty((*lead, 0))
                for key, values in columns.items()}
-    return Looks(runs=np.array(runs), level=1.0 - np.array(levels),
+    return Looks(runs=np.array(runs),
                  **{key: stacked.get(key, np.empty((*lead, 0)))
-                    for key in ("change_pct", "low_pct", "high_pct", "outcome", "paired",
+                    for key in ("level", "change_pct", "low_pct", "high_pct", "outcome", "paired",
                                 "cause")})
