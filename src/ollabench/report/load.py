@@ -64,16 +64,20 @@ def read_level_primary(path: Path) -> dict[int, pd.DataFrame]:
             for level, rows in table.groupby("concurrency", sort=True) if level > 1}
 
 
-def level_answer(rows: pd.DataFrame, level: int, profiles: dict[str, str],
-                 threshold_pct: float, arrivals: dict[str, Any] | None = None) -> str:
+def where_at(table: pd.DataFrame, level: int) -> str:
+    """How a sentence about one level opens: agents at once, or tasks in flight (open loop)."""
+    return f"With {_level_name(table, level)}" if open_loop(table) else f"At {level} agents"
+
+
+def level_answer(rows: pd.DataFrame, where: str, profiles: dict[str, str],
+                 threshold_pct: float) -> str:
     """What one loaded level's verdicts decide, in a sentence: the tasks the treatment
     serves (within the SLO when one is set) as a ratio with its interval, then the other
     primary comparisons by verdict."""
     records = rows.to_dict("records")
     lead = next((r for metric in ("slo_tasks_per_min", "tasks_per_min") for r in records
                  if (r["stage"], r["metric"]) == (SYSTEM_STAGE, metric)), None)
-    text = (f"With at most {level} task(s) in flight"
-            if (arrivals or {}).get("rate_per_min") is not None else f"At {level} agents")
+    text = where
     if lead is not None:
         within = " within the SLO" if lead["metric"] == "slo_tasks_per_min" else ""
         text += (f" `{profiles['treatment']}` (treatment) serves {_ratio(lead['change_pct'])}x "
@@ -163,12 +167,10 @@ def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str]
         md.new_header(3, _level_name(table, level), add_table_of_contents="n")
         verdicts = level_primary.get(level)
         if verdicts is not None:
-            md.new_paragraph(level_answer(verdicts, level, profiles, threshold_pct,
-                                          (config.get("run") or {}).get("arrivals")))
+            md.new_paragraph(level_answer(verdicts, where_at(table, level), profiles,
+                                          threshold_pct))
         elif level > 1:
-            where = (f"With {_level_name(table, level)}" if open_loop(table)
-                     else f"At {level} agents")
-            md.new_paragraph(_sentence(rows, where, profiles))
+            md.new_paragraph(_sentence(rows, where_at(table, level), profiles))
         md.new_paragraph(Table(["arm", *(label for _, label in columns)],
                                [[f"{arm} ({profiles[arm]})",
                                  *(rows.loc[arm, column] if arm in rows.index else None

@@ -22,7 +22,7 @@ from ollabench.report.applicable import applicable, not_applicable_line
 from ollabench.report.configuration import configuration, option_notes
 from ollabench.report.format import fmt_int, fmt_mde, fmt_num, fmt_plain_pct, fmt_setting
 from ollabench.report.inputs import Inputs
-from ollabench.report.load import level_answer, under_load
+from ollabench.report.load import level_answer, under_load, where_at
 from ollabench.report.markdown import tidy
 from ollabench.report.noise import noise_section
 from ollabench.report.quality import data_quality
@@ -150,12 +150,11 @@ def _executive_summary(md: MdUtils, inputs: Inputs, appendix_link: str) -> None:
 def _loaded_answers(md: MdUtils, inputs: Inputs, threshold: float) -> None:
     """The answer at each loaded level, a line each (the table above is one agent at a
     time): each level decided on its own, never averaged across levels."""
-    if not inputs.level_primary:
+    if not inputs.level_primary or inputs.load is None:  # the levels' table says how they ran
         return
     md.new_paragraph("The table above is one agent at a time. Under load, each level decided "
                      "on its own (never averaged across levels; tables in Under load):")
-    arrivals = (inputs.config.get("run") or {}).get("arrivals")
-    md.new_list([level_answer(rows, level, inputs.profiles, threshold, arrivals)
+    md.new_list([level_answer(rows, where_at(inputs.load, level), inputs.profiles, threshold)
                  for level, rows in sorted(inputs.level_primary.items())])
 
 
