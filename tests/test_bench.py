@@ -71,7 +71,7 @@ def test_raw_lines_are_json_with_schema_version(quick_run) -> None:
     line = json.loads((tmp / "raw" / "calls.jsonl").read_text().splitlines()[0])
     assert line["prompt_cached_tokens"] == 0 and line["itl_p50_ms"] > 0
     assert line["first_token_thinking"] is None  # unknown stays null, never 0 or false
-    assert line["schema_version"] == 7 and line["started_at"].endswith("+00:00")
+    assert line["schema_version"] == 8 and line["started_at"].endswith("+00:00")
     assert (line["token_count_source"], line["timing_source"]) == ("engine", "engine")
     assert line["ttfb_ms"] is None  # in process: no bytes on a wire
     # llama.cpp: the cache is cleared before each call, and the counts are exact
@@ -169,5 +169,6 @@ def test_every_call_records_what_the_host_was_doing(quick_run) -> None:
     for r in records:
         assert 0 <= r.host_other_cpu_pct <= 100 and 0 <= r.host_steal_pct <= 100
         assert r.host_load_1m >= 0
+        assert r.cpu_probe_ms > 0  # the probe ran before every call, warm-ups included
     start = json.loads((tmp / "raw" / "env.json").read_text())["host_at_start"]
     assert start["cpu_count"] >= 1 and 0 <= start["host_other_cpu_pct"] <= 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from ollabench.bench.host import HostReading, busy_warning, host_load, read_host
+from ollabench.bench.host import HostReading, busy_warning, cpu_probe_ms, host_load, read_host
 from ollabench.report.words import cause_text
 from ollabench.stats.quality import cause_table
 
@@ -84,3 +85,23 @@ def test_runs_without_host_fields_have_no_host_cause() -> None:
     runs = pd.DataFrame({"load_ms": [5.0, 6.0], "output_tokens": [10.0, 10.0]})
     assert not cause_table(runs)["host_busy"].any()
     assert np.isnan(cause_table(runs)["host_other_cpu_pct"]).all()
+
+
+def test_the_cpu_probe_takes_longer_when_another_process_shares_its_core() -> None:
+    """The probe reads how fast one core runs: pinned to the core a spinning process holds,
+    it gets about half of it. Sums over many probes, so one preemption more or less
+    cannot decide it."""
+    own = os.sched_getaffinity(0)
+    core = {min(own)}
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(0, core)
+        alone = sum(cpu_probe_ms() for _ in range(40))
+        os.sched_setaffinity(child.pid, core)
+        time.sleep(0.2)
+        shared = sum(cpu_probe_ms() for _ in range(40))
+    finally:
+        child.kill()
+        child.wait()
+        os.sched_setaffinity(0, own)
+    assert shared > 1.3 * alone

@@ -225,19 +225,20 @@ def test_a_version_1_record_reads_as_the_current_version_with_the_new_fields_unk
 
     record = read_records(GOLDEN_RAW / CALLS_FILE)[1]
 
-    assert record.schema_version == SCHEMA_VERSION == 7
+    assert record.schema_version == SCHEMA_VERSION == 8
     assert (record.prompt_eval_tokens, record.cache_state, record.outcome,
             record.reload_expected, record.num_batch, record.task_turn,
             record.task_ended_by, record.replay_diverged, record.ttfb_ms,
             record.token_count_source, record.timing_source,
-            record.retry_after_s) == (None,) * 12
+            record.retry_after_s, record.cpu_probe_ms) == (None,) * 13
     assert record.prompt_tok_s == stored["prompt_tok_s"]  # as version 1 computed it
 
 
 def test_a_version_4_record_reads_with_the_later_fields_unknown(tmp_path: Path) -> None:
     later = ("ttfb_ms", "token_count_source", "timing_source",  # version 5
              "concurrency", "agent", "due_ms", "sent_ms", "in_flight", "queue_ms",  # version 6
-             "retry_after_s")  # version 7
+             "retry_after_s",  # version 7
+             "cpu_probe_ms")  # version 8
     stored = json.loads((GOLDEN_RAW / CALLS_FILE).read_text().splitlines()[1])
     for name in later:
         stored.pop(name, None)
@@ -246,7 +247,7 @@ def test_a_version_4_record_reads_with_the_later_fields_unknown(tmp_path: Path) 
 
     record = read_records(path)[0]
 
-    assert record.schema_version == SCHEMA_VERSION == 7
+    assert record.schema_version == SCHEMA_VERSION == 8
     assert record.concurrency == 1  # a record from before levels ran at level 1
     unknown = [name for name in later if name != "concurrency"]
     assert tuple(getattr(record, name) for name in unknown) == (None,) * len(unknown)
@@ -263,3 +264,23 @@ def test_the_columnar_path_upgrades_version_1_alike(tmp_path: Path) -> None:
     assert set(table.column("schema_version").to_pylist()) == {SCHEMA_VERSION}
     assert set(table.column("outcome").to_pylist()) == {None}
     assert table.column("prompt_tok_s").null_count == 0
+
+
+def test_a_version_7_file_and_its_older_copy_read_with_the_probe_unknown(tmp_path: Path) -> None:
+    """A bench from before the CPU probe (schema 7) left a calls.parquet without the column:
+    the copy is refused and calls.jsonl read, cpu_probe_ms null, never 0."""
+    def as_version_7(data: dict[str, Any]) -> None:
+        data.pop("cpu_probe_ms", None)
+        data["schema_version"] = 7
+
+    raw = raw_lines(tmp_path / "raw", make_records(Scenario(runs=2)), as_version_7)
+    copy = write_calls_table(raw)
+    older = pq.read_table(copy)
+    pq.write_table(older.drop_columns(["cpu_probe_ms"]).replace_schema_metadata(
+        older.schema.metadata), copy)
+
+    table, source = _read_table(raw)
+
+    assert source == raw / CALLS_FILE
+    assert set(table.column("schema_version").to_pylist()) == {SCHEMA_VERSION}
+    assert table.column("cpu_probe_ms").null_count == table.num_rows

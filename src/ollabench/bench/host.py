@@ -9,10 +9,12 @@ the hypervisor stole while the call ran. docs/metrics.md defines the fields.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import psutil
 
 # Before the first call: other processes using more than this share of the machine's CPU,
@@ -22,6 +24,11 @@ import psutil
 BUSY_OTHER_CPU_PCT = 25.0
 BUSY_STEAL_PCT = 10.0
 IDLE_PROBE_S = 1.0
+# The CPU probe (cpu_probe_ms): the same small multiply of two float32 vectors that stay in
+# the core's cache, repeated; about 2 ms on an idle 2-vCPU AMD EPYC. numpy's own SIMD loop,
+# one thread, written into a preallocated array: no BLAS threads, no allocation, no I/O.
+PROBE_ELEMENTS = 8192  # 32 KiB per vector
+PROBE_REPEATS = 1500
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,25 @@ def cpu_mhz() -> float | None:
     except (OSError, NotImplementedError, FileNotFoundError):
         return None
     return round(freq.current, 1) if freq and freq.current else None
+
+
+@functools.cache
+def _probe_vectors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.ones(PROBE_ELEMENTS, dtype=np.float32),
+            np.full(PROBE_ELEMENTS, 1.0001, dtype=np.float32),
+            np.empty(PROBE_ELEMENTS, dtype=np.float32))
+
+
+def cpu_probe_ms() -> float:
+    """Wall time (ms, monotonic clock) of a fixed CPU workload: the same work every call, so
+    its time says how fast one core of this machine ran just before a call (another
+    process, the hypervisor, the clock). Raw data for the analysis of noise
+    (docs/statistics.md); no estimator adjusts for it."""
+    a, b, out = _probe_vectors()
+    start_ns = time.perf_counter_ns()
+    for _ in range(PROBE_REPEATS):
+        np.multiply(a, b, out=out)
+    return round((time.perf_counter_ns() - start_ns) / 1e6, 4)
 
 
 def host_load(before: HostReading, after: HostReading) -> dict[str, float | None]:

@@ -31,7 +31,7 @@ from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.bench import provenance
 from ollabench.bench.concurrent import InFlight, Pace, SequentialOverhead, groups, run_block
 from ollabench.bench.failures import should_retry, why_incomplete
-from ollabench.bench.host import busy_warning, host_at_start, host_load, read_host
+from ollabench.bench.host import busy_warning, cpu_probe_ms, host_at_start, host_load, read_host
 from ollabench.bench.open_loop import run_group
 from ollabench.bench.run_control import StopRule
 from ollabench.bench.schedule import Slot, plan, warmups_per_switch
@@ -293,6 +293,7 @@ class Runner:
         (read outside its clocks), and where it sat in its block: due, sent, calls in
         flight, the slot wait."""
         before = read_host()
+        probe_ms = cpu_probe_ms()  # before the backend's clocks start: costs them nothing
         in_flight = self.in_flight.enter()
         sent_ns = time.perf_counter_ns()
         try:
@@ -306,7 +307,7 @@ class Runner:
         load = {"concurrency": slot.level, "agent": slot.agent, "in_flight": in_flight,
                 "due_ms": pace.ms(pace.due_ns), "sent_ms": pace.ms(sent_ns)}
         pace.due_ns = answered_ns  # closed loop: the agent's next call is due now
-        return measurement, host_load(before, read_host()) | load
+        return measurement, host_load(before, read_host()) | load | {"cpu_probe_ms": probe_ms}
 
     def _record(self, slot: Slot, attempt: int, options: dict[str, Any], started_at: str,
                 measurement: CallMeasurement, context: dict[str, Any] | None = None,

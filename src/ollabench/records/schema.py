@@ -28,15 +28,16 @@ from ollabench.files import write_text_atomic
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-SCHEMA_VERSION = 7
-# Versions 1 to 6 lack the fields later versions added (all of them nullable: 2 the cache
+SCHEMA_VERSION = 8
+# Versions 1 to 7 lack the fields later versions added (all of them nullable: 2 the cache
 # and outcome fields, 3 the tool agent's task fields, 4 the trace's replay_diverged, 5 time
 # to first chunk and the sources of token counts and timings, 6 the load fields of
-# run.concurrency: level, agent, due and send times, in flight, queue wait; 7 retry_after_s):
+# run.concurrency: level, agent, due and send times, in flight, queue wait; 7 retry_after_s;
+# 8 cpu_probe_ms):
 # their records are read as the current version with those fields null. Version 1's
 # prompt_tok_s, computed over the whole prompt, is kept as recorded (see _parse_record;
 # version 2's equals the recomputed one).
-UPGRADED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
+UPGRADED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7})
 READABLE_VERSIONS = UPGRADED_VERSIONS | {SCHEMA_VERSION}
 
 ARMS = ("control", "treatment")
@@ -152,6 +153,7 @@ class CallRecord(CallMeasurement):
     host_steal_pct: float | None = None
     host_load_1m: float | None = None
     cpu_mhz: float | None = None
+    cpu_probe_ms: float | None = None  # a fixed CPU workload's wall time just before the call
     # The tool agent's turn (workloads/tool_agent.py), on measured calls that succeeded.
     task_turn: int | None = None
     tool_calls: int | None = None
