@@ -30,7 +30,7 @@ FRAME_COLUMNS = tuple(dict.fromkeys((
     "outcome", "cache_state", "num_batch_basis", "engine_version",
     "backend", "model", "token_count_source", "timing_source",
     "reloaded", "reload_expected", "truncated", "context_shift", "cache_controlled",
-    "host_other_cpu_pct", "host_steal_pct", "host_load_1m",
+    "host_other_cpu_pct", "host_steal_pct", "host_load_1m", "cpu_probe_ms",
     "concurrency", "agent", "due_ms", "sent_ms", "in_flight", "queue_ms")))
 FLAG_COLUMNS = tuple(c for c in FRAME_COLUMNS if FIELD_BY_NAME[c].kind is bool)
 # The host's noise during a call (host.py): a run or stage takes its calls' worst.

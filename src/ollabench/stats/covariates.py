@@ -1,0 +1,138 @@
+"""Per-call covariates as control variates: how much of each primary comparison's noise the
+host's readings explain (the CPU probe before each call, other processes' CPU, steal, load).
+
+Analysis only: no verdict reads it. docs/statistics.md ("Per-call covariates") gives the
+figures measured on this project's machines and why no estimator adjusts for them.
+Everything is on the log scale of the verdict test; a run's covariate for a stage is its
+call's reading (the log of the probe), for `workflow` the mean over the run's stages.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ollabench.records.schema import ARMS
+from ollabench.stats.core import on_test_scale, quiet
+from ollabench.stats.grouping import measured_calls, stage_order
+from ollabench.stats.metrics import WORKFLOW_STAGE
+
+PROBE = "cpu_probe_ms"
+COVARIATES = (PROBE, "host_other_cpu_pct", "host_steal_pct", "host_load_1m")
+SHARE_COLUMNS = ("stage", "metric", "runs", "probe_mean_diff_pct", "probe_p_arm", "probe_r_calls",
+                 "probe_explains_calls_pct", "all_explain_calls_pct", "probe_r_paired",
+                 "probe_explains_paired_pct", "all_explain_paired_pct")
+
+
+def run_covariates(calls: pd.DataFrame, last_run: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per arm, per stage (and `workflow`), a (runs x COVARIATES) array, row i = run i + 1:
+    each measured call's readings, the probe as its log; NaN where unknown."""
+    measured = measured_calls(calls)
+    stages = stage_order(measured)
+    found: dict[str, dict[str, np.ndarray]] = {}
+    for arm in ARMS:
+        rows = measured[measured["arm"] == arm]
+        values = pd.DataFrame({c: pd.to_numeric(rows[c], errors="coerce") if c in rows
+                               else np.nan for c in COVARIATES}, index=rows.index)
+        with quiet():
+            values[PROBE] = np.log(values[PROBE].where(values[PROBE] > 0))
+        values["run"], values["stage"] = rows["run"].astype(int), rows["stage"].astype(str)
+        per_stage = values.groupby(["stage", "run"])[list(COVARIATES)].mean()
+        arrays = {}
+        for stage in stages:
+            table = per_stage.loc[stage] if stage in per_stage.index.get_level_values(0) \
+                else pd.DataFrame(columns=list(COVARIATES))
+            arrays[stage] = table.reindex(range(1, last_run + 1)).to_numpy(dtype=float)
+        with quiet():
+            arrays[WORKFLOW_STAGE] = np.nanmean(np.stack([arrays[s] for s in stages]), axis=0)
+        found[arm] = arrays
+    return found
+
+
+def explained_pct(y: np.ndarray, x: np.ndarray, base: np.ndarray | None = None) -> float:
+    """The share (%) of y's variance left after `base` (columns, an intercept always) that
+    the columns of x explain, adjusted for the columns fitted (adjusted R-squared of the
+    increment, so noise covariates read near 0, not above it): the variance a CUPED-style
+    adjustment by x would remove, estimated without the in-sample optimism."""
+    n = len(y)
+    base = np.ones((n, 1)) if base is None else np.column_stack([np.ones(n), base])
+    full = np.column_stack([base, x])
+    if n <= full.shape[1] + 1:
+        return math.nan
+    sse_base = _sse(y, base)
+    if sse_base <= 0:
+        return math.nan
+    ratio = (_sse(y, full) / (n - full.shape[1])) / (sse_base / (n - base.shape[1]))
+    return float((1.0 - ratio) * 100.0)
+
+
+def _sse(y: np.ndarray, design: np.ndarray) -> float:
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(np.sum((y - design @ coef) ** 2))
+
+
+def _usable(x: np.ndarray) -> np.ndarray:
+    """The covariate columns known throughout that vary (an unrecorded one, or a constant
+    one such as steal 0 throughout, has nothing to explain with)."""
+    return np.array([bool(np.isfinite(col).all() and np.std(col) > 0) for col in x.T],
+                    dtype=bool)
+
+
+def share_row(control: np.ndarray, treatment: np.ndarray, x_control: np.ndarray,
+              x_treatment: np.ndarray) -> dict[str, float]:
+    """For one primary's per-run values: the probe's mean paired difference between the arms
+    and its paired t-test (a control variate must not depend on the arm), and what the probe
+    alone and all covariates together explain of the per-run values (arm as a factor) and of
+    the paired differences."""
+    c, t, on_log = on_test_scale(control, treatment)
+    if not bool(on_log):
+        return {}
+    probe = 0  # COVARIATES[0]
+    known = np.isfinite(c) & np.isfinite(t) & np.isfinite(x_control[:, probe]) \
+        & np.isfinite(x_treatment[:, probe])
+    c, t, xc, xt = c[known], t[known], x_control[known], x_treatment[known]
+    values, arm = np.concatenate([c, t]), np.repeat([0.0, 1.0], len(c))
+    stacked, diffs = np.vstack([xc, xt]), xt - xc
+    calls_cols, paired_cols = _usable(stacked), _usable(diffs)
+    with quiet():
+        return {
+            "runs": int(known.sum()),
+            "probe_mean_diff_pct": float(np.expm1(np.mean(diffs[:, probe])) * 100),
+            "probe_p_arm": float(sps.ttest_1samp(diffs[:, probe], 0.0).pvalue),
+            "probe_r_calls": _r(_resid(values, arm), _resid(stacked[:, probe], arm)),
+            "probe_explains_calls_pct": explained_pct(values, stacked[:, [probe]], arm),
+            "all_explain_calls_pct": explained_pct(values, stacked[:, calls_cols], arm),
+            "probe_r_paired": _r(t - c, diffs[:, probe]),
+            "probe_explains_paired_pct": explained_pct(t - c, diffs[:, [probe]]),
+            "all_explain_paired_pct": explained_pct(t - c, diffs[:, paired_cols]),
+        }
+
+
+def _resid(y: np.ndarray, arm: np.ndarray) -> np.ndarray:
+    """y less its arm's mean."""
+    return y - np.where(arm == 1, y[arm == 1].mean(), y[arm == 0].mean())
+
+
+def _r(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def share_table(series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+                calls: pd.DataFrame) -> pd.DataFrame:
+    """One row per primary comparison (decisions.primary_series) of a level-1 run."""
+    last_run = max((len(c) for c, _ in series.values()), default=0)
+    covariates = run_covariates(calls, last_run)
+    rows = []
+    for (stage, metric), (control, treatment) in series.items():
+        if stage not in covariates[ARMS[0]]:
+            continue
+        found = share_row(control, treatment, covariates[ARMS[0]][stage],
+                          covariates[ARMS[1]][stage])
+        if found:
+            rows.append({"stage": stage, "metric": metric, **found})
+    return pd.DataFrame(rows, columns=list(SHARE_COLUMNS))
