@@ -44,7 +44,8 @@ def probe_noise(records: list[CallRecord]) -> str:
     arms = {arm: np.median([r.cpu_probe_ms for r in records if r.arm == arm and r.cpu_probe_ms])
             for arm in ("control", "treatment")}
     return (f"probe over {len(probes)} calls: median {median:.3f} ms, SD of log "
-            f"{logs.std(ddof=1) * 100:.1f}%, p95 / median {np.percentile(probes, 95) / median:.2f}, "
+            f"{logs.std(ddof=1) * 100:.1f}%, p95 / median "
+            f"{np.percentile(probes, 95) / median:.2f}, "
             f"max / median {probes.max() / median:.2f}, bimodality "
             f"{bimodality(logs):.2f} (above 0.56: two modes); median by arm "
             f"{arms['control']:.3f} / {arms['treatment']:.3f} ms")
