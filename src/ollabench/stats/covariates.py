@@ -22,7 +22,8 @@ from ollabench.stats.metrics import WORKFLOW_STAGE
 
 PROBE = "cpu_probe_ms"
 COVARIATES = (PROBE, "host_other_cpu_pct", "host_steal_pct", "host_load_1m")
-SHARE_COLUMNS = ("stage", "metric", "runs", "probe_mean_diff_pct", "probe_p_arm", "probe_r_calls",
+SHARE_COLUMNS = ("stage", "metric", "runs", "probe_mean_diff_pct", "probe_p_arm",
+                 "other_cpu_mean_diff_pts", "other_cpu_p_arm", "probe_r_calls",
                  "probe_explains_calls_pct", "all_explain_calls_pct", "probe_r_paired",
                  "probe_explains_paired_pct", "all_explain_paired_pct")
 
@@ -83,14 +84,15 @@ def _usable(x: np.ndarray) -> np.ndarray:
 
 def share_row(control: np.ndarray, treatment: np.ndarray, x_control: np.ndarray,
               x_treatment: np.ndarray) -> dict[str, float]:
-    """For one primary's per-run values: the probe's mean paired difference between the arms
-    and its paired t-test (a control variate must not depend on the arm), and what the probe
+    """For one primary's per-run values: the probe's and other processes' CPU's mean paired
+    differences between the arms and their paired t-tests (a control variate must not
+    depend on the arm; other processes' CPU, read during the call, can), and what the probe
     alone and all covariates together explain of the per-run values (arm as a factor) and of
     the paired differences."""
     c, t, on_log = on_test_scale(control, treatment)
     if not bool(on_log):
         return {}
-    probe = 0  # COVARIATES[0]
+    probe, other = 0, 1  # COVARIATES[0], COVARIATES[1]
     known = np.isfinite(c) & np.isfinite(t) & np.isfinite(x_control[:, probe]) \
         & np.isfinite(x_treatment[:, probe])
     c, t, xc, xt = c[known], t[known], x_control[known], x_treatment[known]
@@ -102,6 +104,8 @@ def share_row(control: np.ndarray, treatment: np.ndarray, x_control: np.ndarray,
             "runs": int(known.sum()),
             "probe_mean_diff_pct": float(np.expm1(np.mean(diffs[:, probe])) * 100),
             "probe_p_arm": float(sps.ttest_1samp(diffs[:, probe], 0.0).pvalue),
+            "other_cpu_mean_diff_pts": float(np.mean(diffs[:, other])),
+            "other_cpu_p_arm": float(sps.ttest_1samp(diffs[:, other], 0.0).pvalue),
             "probe_r_calls": _r(_resid(values, arm), _resid(stacked[:, probe], arm)),
             "probe_explains_calls_pct": explained_pct(values, stacked[:, [probe]], arm),
             "all_explain_calls_pct": explained_pct(values, stacked[:, calls_cols], arm),
