@@ -3,13 +3,14 @@ runs (the CPU probe before each call, other processes' CPU, steal, load): the fi
 docs/statistics.md ("Per-call covariates").
 
 Run as `python benchmarks/probe_covariates.py RAW [RAW ...]`, each RAW a folder holding a
-bench's calls.jsonl and env.json (data/raw). For each it prints the host (CPU model, load
-at the first call), the probe's own noise (median, spread of its log, Sarle's bimodality,
-largest over median, each arm's median), and per primary comparison
-(stats/covariates.share_table): the probe's mean paired difference between the arms and its
-paired t-test p, its correlation with the values and the share of their variance it
-explains (per run with the arm as a factor, and of the paired differences), and the share
-all covariates together explain (adjusted R-squared). --smoke: a synthetic run with a
+bench's calls.jsonl and env.json (data/raw), or a calls.jsonl itself (a resume journal's).
+For each it prints the host (CPU model, load average), the probe's own noise (median, spread
+of its log, Sarle's bimodality, largest over median, each arm's median), and per primary
+comparison (stats/covariates.share_table): the probe's and other processes' CPU's mean
+paired difference between the arms and its paired t-test p, the probe's correlation with
+the values and the share of their variance it explains (per run with the arm as a factor,
+and of the paired differences), and the share all covariates together explain (adjusted
+R-squared). --smoke: a synthetic run with a
 planted probe-driven noise, what CI runs so the script cannot rot.
 """
 
@@ -54,7 +55,11 @@ def probe_noise(records: list[CallRecord]) -> str:
 def report(records: list[CallRecord], host: str) -> None:
     calls = records_frame(records)
     table = share_table(primary_series(calls, PRIMARY), calls)
+    loads = np.array([r.host_load_1m for r in records if r.host_load_1m is not None])
     print(host)
+    if len(loads):
+        print(f"load average (1 min) at the calls: median {np.median(loads):.1f}, "
+              f"{loads.min():.1f} to {loads.max():.1f}")
     print(probe_noise(records))
     print("| " + " | ".join(table.columns) + " |")
     print("|" + " --- |" * len(table.columns))
@@ -93,14 +98,16 @@ def smoke_records() -> list[CallRecord]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw", nargs="*", type=Path, help="folders holding calls.jsonl")
+    parser.add_argument("raw", nargs="*", type=Path,
+                        help="folders holding calls.jsonl, or calls.jsonl files")
     parser.add_argument("--smoke", action="store_true", help="a synthetic run instead")
     args = parser.parse_args()
     if args.smoke:
         report(smoke_records(), "synthetic: a planted probe-driven noise")
         return 0
-    for raw in args.raw:
-        report(read_records(raw / "calls.jsonl"), host_line(raw))
+    for raw in args.raw:  # a folder, or a resume journal's calls.jsonl itself
+        path = raw if raw.is_file() else raw / "calls.jsonl"
+        report(read_records(path), host_line(path.parent))
     return 0
 
 
