@@ -43,6 +43,7 @@ def test_a_probe_that_tracks_the_slowness_explains_most_of_the_paired_noise() ->
     assert list(table.index) == [("workflow", "e2e_ms"), ("analysis", "ttft_ms"),
                                  ("report", "ttft_ms"), ("workflow", "eval_tok_s")]
     assert (table["probe_explains_paired_pct"] > 70).all()
+    assert (table["probe_loo_paired_pct"] > 70).all()  # out of sample too
     assert (table["probe_explains_calls_pct"] > 70).all()
     assert (table.loc[("analysis", "ttft_ms"), "probe_r_paired"]) > 0.8
     assert table.loc[("workflow", "eval_tok_s"), "probe_r_paired"] < -0.8  # slower: lower rate
@@ -60,6 +61,7 @@ def test_a_probe_that_depends_on_the_arm_is_found() -> None:
 def test_a_probe_unrelated_to_the_values_explains_about_nothing() -> None:
     table = _table(_slowed(make_records(Scenario(runs=24, cv_pct=2.0)), tracks=False))
     assert (table["probe_explains_paired_pct"] < 20).all()
+    assert (table["probe_loo_paired_pct"] < 10).all()
     assert (table["probe_explains_calls_pct"] < 20).all()
 
 

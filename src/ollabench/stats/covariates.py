@@ -22,10 +22,11 @@ from ollabench.stats.metrics import WORKFLOW_STAGE
 
 PROBE = "cpu_probe_ms"
 COVARIATES = (PROBE, "host_other_cpu_pct", "host_steal_pct", "host_load_1m")
-SHARE_COLUMNS = ("stage", "metric", "runs", "probe_mean_diff_pct", "probe_p_arm",
+SHARE_COLUMNS = ("stage", "metric", "runs", "paired_sd_pct", "probe_mean_diff_pct", "probe_p_arm",
                  "other_cpu_mean_diff_pts", "other_cpu_p_arm", "probe_r_calls",
                  "probe_explains_calls_pct", "all_explain_calls_pct", "probe_r_paired",
-                 "probe_explains_paired_pct", "all_explain_paired_pct")
+                 "probe_explains_paired_pct", "all_explain_paired_pct", "probe_loo_paired_pct",
+                 "other_cpu_loo_paired_pct", "all_loo_paired_pct")
 
 
 def run_covariates(calls: pd.DataFrame, last_run: int) -> dict[str, dict[str, np.ndarray]]:
@@ -70,6 +71,24 @@ def explained_pct(y: np.ndarray, x: np.ndarray, base: np.ndarray | None = None) 
     return float((1.0 - ratio) * 100.0)
 
 
+def left_out_reduction_pct(y: np.ndarray, x: np.ndarray) -> float:
+    """The share (%) of y's squared error around its mean that the adjustment by x removes
+    when each value is predicted from a fit without it (leave-one-out): what the adjustment
+    would do to a run it was not fitted on. Negative: it adds noise."""
+    n = len(y)
+    if n < x.shape[1] + 3 or not np.isfinite(x).all():
+        return math.nan
+    design = np.column_stack([np.ones(n), x])
+    adjusted, plain = np.empty(n), np.empty(n)
+    for i in range(n):
+        rest = np.arange(n) != i
+        coef, *_ = np.linalg.lstsq(design[rest], y[rest], rcond=None)
+        adjusted[i] = y[i] - design[i] @ coef
+        plain[i] = y[i] - y[rest].mean()
+    plain_sse = float(np.sum(plain ** 2))
+    return float((1.0 - np.sum(adjusted ** 2) / plain_sse) * 100.0) if plain_sse > 0 else math.nan
+
+
 def _sse(y: np.ndarray, design: np.ndarray) -> float:
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     return float(np.sum((y - design @ coef) ** 2))
@@ -102,6 +121,7 @@ def share_row(control: np.ndarray, treatment: np.ndarray, x_control: np.ndarray,
     with quiet():
         return {
             "runs": int(known.sum()),
+            "paired_sd_pct": float(np.std(t - c, ddof=1) * 100),  # of the log difference
             "probe_mean_diff_pct": float(np.expm1(np.mean(diffs[:, probe])) * 100),
             "probe_p_arm": float(sps.ttest_1samp(diffs[:, probe], 0.0).pvalue),
             "other_cpu_mean_diff_pts": float(np.mean(diffs[:, other])),
@@ -112,6 +132,9 @@ def share_row(control: np.ndarray, treatment: np.ndarray, x_control: np.ndarray,
             "probe_r_paired": _r(t - c, diffs[:, probe]),
             "probe_explains_paired_pct": explained_pct(t - c, diffs[:, [probe]]),
             "all_explain_paired_pct": explained_pct(t - c, diffs[:, paired_cols]),
+            "probe_loo_paired_pct": left_out_reduction_pct(t - c, diffs[:, [probe]]),
+            "other_cpu_loo_paired_pct": left_out_reduction_pct(t - c, diffs[:, [other]]),
+            "all_loo_paired_pct": left_out_reduction_pct(t - c, diffs[:, paired_cols]),
         }
 
 
