@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ollabench.records.schema import CallRecord
-from ollabench.stats.covariates import explained_pct, share_table
+from ollabench.stats.covariates import explained_pct, share_table, with_probe
 from ollabench.stats.decisions import primary_series
 from ollabench.stats.frames import records_frame
+from ollabench.stats.noise import noise_table
 from tests.helpers.synthetic import Scenario, make_records
 
 PRIMARY = ["workflow/e2e_ms", "each/ttft_ms", "workflow/eval_tok_s"]
@@ -74,3 +75,16 @@ def test_explained_share_is_adjusted_for_the_columns_fitted() -> None:
     assert np.mean(shares) == pytest.approx(0.0, abs=3.0)
     y = rng.normal(size=40)
     assert explained_pct(y, (y + 0.1 * rng.normal(size=40))[:, None]) > 95
+
+
+def test_noise_csv_carries_the_probes_share_and_leaves_it_unknown_without_a_probe() -> None:
+    records = _slowed(make_records(Scenario(runs=24, cv_pct=2.0)), tracks=True)
+    for given, tracked in ((records, True), (make_records(Scenario(runs=24)), False)):
+        calls = records_frame(given)
+        series = primary_series(calls, PRIMARY)
+        noise = with_probe(noise_table(series, None, 5.0), series, calls)
+        assert len(noise) == 4 and noise["run_noise_pct"].notna().all()
+        if tracked:
+            assert (noise["probe_loo_paired_pct"] > 70).all()
+        else:  # records without cpu_probe_ms: unknown, never 0
+            assert noise["probe_loo_paired_pct"].isna().all()

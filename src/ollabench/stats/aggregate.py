@@ -36,6 +36,7 @@ from ollabench.paths import (
     SUMMARY_FILE,
 )
 from ollabench.records.schema import ARMS
+from ollabench.stats.covariates import with_probe
 from ollabench.stats.decisions import (
     FIXED,
     control_first,
@@ -155,8 +156,8 @@ def _write_decisions(calls: pd.DataFrame, every_level: pd.DataFrame, env: dict[s
     run, final = run_settings(env, calls, threshold_pct)
     series = primary_series(calls, run["primary"])
     decisions = primary_decisions(calls, run, final, series)
-    staging.write(out_dir / NOISE_FILE, noise_table(series, control_first(calls),
-                                                    threshold_pct).to_csv(index=False))
+    noise = noise_table(series, control_first(calls), threshold_pct)
+    staging.write(out_dir / NOISE_FILE, with_probe(noise, series, calls).to_csv(index=False))
     table = primary_table(decisions)
     staging.write(out_dir / PRIMARY_FILE, table.to_csv(index=False))
     staging.write(out_dir / LOOKS_FILE, looks_table(decisions).to_csv(index=False))

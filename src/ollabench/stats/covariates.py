@@ -1,8 +1,9 @@
 """Per-call covariates as control variates: how much of each primary comparison's noise the
 host's readings explain (the CPU probe before each call, other processes' CPU, steal, load).
 
-Analysis only: no verdict reads it. docs/statistics.md ("Per-call covariates") gives the
-figures measured on this project's machines and why no estimator adjusts for them.
+Analysis only: no verdict reads it; noise.csv carries the probe's figures (with_probe).
+docs/statistics.md ("Per-call covariates") gives the figures measured on this project's
+machines and why no estimator adjusts for them.
 Everything is on the log scale of the verdict test; a run's covariate for a stage is its
 call's reading (the log of the probe), for `workflow` the mean over the run's stages.
 """
@@ -114,6 +115,8 @@ def share_row(control: np.ndarray, treatment: np.ndarray, x_control: np.ndarray,
     probe, other = 0, 1  # COVARIATES[0], COVARIATES[1]
     known = np.isfinite(c) & np.isfinite(t) & np.isfinite(x_control[:, probe]) \
         & np.isfinite(x_treatment[:, probe])
+    if known.sum() < 3:  # no spread, no correlation: the figures are unknown
+        return {"runs": int(known.sum())}
     c, t, xc, xt = c[known], t[known], x_control[known], x_treatment[known]
     values, arm = np.concatenate([c, t]), np.repeat([0.0, 1.0], len(c))
     stacked, diffs = np.vstack([xc, xt]), xt - xc
@@ -163,3 +166,14 @@ def share_table(series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
         if found:
             rows.append({"stage": stage, "metric": metric, **found})
     return pd.DataFrame(rows, columns=list(SHARE_COLUMNS))
+
+
+NOISE_PROBE_COLUMNS = ("probe_r_paired", "probe_loo_paired_pct")
+
+
+def with_probe(noise: pd.DataFrame, series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+               calls: pd.DataFrame) -> pd.DataFrame:
+    """noise.csv with the probe's correlation with each primary's paired differences and the
+    share of their variance it removes out of sample (unknown without probe readings)."""
+    shares = share_table(series, calls)[["stage", "metric", *NOISE_PROBE_COLUMNS]]
+    return noise.merge(shares, on=["stage", "metric"], how="left")
