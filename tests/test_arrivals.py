@@ -24,12 +24,12 @@ from ollabench.bench.schedule import Slot, plan
 from ollabench.config.schema import validate_config
 from ollabench.errors import ConfigError
 from ollabench.records.schema import read_records
-from ollabench.report import run_report
 from ollabench.stats.aggregate import run_aggregate
 from ollabench.stats.frames import records_frame
 from ollabench.stats.load import load_table
 from tests.helpers.fake_ollama import FakeOllama, Script
 from tests.helpers.project import AGENT_STEPS, bench_command, interrupt_bench, tiny_config
+from tests.helpers.report_files import write_words
 from tests.test_bench_ollama import _checkout_env, ollama_raw
 from tests.test_concurrency import _Interrupting
 
@@ -156,7 +156,7 @@ def open_bench(tmp_path_factory, composed, tiny_workload) -> tuple[list[Any], An
         config = tiny_config(raw, runs=2, concurrency=[1, 2], analysis=10, report=10)
         records = run_bench(config, tmp / "raw", journal_root=tmp / "j", progress=False)
     run_aggregate(tmp / "raw", tmp / "processed", tmp / "metrics.json", 5.0)
-    run_report(tmp / "raw", tmp / "processed", tmp / "report.md", tmp / "figures")
+    write_words(tmp / "raw", tmp / "processed", tmp / "report.md")
     return records, (config, tmp)
 
 
