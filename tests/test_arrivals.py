@@ -191,8 +191,13 @@ def test_latency_from_due_grows_where_the_closed_loop_number_would_not(open_benc
     for (run, arm), firsts in _by_block(_task_times(records, 1)).items():
         from_due = [end - due for due, _, end in firsts]
         from_send = [end - sent for _, sent, end in firsts]
-        assert from_due[-1] > from_due[0] + 2 * (TASK_MS - 60.0) * 0.8, (run, arm, from_due)
-        assert max(from_send) < 2 * min(from_send), (run, arm, from_send)
+        grew_ms = from_due[-1] - from_due[0]
+        assert grew_ms > 2 * (TASK_MS - 60.0) * 0.8, (run, arm, from_due)
+        # timed from its send no task took as much longer as the due-timed number grew: a
+        # call slowed by a busy host also delays every later task's send, so this holds at
+        # any load unless one call stalls for two whole tasks (the ratio to the fastest
+        # task, asserted before, failed when one call was descheduled for 240 ms)
+        assert max(from_send) - min(from_send) < grew_ms, (run, arm, from_send, from_due)
     table = load_table(records_frame(records), {"e2e_ms": 2.0 * TASK_MS}, 1,
                        {"rate_per_min": RATE_PER_MIN}).set_index(["arm", "concurrency"])
     for arm in ("control", "treatment"):
