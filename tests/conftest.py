@@ -43,6 +43,16 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadscope with shared fixtures' modules on one worker and the longest modules
+    first (tests/helpers/scheduling.py); other --dist modes as xdist has them."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from tests.helpers.scheduling import ModuleScheduling
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def worker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """State that DVC and git keep outside a repository, private to this test process (an
