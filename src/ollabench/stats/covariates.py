@@ -49,8 +49,10 @@ def run_covariates(calls: pd.DataFrame, last_run: int) -> dict[str, dict[str, np
             table = per_stage.loc[stage] if stage in per_stage.index.get_level_values(0) \
                 else pd.DataFrame(columns=list(COVARIATES))
             arrays[stage] = table.reindex(range(1, last_run + 1)).to_numpy(dtype=float)
-        with quiet():
-            arrays[WORKFLOW_STAGE] = np.nanmean(np.stack([arrays[s] for s in stages]), axis=0)
+        if stages:
+            with quiet():
+                arrays[WORKFLOW_STAGE] = np.nanmean(np.stack([arrays[s] for s in stages]),
+                                                    axis=0)
         found[arm] = arrays
     return found
 
