@@ -77,18 +77,18 @@ def explained_pct(y: np.ndarray, x: np.ndarray, base: np.ndarray | None = None) 
 def left_out_reduction_pct(y: np.ndarray, x: np.ndarray) -> float:
     """The share (%) of y's squared error around its mean that the adjustment by x removes
     when each value is predicted from a fit without it (leave-one-out): what the adjustment
-    would do to a run it was not fitted on. Negative: it adds noise."""
+    would do to a run it was not fitted on. Negative: it adds noise. Closed form: a left-out
+    residual is the fitted residual / (1 - its leverage)."""
     n = len(y)
     if n < x.shape[1] + 3 or not np.isfinite(x).all():
         return math.nan
     design = np.column_stack([np.ones(n), x])
-    adjusted, plain = np.empty(n), np.empty(n)
-    for i in range(n):
-        rest = np.arange(n) != i
-        coef, *_ = np.linalg.lstsq(design[rest], y[rest], rcond=None)
-        adjusted[i] = y[i] - design[i] @ coef
-        plain[i] = y[i] - y[rest].mean()
-    plain_sse = float(np.sum(plain ** 2))
+    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    if rank < design.shape[1]:
+        return math.nan
+    leverage = np.sum(np.linalg.qr(design)[0] ** 2, axis=1)
+    adjusted = (y - design @ coef) / (1.0 - leverage)
+    plain_sse = float(np.sum(((y - y.mean()) * n / (n - 1)) ** 2))
     return float((1.0 - np.sum(adjusted ** 2) / plain_sse) * 100.0) if plain_sse > 0 else math.nan
 
 
