@@ -4,9 +4,9 @@ The schedule (schedule.py) interleaves the arms and puts warm-up calls after eve
 arm. Both arms meet the same
 prompt-cache state: with run.prompt_cache false every call is cold (a fresh nonce opens the
 prompt where the engine's cache cannot be cleared), with true a primer call (phase "prime")
-warms the cache right before each measured call. Every finished call is appended to a
-journal (fsync'd) before the next starts, so a crash or Ctrl-C loses nothing and a rerun with
-the same config resumes. data/raw/ is written atomically at the end.
+warms the cache right before each measured call. Every finished call is appended to the
+journal (bench/journal.py) before the next starts, so a crash or Ctrl-C loses nothing and a
+rerun with the same config resumes. data/raw/ is written atomically at the end.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import secrets
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from tqdm import tqdm
@@ -29,9 +27,10 @@ from tqdm import tqdm
 from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.bench import provenance
-from ollabench.bench.concurrent import InFlight, Pace, SequentialOverhead, groups, run_block
+from ollabench.bench.concurrent import InFlight, Pace, groups, run_block
 from ollabench.bench.failures import should_retry, why_incomplete
 from ollabench.bench.host import busy_warning, host_at_start, host_load, read_host
+from ollabench.bench.journal import Journal
 from ollabench.bench.open_loop import run_group
 from ollabench.bench.run_control import StopRule
 from ollabench.bench.schedule import Slot, plan, warmups_per_switch
@@ -48,8 +47,6 @@ from ollabench.records.schema import (
     WARMUP_STAGE,
     CallMeasurement,
     CallRecord,
-    append_record,
-    read_records,
     write_records_atomic,
 )
 from ollabench.workloads import Workload, load_workload, output_cap
@@ -78,53 +75,6 @@ def config_key(config: BenchConfig, workload: Workload) -> str:
                           "workload": workload.source.sha256},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-class Journal:
-    """Append-only, fsync'd log of finished calls, outside DVC's outputs.
-
-    Each call asks it for earlier outputs and its attempt count, so it keeps them indexed as
-    records are appended: a pass over the whole journal per call grew with the experiment
-    (about 5 ms per call at 5,000 records) and held the GIL while other agents' tokens
-    arrived (benchmarks/bench_client_streams.py --prior-records)."""
-
-    def __init__(self, root: Path, key: str) -> None:
-        self.dir = root / key
-        self.path = self.dir / CALLS_FILE
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # a block's agents append from their threads
-        self.records = read_records(self.path) if self.path.exists() else []
-        self._succeeded: dict[int, CallRecord] = {}  # by seq: its last attempt without error
-        self._attempts: Counter[int] = Counter()
-        self.sequential = SequentialOverhead()
-        for record in self.records:
-            self._index(record)
-        if self.records:
-            # Rewrite without a torn tail so new appends start on a clean line.
-            write_records_atomic(self.path, self.records)
-
-    def _index(self, record: CallRecord) -> None:
-        self._attempts[record.seq] += 1
-        if record.error is None:
-            self._succeeded[record.seq] = record
-        self.sequential.add(record)
-
-    def append(self, record: CallRecord) -> None:
-        with self._lock:
-            append_record(self.path, record)
-            self.records.append(record)
-            self._index(record)
-
-    def succeeded(self) -> Mapping[int, CallRecord]:
-        """Each seq's last attempt without error: a live, read-only view."""
-        return MappingProxyType(self._succeeded)
-
-    def attempts(self, seq: int) -> int:
-        return self._attempts[seq]
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.dir.rmdir()
 
 
 class Runner:
