@@ -30,12 +30,13 @@ from ollabench.bench import provenance
 from ollabench.bench.concurrent import InFlight, Pace, groups, run_block
 from ollabench.bench.failures import should_retry, why_incomplete
 from ollabench.bench.host import busy_warning, host_at_start, host_load, read_host
+from ollabench.bench.interleave import CALL, backend_refusal
 from ollabench.bench.journal import Journal
 from ollabench.bench.open_loop import run_group
 from ollabench.bench.run_control import StopRule
 from ollabench.bench.schedule import Slot, plan, warmups_per_switch
 from ollabench.config.schema import BenchConfig
-from ollabench.errors import BenchIncomplete
+from ollabench.errors import BenchIncomplete, ConfigError
 from ollabench.files import write_json_atomic
 from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records.calls_table import write_calls_table
@@ -94,6 +95,10 @@ class Runner:
         self._extra_seq = 0
         self._extra_lock = threading.Lock()
         self.in_flight = InFlight()
+        # run.interleave call: both arms' engines stay loaded, so a switch reloads nothing
+        self.keep_loaded = config.run.interleave == CALL
+        self._warm: set[str] = set()  # arms whose load this process has paid (warm-ups)
+        self._seen: list[str] = []  # arms snapshotted "before", in order
         # (run, arm, level, agent, step) -> its slot
         self._seq_of: dict[tuple[int, str, int, int, int], int] = {}
 
@@ -129,18 +134,21 @@ class Runner:
                         break
                 if first.arm != current_arm:
                     self._switch_arm(current_arm, first)
-                    if first.phase == "measured":
-                        # Resumed mid-arm: this process has not paid the load yet.
+                    current_arm = first.arm
+                if first.phase == "measured":
+                    if first.arm not in self._warm:
+                        # Resumed past its warm-ups: this process has not paid the load yet.
                         run_block([self._extra_slot(first, WARMUP_STAGE)
                                    for _ in range(self.warmups)], call)
-                    current_arm = first.arm
-                if first.phase == "measured":  # e.g. a context per agent, loaded off the clock
+                    # e.g. a context per agent, loaded off the clock
                     self.backends[first.arm].serve(first.level, self.options[first.arm])
                 run_group(group, call, self.config.run)
+                self._warm.add(first.arm)
         finally:
             bar.close()
-            if current_arm is not None:
-                self._snapshot("after", current_arm)
+            held = self._seen if self.keep_loaded else [current_arm] if current_arm else []
+            for arm in held:
+                self._snapshot("after", arm)
         if stop is not None and runs == max((s.run for s in slots), default=0):
             stop(runs)  # the last look, for its reason
         return runs
@@ -154,6 +162,15 @@ class Runner:
                     primer, level=slot.level, agent=slot.agent)
 
     def _switch_arm(self, previous: str | None, slot: Slot) -> None:
+        """Snapshot the engines around a switch, which may reload (the next arm's warm-ups
+        absorb it). With both arms kept loaded (run.interleave call) a switch is free: one
+        snapshot per arm before its first call, one after the last (execute)."""
+        if self.keep_loaded:
+            if slot.arm not in self._seen:
+                self._seen.append(slot.arm)
+                self._snapshot("before", slot.arm, run=slot.run)
+            return
+        self._warm.clear()
         if previous is not None:
             self._snapshot("after", previous)
         if self.config.run.cold_start:
@@ -322,6 +339,10 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     # Two engines: every switch of arm is treated as a reload (a warm-up absorbs it).
     switch_reloads = len(distinct) > 1 or backends["treatment"].expects_reload(
         options["control"], options["treatment"])
+    if config.run.interleave == CALL and (refusal := backend_refusal(
+            backends["treatment"].name, all(b.switch_free for b in distinct), len(distinct),
+            switch_reloads)):
+        raise ConfigError(refusal)
     key = config_key(config, workload)
     journal = Journal(journal_root, key)
     runner = Runner(config, backends, workload, journal,
