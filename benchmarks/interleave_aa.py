@@ -3,8 +3,9 @@ engine, SmolLM2-135M, the agent workload): each primary comparison's paired nois
 verdict, the two settings alternated round after round (run, call, then call, run, ...) so
 the machine's load hits both alike. The figures behind docs/statistics.md ("Interleaving").
 
-Run as `python benchmarks/interleave_aa.py [--runs 12] [--rounds 3] [--out results.jsonl]`
-(about 5 minutes per experiment on an idle 2-vCPU machine at 12 runs per arm). Each
+Run as `python benchmarks/interleave_aa.py [--runs 12] [--rounds 3] [--out results.jsonl]
+[--set profile.options.num_thread=1 ...]` (--set: Hydra overrides of the committed config;
+about 3 minutes per experiment on an idle 2-vCPU machine at 12 runs per arm). Each
 experiment is a fixed run of --runs runs per arm (one look, all the error spent there);
 printed per experiment and primary: the standard deviation of the per-run log paired
 difference treatment - control (x100: percent on the log scale) and the verdict; then per
@@ -49,16 +50,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def config_for(interleave: str, runs: int, smoke: bool) -> BenchConfig:
-    """The committed default (an A/A), fixed at `runs` per arm, interleaved as asked."""
-    raw = compose([f"run.interleave={interleave}", "run.stopping.mode=fixed", f"run.runs={runs}",
-                   *(["run.max_output_tokens=8"] if smoke else [])], conf_dir=ROOT / "conf")
+def config_for(interleave: str, runs: int, overrides: list[str]) -> BenchConfig:
+    """The committed default (an A/A) with the overrides, fixed at `runs` per arm,
+    interleaved as asked."""
+    raw = compose([*overrides, f"run.interleave={interleave}", "run.stopping.mode=fixed",
+                   f"run.runs={runs}"], conf_dir=ROOT / "conf")
     return validate_config(raw)
 
 
-def experiment(interleave: str, runs: int, smoke: bool, folder: Path) -> dict[str, Any]:
+def experiment(interleave: str, runs: int, overrides: list[str],
+               folder: Path) -> dict[str, Any]:
     """One A/A: per primary, the sd of the per-run log paired differences and the verdict."""
-    config = config_for(interleave, runs, smoke)
+    config = config_for(interleave, runs, overrides)
     load_before = os.getloadavg()[0]
     records = run_bench(config, folder / "raw", folder / "journal", progress=False)
     calls = records_frame(records)
@@ -103,17 +106,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds, each one experiment of either setting")
     parser.add_argument("--out", type=Path, help="append each experiment's figures (JSON lines)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override of the committed config (repeatable)")
     parser.add_argument("--smoke", action="store_true", help="one round of 2 runs, tiny outputs")
     args = parser.parse_args()
     runs, rounds = (2, 1) if args.smoke else (args.runs, args.rounds)
+    overrides = [*args.set, *(["run.max_output_tokens=8"] if args.smoke else [])]
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; load average at start "
-          f"{os.getloadavg()[0]:.2f}", flush=True)
+          f"{os.getloadavg()[0]:.2f}; overrides {overrides}", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_index in range(rounds):
             order = SETTINGS if round_index % 2 == 0 else SETTINGS[::-1]
             for interleave in order:
-                found = experiment(interleave, runs, args.smoke,
+                found = experiment(interleave, runs, overrides,
                                    Path(tmp) / f"{round_index}-{interleave}")
                 found["round"] = round_index + 1
                 results.append(found)
