@@ -73,6 +73,10 @@ def test_openai_busy_answers_wait_what_the_server_asks(raw_config: dict[str, Any
 def test_ollama_retry_after_is_bounded_by_the_run(fake_ollama: FakeOllama,
                                                  raw_config: dict[str, Any],
                                                  tmp_path: Path) -> None:
+    """Ollama itself sends no Retry-After: v0.33.0-rc2 server/routes.go handleScheduleError
+    answers the scheduler's full queue (server/sched.go ErrMaxQueue) with a bare 503 and a JSON
+    error. The header comes from a proxy in front of it (rate limiting, authentication), which
+    this scripted server plays."""
     raw_config["model"] = {"name": "qwen2.5:7b", "backend": "ollama", "gguf": None,
                            "host": fake_ollama.url, "think": None, "keep_alive": None}
     config = tiny_config(raw_config, runs=1, warmup=0, max_retries=1, retry_backoff_s=0.01,

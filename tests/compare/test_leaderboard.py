@@ -1,5 +1,6 @@
 """What the leaderboard says an experiment changed (Hydra overrides against its baseline),
-and its terminal listing, with the load levels of an experiment that ran several."""
+its terminal listing, with the load levels of an experiment that ran several, and its two
+rankings (the median, or the capacity under load)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ import copy
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ollabench.compare import leaderboard_text, param_changes, write_leaderboard
-from ollabench.compare.leaderboard import LEVEL_COLUMNS, TERMINAL_COLUMNS, level_rows
-from ollabench.report.load import capacity
+from ollabench.compare.leaderboard import (
+    LEVEL_COLUMNS,
+    TERMINAL_COLUMNS,
+    level_rows,
+    rank_experiments,
+)
+from ollabench.errors import CompareError
+from ollabench.report.load import capacity, capacity_rate
 from ollabench.stats import records_frame
 from ollabench.stats.load import load_table
 from tests.helpers.synthetic import Scenario, make_records
@@ -108,3 +116,53 @@ def test_the_listing_shows_capacity_and_each_level_within_120_columns(
     assert "## Under load" in markdown and "|chimera-loaded|4|2 agents / 2 agents|" \
         in markdown
     assert (tmp_path / "workflow_e2e_ms_load.csv").is_file()
+
+
+def _ranked_frame() -> pd.DataFrame:
+    """Four experiments as the leaderboard reads them, unranked: e2e_ms medians (lower is
+    better) that disagree with their capacities."""
+    rows = [("plain-fast", 5000.0, None, None), ("two-agents", 7000.0, 2, 17.0),
+            ("four-agents", 9000.0, 4, 30.0), ("four-agents-busier", 9500.0, 4, 31.5)]
+    return pd.DataFrame([{"experiment": name, "treatment_median": median, "capacity": level,
+                          "capacity_tasks_per_min": rate} for name, median, level, rate in rows])
+
+
+def test_by_median_the_fastest_one_agent_run_leads() -> None:
+    ranked = rank_experiments(_ranked_frame(), "e2e_ms", "median")
+    assert ranked["experiment"].tolist() == ["plain-fast", "two-agents", "four-agents",
+                                             "four-agents-busier"]
+    assert ranked["rank"].tolist() == [1, 2, 3, 4]
+
+
+def test_by_capacity_more_agents_lead_ties_go_to_the_tasks_served_and_no_levels_last() -> None:
+    ranked = rank_experiments(_ranked_frame(), "e2e_ms", "capacity")
+    assert ranked["experiment"].tolist() == ["four-agents-busier", "four-agents", "two-agents",
+                                             "plain-fast"]
+
+
+def test_by_capacity_without_any_levels_says_what_to_run() -> None:
+    frame = _ranked_frame().assign(capacity=None, capacity_tasks_per_min=None)
+    with pytest.raises(CompareError, match=r"^--by capacity: no experiment ran several levels"):
+        rank_experiments(frame, "e2e_ms", "capacity")
+
+
+def test_the_capacity_ranking_is_written_under_its_own_name(tmp_path: Path) -> None:
+    frame, load = _loaded_board()
+    markdown = write_leaderboard(frame, "e2e_ms", "workflow", tmp_path, load, by="capacity")
+    assert markdown.name == "workflow_e2e_ms_by_capacity.md"
+    assert markdown.read_text().startswith("# Leaderboard: e2e_ms, workflow stage, by capacity")
+    assert "ranked by its treatment arm's capacity" in markdown.read_text()
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "workflow_e2e_ms_by_capacity.md", "workflow_e2e_ms_by_capacity.csv",
+        "workflow_e2e_ms_by_capacity_load.csv"}
+
+
+def test_capacity_rate_is_the_tasks_served_at_the_capacity_level() -> None:
+    table = load_table(records_frame(make_records(Scenario(levels=(1, 2, 4),
+                                                           slo_e2e_ms=9000.0))),
+                       {"e2e_ms": 9000.0})
+    level, rate = capacity_rate(table, "treatment")
+    assert level == 2
+    assert rate == float(table.loc[(table["arm"] == "treatment")
+                                   & (table["concurrency"] == 2), "tasks_per_min"].iloc[0])
+    assert capacity_rate(table.assign(goodput_pct=0.0), "treatment") == (None, None)

@@ -60,9 +60,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ollabench.compare import leaderboard, leaderboard_text, write_leaderboard
 
-    frame, load = leaderboard(repo_root(), args.metric, args.stage)
+    frame, load = leaderboard(repo_root(), args.metric, args.stage, args.by)
     print(leaderboard_text(frame, load), end="")
-    report = write_leaderboard(frame, args.metric, args.stage, args.out, load)
+    report = write_leaderboard(frame, args.metric, args.stage, args.out, load, args.by)
     print(f"wrote {report} and {report.with_suffix('.csv')}")
     return 0
 
@@ -240,7 +240,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "Markdown and CSV with every column: the readable form of `dvc exp show`. "
                     "An experiment with several load levels (run.concurrency) also gets each "
                     "arm's capacity at its run.slo and a line per level (never averaged), "
-                    "and <stage>_<metric>_load.csv.")
+                    "and <stage>_<metric>_load.csv; --by capacity ranks by that capacity.")
+    p.add_argument("--by", choices=("median", "capacity"), default="median",
+                   help="median: the treatment median of --metric at one agent (default); "
+                        "capacity: the treatment's capacity at its run.slo, ties broken by the "
+                        "tasks/min served at it, then the median (experiments without levels "
+                        "last)")
     p.add_argument("--metric", default="eval_tok_s",
                    help="ttft_ms, eval_tok_s or e2e_ms, a headline metric (eval_tok_s)")
     p.add_argument("--stage", default="workflow",

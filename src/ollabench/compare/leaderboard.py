@@ -1,11 +1,13 @@
-"""Every DVC experiment of the repository, ranked by the treatment median of one metric.
+"""Every DVC experiment of the repository, ranked by the treatment median of one metric, or
+by the treatment's capacity under load.
 
 Each row comes from the files its experiment committed (comparisons.csv, per_run.csv,
 metrics.json's quality verdict, params.yaml); a file that cannot be read becomes a note on its
 row, not an error. The ranking is one agent at a time (level 1, as `aggregate` compares the
 arms); an experiment that ran several levels (run.concurrency) also gets each arm's capacity
 at its run.slo and one row per level (load.csv, primary_levels.csv), never averaged across
-levels.
+levels. `--by capacity` ranks by that capacity instead, ties broken by the tasks per minute
+served at it, as tune's capacity objective does (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ollabench.paths import (
     in_repo,
 )
 from ollabench.report.format import Table, fmt_num, fmt_p, fmt_pct
-from ollabench.report.load import capacity
+from ollabench.report.load import capacity, capacity_rate
 from ollabench.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -57,7 +59,7 @@ DETAIL_INDENT = "   "  # the verdict and changes line under an experiment's figu
 LEADERBOARD_COLUMNS = ("rank", "experiment", "rev", "baseline", "changes", "runs",
                        "treatment_median", "ci_low", "ci_high", "control_median",
                        "median_diff_pct", "p_holm", "verdict", "quality", "levels",
-                       "capacity", "control_capacity", "note")
+                       "capacity", "capacity_tasks_per_min", "control_capacity", "note")
 # One row per experiment with levels and level: both arms' load.csv figures, and the verdicts
 # at that level (primary_levels.csv) of the ranked metric and of the tasks served per minute.
 LOAD_FIGURES = ("tasks_per_min", "output_tok_s", "e2e_ms_p95", "goodput_pct")
@@ -67,6 +69,7 @@ LEVEL_COLUMNS = ("experiment", "concurrency",
                  "verdict", "tasks_verdict")
 # The served-tasks comparison a level's verdict is read from, the SLO's when the run set one
 TASKS_METRICS = ("slo_tasks_per_min", "tasks_per_min")
+RANKINGS = ("median", "capacity")  # leaderboard --by
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,15 @@ def list_experiments(root: Path) -> list[Experiment]:
             for baseline, experiments in found.items() for name, sha in experiments if sha]
 
 
-def leaderboard(root: Path, metric: str, stage: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Experiments ranked by the treatment median of one metric and stage at level 1 (best
-    first), and the per-level rows of those with levels (LEVEL_COLUMNS)."""
+def leaderboard(root: Path, metric: str, stage: str,
+                by: str = "median") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Experiments ranked best first (rank_experiments), and the per-level rows of those
+    with levels (LEVEL_COLUMNS)."""
     if metric not in HEADLINE_METRICS:
         raise CompareError(f"--metric: must be one of {', '.join(HEADLINE_METRICS)} "
                            f"(the headline metrics), got {metric!r}")
+    if by not in RANKINGS:
+        raise CompareError(f"--by: must be one of {', '.join(RANKINGS)}, got {by!r}")
     experiments = list_experiments(root)
     if not experiments:
         raise CompareError("this repository has no DVC experiments: run some with `dvc exp run`,"
@@ -100,16 +106,33 @@ def leaderboard(root: Path, metric: str, stage: str) -> tuple[pd.DataFrame, pd.D
     levels: list[dict[str, Any]] = []
     rows = [_leaderboard_row(root, exp, metric, stage, baselines, levels)
             for exp in experiments]
-    frame = pd.DataFrame(rows, columns=[c for c in LEADERBOARD_COLUMNS if c != "rank"])
-    lower = METRIC_BY_NAME[metric].direction == "lower"
-    frame = frame.sort_values(["treatment_median", "experiment"], ascending=[lower, True],
-                              na_position="last", kind="stable", ignore_index=True)
-    frame.insert(0, "rank", range(1, len(frame) + 1))
+    frame = rank_experiments(
+        pd.DataFrame(rows, columns=[c for c in LEADERBOARD_COLUMNS if c != "rank"]), metric, by)
     order = {name: i for i, name in enumerate(frame["experiment"])}
     load = pd.DataFrame(levels, columns=list(LEVEL_COLUMNS))
     load = load.sort_values(["experiment", "concurrency"], key=lambda c: c.map(order)
                             if c.name == "experiment" else c, ignore_index=True)
     return frame, load
+
+
+def rank_experiments(frame: pd.DataFrame, metric: str, by: str) -> pd.DataFrame:
+    """Best first, numbered. `median`: the level-1 treatment median of the metric. `capacity`:
+    the treatment's capacity at its run.slo, then the tasks/min served at that level, then the
+    median; experiments without levels (no capacity) last. Refused when no experiment ran
+    several levels: a capacity ranking of none would only repeat the median's."""
+    lower = METRIC_BY_NAME[metric].direction == "lower"
+    keys, ascending = ["treatment_median", "experiment"], [lower, True]
+    if by == "capacity":
+        if frame["capacity"].isna().all():
+            raise CompareError("--by capacity: no experiment ran several levels with a capacity "
+                               "at its run.slo (run.concurrency, e.g. -S 'run.concurrency=[1,2,4]'"
+                               "); rank by the median instead (--by median)")
+        keys, ascending = ["capacity", "capacity_tasks_per_min", *keys], [False, False,
+                                                                           *ascending]
+    frame = frame.sort_values(keys, ascending=ascending, na_position="last", kind="stable",
+                              ignore_index=True)
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame
 
 
 def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
@@ -127,6 +150,7 @@ def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
         notes.append(f"no per-run {stage} values (a stage of another workload?)")
     low, high = median_ci(values) if values is not None else (math.nan, math.nan)
     load = _optional(lambda: _load_table(revision), None, [])  # absent before levels
+    level, tasks_per_min = (None, None) if load is None else capacity_rate(load, "treatment")
     levels += level_rows(exp.name, load, _optional(lambda: _processed_csv(
         revision, PRIMARY_LEVELS_FILE), None, []), metric, stage)
     return {
@@ -142,7 +166,7 @@ def _leaderboard_row(root: Path, exp: Experiment, metric: str, stage: str,
         "quality": (metrics.get(QUALITY_KEY) or {}).get("verdict", "not recorded"),
         "levels": "1" if load is None else ",".join(str(c) for c in
                                                     sorted(load["concurrency"].unique())),
-        "capacity": None if load is None else capacity(load, "treatment"),
+        "capacity": level, "capacity_tasks_per_min": tasks_per_min,
         "control_capacity": None if load is None else capacity(load, "control"),
         "note": "; ".join(notes),
     }
@@ -309,17 +333,24 @@ def load_markdown_table(frame: pd.DataFrame, load: pd.DataFrame) -> Table:
 
 
 def write_leaderboard(frame: pd.DataFrame, metric: str, stage: str, out_dir: Path,
-                      load: pd.DataFrame | None = None) -> Path:
+                      load: pd.DataFrame | None = None, by: str = "median") -> Path:
     """<stage>_<metric>.csv and .md in out_dir, together, and <stage>_<metric>_load.csv when
-    an experiment ran several levels; returns the Markdown path."""
-    stem = out_dir / f"{stage}_{metric}"
+    an experiment ran several levels (each name with _by_capacity when ranked so); returns
+    the Markdown path."""
+    stem = out_dir / f"{stage}_{metric}{'_by_capacity' if by == 'capacity' else ''}"
     direction = METRIC_BY_NAME[metric].direction
     notes = [f"- {r.experiment}: {r.note}" for r in frame.itertuples() if r.note]
+    ranked_by = (f"the median of its treatment arm ({direction} is better)" if by == "median"
+                 else "its treatment arm's capacity (the most agents at once whose tasks met "
+                      "its run.slo), then the tasks/min served at that level, then the median "
+                      f"of its treatment arm ({direction} is better); experiments without "
+                      "levels last")
     blocks = [
-        f"# Leaderboard: {metric}, {stage} stage",
-        f"Every DVC experiment of the repository, ranked by the median of its treatment arm "
-        f"({direction} is better). CI: 95% percentile bootstrap of that median over runs "
-        f"(from {in_repo(PROCESSED_DIR / PER_RUN_FILE)}). Difference, p and verdict: against "
+        f"# Leaderboard: {metric}, {stage} stage"
+        + (", by capacity" if by == "capacity" else ""),
+        f"Every DVC experiment of the repository, ranked by {ranked_by}. CI: 95% percentile "
+        f"bootstrap of the treatment median over runs (from "
+        f"{in_repo(PROCESSED_DIR / PER_RUN_FILE)}). Difference, p and verdict: against "
         f"the experiment's own control arm, as `aggregate` published them "
         f"({in_repo(PROCESSED_DIR / COMPARISONS_FILE)}). Quality: the quality gate's verdict "
         f"against that control ({in_repo(METRICS_JSON)}; docs/statistics.md): an experiment of "

@@ -127,6 +127,14 @@ def capacity(table: pd.DataFrame, arm: str) -> int | None:
     return int(rows["concurrency"].max()) if not rows.empty else None
 
 
+def capacity_rate(table: pd.DataFrame, arm: str) -> tuple[int | None, float | None]:
+    """The arm's capacity and its tasks/min at that level: what ranks two settings of the
+    same capacity (tune's capacity objective, `leaderboard --by capacity`)."""
+    level = capacity(table, arm)
+    at = table.loc[(table["arm"] == arm) & (table["concurrency"] == level), "tasks_per_min"]
+    return level, (float(at.iloc[0]) if level is not None and len(at) else None)
+
+
 def under_load(md: MdUtils, table: pd.DataFrame | None, profiles: dict[str, str],
                config: dict[str, Any], figure: str | None,
                level_primary: dict[int, pd.DataFrame] | None = None,

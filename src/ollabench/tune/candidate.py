@@ -25,7 +25,7 @@ from ollabench.config.schema import BenchConfig, validate_config
 from ollabench.errors import BenchIncomplete, OllabenchError
 from ollabench.paths import CALLS_FILE, COMPARISONS_FILE, LOAD_FILE, PRIMARY_FILE
 from ollabench.records.schema import read_records
-from ollabench.report.load import capacity
+from ollabench.report.load import capacity_rate
 from ollabench.stats.aggregate import run_aggregate
 from ollabench.stats.gate import LOWER, quality_verdict, workflow_rows
 from ollabench.stats.metrics import METRIC_BY_NAME, QUALITY_METRICS
@@ -175,9 +175,8 @@ def read_capacity(result: CandidateResult, load: pd.DataFrame, threshold_pct: fl
     treatment's tasks/min at its capacity over the baseline's at its own."""
     figures = {}
     for arm in ("treatment", "control"):
-        level = capacity(load, arm)
-        at = load.loc[(load["arm"] == arm) & (load["concurrency"] == level), "tasks_per_min"]
-        figures[arm] = (float(level or 0), float(at.iloc[0]) if len(at) else 0.0)
+        level, tasks_per_min = capacity_rate(load, arm)
+        figures[arm] = (float(level or 0), tasks_per_min or 0.0)
     (result.capacity, result.tasks_per_min), (result.control_capacity,
                                               result.control_tasks_per_min) = \
         figures["treatment"], figures["control"]
