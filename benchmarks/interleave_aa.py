@@ -108,8 +108,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="append each experiment's figures (JSON lines)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override of the committed config (repeatable)")
+    parser.add_argument("--summarize", type=Path, metavar="RESULTS",
+                        help="only print the summary of an --out file (no experiment)")
     parser.add_argument("--smoke", action="store_true", help="one round of 2 runs, tiny outputs")
     args = parser.parse_args()
+    if args.summarize:
+        lines = args.summarize.read_text(encoding="utf-8").splitlines()
+        print("\n".join(summary([json.loads(line) for line in lines if line.strip()])))
+        return 0
     runs, rounds = (2, 1) if args.smoke else (args.runs, args.rounds)
     overrides = [*args.set, *(["run.max_output_tokens=8"] if args.smoke else [])]
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; load average at start "
