@@ -40,7 +40,9 @@ lint: setup
 
 # The tests run on TEST_WORKERS pytest-xdist workers (the 2 cores of the reference machine;
 # more workers each run llama.cpp on every core). --dist loadscope keeps a module on one
-# worker, so its module-scoped fixtures (a DVC repository, a bench run) are built once.
+# worker, so its module-scoped fixtures (a DVC repository, a bench run) are built once;
+# tests/helpers/scheduling.py starts the longest modules first and gives modules that read
+# one per-process fixture (the real-model bench) the same worker.
 TEST_WORKERS ?= 2
 # PYTHONDONTWRITEBYTECODE (set on some machines) would make every `ollabench`/`dvc` child
 # process recompile the package and pytest re-rewrite every test module: cache bytecode.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,16 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadscope with shared fixtures' modules on one worker and the longest modules
+    first (tests/helpers/scheduling.py); other --dist modes as xdist has them."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from tests.helpers.scheduling import ModuleScheduling
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def worker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """State that DVC and git keep outside a repository, private to this test process (an
@@ -59,6 +70,18 @@ def worker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
         mp.delenv(JOURNAL_DIR_ENV, raising=False)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible_children() -> None:
+    """Ctrl-C reaches the `ollabench` processes the tests interrupt. A shell without job
+    control (`make test-fast &` in a script) starts its background commands with SIGINT
+    ignored, every process below inherits that across exec, and Python then installs no
+    KeyboardInterrupt handler: a child sent SIGINT kept running, and its test waited on
+    it (12 minutes, read timeouts of a stalled server). A handled signal is reset to the
+    default on exec, so the children start as they would from a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,12 @@ from ollabench.bench.schedule import Slot, plan
 from ollabench.config.schema import validate_config
 from ollabench.errors import ConfigError
 from ollabench.records.schema import read_records
-from ollabench.report import run_report
 from ollabench.stats.aggregate import run_aggregate
 from ollabench.stats.frames import records_frame
 from ollabench.stats.load import load_table
 from tests.helpers.fake_ollama import FakeOllama, Script
 from tests.helpers.project import AGENT_STEPS, bench_command, interrupt_bench, tiny_config
+from tests.helpers.report_files import write_words
 from tests.test_bench_ollama import _checkout_env, ollama_raw
 from tests.test_concurrency import _Interrupting
 
@@ -156,7 +156,7 @@ def open_bench(tmp_path_factory, composed, tiny_workload) -> tuple[list[Any], An
         config = tiny_config(raw, runs=2, concurrency=[1, 2], analysis=10, report=10)
         records = run_bench(config, tmp / "raw", journal_root=tmp / "j", progress=False)
     run_aggregate(tmp / "raw", tmp / "processed", tmp / "metrics.json", 5.0)
-    run_report(tmp / "raw", tmp / "processed", tmp / "report.md", tmp / "figures")
+    write_words(tmp / "raw", tmp / "processed", tmp / "report.md")
     return records, (config, tmp)
 
 
@@ -191,8 +191,13 @@ def test_latency_from_due_grows_where_the_closed_loop_number_would_not(open_benc
     for (run, arm), firsts in _by_block(_task_times(records, 1)).items():
         from_due = [end - due for due, _, end in firsts]
         from_send = [end - sent for _, sent, end in firsts]
-        assert from_due[-1] > from_due[0] + 2 * (TASK_MS - 60.0) * 0.8, (run, arm, from_due)
-        assert max(from_send) < 2 * min(from_send), (run, arm, from_send)
+        grew_ms = from_due[-1] - from_due[0]
+        assert grew_ms > 2 * (TASK_MS - 60.0) * 0.8, (run, arm, from_due)
+        # timed from its send no task took as much longer as the due-timed number grew: a
+        # call slowed by a busy host also delays every later task's send, so this holds at
+        # any load unless one call stalls for two whole tasks (the ratio to the fastest
+        # task, asserted before, failed when one call was descheduled for 240 ms)
+        assert max(from_send) - min(from_send) < grew_ms, (run, arm, from_send, from_due)
     table = load_table(records_frame(records), {"e2e_ms": 2.0 * TASK_MS}, 1,
                        {"rate_per_min": RATE_PER_MIN}).set_index(["arm", "concurrency"])
     for arm in ("control", "treatment"):

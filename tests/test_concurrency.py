@@ -182,8 +182,10 @@ def test_throughput_doubles_up_to_the_slots_then_stays_flat(loaded_bench) -> Non
         ["arm", "concurrency"])
     for arm in ("control", "treatment"):
         rate = table.loc[arm, "output_tok_s"]
-        assert 1.5 < rate[2] / rate[1] < 2.5, rate.to_dict()
-        assert 0.75 < rate[4] / rate[2] < 1.33, rate.to_dict()
+        # doubling and staying flat are told apart at sqrt(2), the midpoint of 1 and 2 on a
+        # log scale: the widest margins a busy host may take from either without flaking
+        assert 1.41 < rate[2] / rate[1] < 2.83, rate.to_dict()
+        assert 0.71 < rate[4] / rate[2] < 1.41, rate.to_dict()
         assert table.loc[(arm, 4), "generating_max"] == 2
         assert table.loc[(arm, 4), "queue_ms_p50"] > table.loc[(arm, 2), "queue_ms_p50"]
         assert table.loc[(arm, 4), "efficiency"] < 0.7

@@ -9,7 +9,7 @@ import pytest
 
 from ollabench import report, stats
 from ollabench.errors import ReportError
-from tests.helpers.report_files import report_with_appendix
+from tests.helpers.report_files import write_words
 from tests.helpers.synthetic import Scenario, make_records, write_raw
 
 
@@ -26,6 +26,5 @@ def test_report_without_env_json_says_not_recorded(tmp_path: Path) -> None:
     (raw / "env.json").unlink()
     processed = tmp_path / "processed"
     stats.run_aggregate(raw, processed, tmp_path / "metrics.json", 5.0)
-    report.run_report(raw, processed, tmp_path / "report.md", tmp_path / "figures")
-    text = report_with_appendix(tmp_path / "report.md")
+    text = write_words(raw, processed, tmp_path / "report.md")
     assert "Date: not recorded" in text and "Not recorded (no env.json)." in text

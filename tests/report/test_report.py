@@ -14,7 +14,7 @@ from ollabench import report, stats
 from ollabench.paths import PRIMARY_FILE
 from ollabench.report.applicable import ALL_ZERO, NO_LOAD
 from ollabench.report.verdicts import change_text, verdict_text
-from tests.helpers.report_files import report_with_appendix
+from tests.helpers.report_files import report_with_appendix, write_words
 from tests.helpers.synthetic import Scenario, make_records, swap_arms, write_raw
 
 SECTIONS = ("Executive summary", "How the experiment stopped", "Configuration of both arms",
@@ -24,15 +24,20 @@ APPENDIX_SECTIONS = ("Aggregate results", "Statistical analysis", "Run-by-run re
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?%?")
 
 
-def build(tmp_path: Path, scenario: Scenario, swap: bool = False) -> dict[str, object]:
+def build(tmp_path: Path, scenario: Scenario, swap: bool = False, figures: bool = False
+          ) -> dict[str, object]:
+    """The report of a synthetic run and the CSVs it read; its figures where asked for."""
     records = make_records(scenario)
     raw = write_raw(tmp_path / "raw", swap_arms(records) if swap else records, scenario)
     processed = tmp_path / "data" / "processed"
     stats.run_aggregate(raw, processed, tmp_path / "reports" / "metrics.json", 5.0)
-    path, figures = tmp_path / "reports" / "report.md", tmp_path / "reports" / "figures"
-    report.run_report(raw, processed, path, figures)
+    path, figures_dir = tmp_path / "reports" / "report.md", tmp_path / "reports" / "figures"
+    if figures:
+        report.run_report(raw, processed, path, figures_dir)
+    else:
+        write_words(raw, processed, path)
     return {"text": report_with_appendix(path), "summary_text": path.read_text(),
-            "figures": figures,
+            "figures": figures_dir,
             "comparisons": pd.read_csv(processed / stats.COMPARISONS_FILE),
             "summary": pd.read_csv(processed / stats.SUMMARY_FILE),
             "primary": pd.read_csv(processed / PRIMARY_FILE),
@@ -52,7 +57,7 @@ def improvement(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     scenario = Scenario(runs=10, cv_pct=2.0, eval_rate_gain=0.10, ttft_factor=0.8,
                         failures=[("treatment", 2, "report")],
                         spikes={("control", 7, "analysis", "ttft_ms"): 8.0})
-    return build(tmp_path_factory.mktemp("improvement"), scenario)
+    return build(tmp_path_factory.mktemp("improvement"), scenario, figures=True)
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +251,7 @@ def test_metrics_that_did_not_apply_are_named_once(tmp_path: Path) -> None:
     raw = write_raw(tmp_path / "raw", records, scenario)
     processed = tmp_path / "processed"
     stats.run_aggregate(raw, processed, tmp_path / "metrics.json", 5.0)
-    report.run_report(raw, processed, tmp_path / "report.md", tmp_path / "figures")
-    text = report_with_appendix(tmp_path / "report.md")
+    text = write_words(raw, processed, tmp_path / "report.md")
     summary = section(text, "Executive summary")
 
     lines = [line for line in summary.splitlines() if line.startswith("Not applicable here")]

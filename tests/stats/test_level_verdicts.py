@@ -13,12 +13,12 @@ import pytest
 
 from ollabench.bench.run_control import StopRule
 from ollabench.paths import ENV_FILE, PRIMARY_FILE, PRIMARY_LEVELS_FILE
-from ollabench.report import run_report
 from ollabench.stats import run_aggregate
 from ollabench.stats.decisions import DECIDED, LEVEL_PRIMARY_COLUMNS, PRIMARY_COLUMNS
 from ollabench.stats.sequential import UNDECIDED
 from tests.helpers.levels import level_records
 from tests.helpers.project import tiny_config
+from tests.helpers.report_files import write_words
 from tests.helpers.synthetic import Scenario, write_raw
 
 EQUIVALENT_OR_OPEN = {"equivalent", UNDECIDED}
@@ -114,7 +114,7 @@ def test_the_report_answers_at_each_loaded_level(tmp_path) -> None:
     _, _, out = _aggregate(tmp_path, level_records(10, factor={2: 0.7}), 10,
                            slo={"e2e_ms": 3000.0})
     report_path = tmp_path / "reports" / "report.md"
-    run_report(tmp_path / "raw", out, report_path, tmp_path / "reports" / "figures")
+    write_words(tmp_path / "raw", out, report_path)
     report = report_path.read_text(encoding="utf-8")
     summary = report[report.index("## Executive summary"):report.index("## How the")]
     assert ("- At 2 agents `chimera` (treatment) serves 1.4" in summary
