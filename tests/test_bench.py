@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from pyarrow import parquet as pq
 
-from ollabench.bench.loop import Journal, config_key
+from ollabench.bench.journal import Journal
+from ollabench.bench.loop import config_key
 from ollabench.bench.schedule import plan
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 from ollabench.records.schema import CallRecord, read_records

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ollabench.bench.arrivals import ArrivalsConfig, check_arrivals
+from ollabench.bench.interleave import check_interleave
 from ollabench.bench.stopping import StoppingConfig, check_block_fit, parse_primary
 from ollabench.config.options import validate_options
 from ollabench.errors import ConfigError
@@ -181,6 +182,7 @@ class RunConfig(_Strict):
     runs: int = Field(ge=1)
     warmup: int = Field(ge=0)
     order: Literal["abba", "random", "sequential"]
+    interleave: Literal["run", "call"] = "run"  # arms alternate run by run, or call by call
     order_seed: int
     max_output_tokens: int | None = Field(ge=1)
     seed: int
@@ -239,6 +241,8 @@ class RunConfig(_Strict):
                               "once a server slot (or context) may hand the measured call "
                               "another agent's cache, so the warm state cannot be arranged")
         check_arrivals(self.arrivals, self.concurrency, self.prompt_cache)
+        check_interleave(self.interleave, self.order, self.concurrency,
+                         self.arrivals.enabled, self.cold_start)
         return self
 
 
