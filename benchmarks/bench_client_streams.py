@@ -98,7 +98,8 @@ class OllabenchClient:
     def __init__(self, url: str, sizes: Sizes, journal_root: Path) -> None:
         from ollabench.backends.ollama import OllamaBackend
         from ollabench.bench.concurrent import groups
-        from ollabench.bench.loop import Journal, Runner, arm_backends, config_key
+        from ollabench.bench.journal import Journal
+        from ollabench.bench.loop import Runner, arm_backends, config_key
         from ollabench.bench.schedule import plan
         from ollabench.config.schema import compose, validate_config
         from ollabench.records.schema import write_records_atomic

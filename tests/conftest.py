@@ -41,6 +41,13 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # Set before llama_cpp loads libgomp (it reads this once); child processes inherit it. Tests
 # assert no timings, so this changes no outcome; `ollabench` itself never sets it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One llama.cpp thread per test process: `make test` runs one worker per core, so a second
+# thread per model only makes the workers' threads wait on each other at every barrier (a
+# tiny bench took 15% more CPU with llama.cpp's default of a thread per physical core).
+# OpenMP caps every `num_threads` request at this limit (ggml reads the count it got);
+# child processes (`dvc exp run`, its stages, submitit jobs) inherit it. The configured
+# num_thread, which the records and the tests check, is unchanged.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

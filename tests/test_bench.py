@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from pyarrow import parquet as pq
 
-from ollabench.bench.loop import Journal, config_key
+from ollabench.bench.journal import Journal
+from ollabench.bench.loop import config_key
 from ollabench.bench.schedule import plan
 from ollabench.paths import CALLS_FILE, CALLS_TABLE_FILE
 from ollabench.records.schema import CallRecord, read_records
@@ -130,18 +131,18 @@ def test_config_key_changes_with_config(raw_config) -> None:
 def test_sigkill_mid_run_then_resume_keeps_every_call_once(tmp_path, raw_config) -> None:
     """The one resume check on the real engine (the fast set checks resume against the test
     Ollama server): a real model's process killed mid-write keeps every finished call."""
-    raw_config["run"]["runs"] = 3
+    raw_config["run"]["runs"] = 2
     raw_config["workload"]["num_predict"] = {"analysis": 8, "report": 8}
     cmd, journal = bench_command(raw_config, tmp_path)
     kept = interrupt_bench(cmd, tmp_path, journal, lines=4).kept
-    assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=3).run, AGENT_STEPS))
+    assert 4 <= len(kept) < len(plan(tiny_config(raw_config, runs=2).run, AGENT_STEPS))
     assert not (tmp_path / "raw").exists()
 
     subprocess.run(cmd, cwd=tmp_path, check=True)
     records = read_records(tmp_path / "raw" / "calls.jsonl")
-    planned = plan(tiny_config(raw_config, runs=3).run, AGENT_STEPS)
+    planned = plan(tiny_config(raw_config, runs=2).run, AGENT_STEPS)
     measured = [r for r in records if r.phase == "measured"]
-    assert len(measured) == len({(r.run, r.arm, r.stage) for r in measured}) == 12
+    assert len(measured) == len({(r.run, r.arm, r.stage) for r in measured}) == 8
     for before in kept:  # completed calls were kept, not repeated
         assert before in records
     assert {s.seq for s in planned} <= {r.seq for r in records}

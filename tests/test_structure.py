@@ -152,3 +152,23 @@ def test_dvc_yaml_lists_exactly_the_code_each_stage_runs(stage: str) -> None:
     assert sorted(runs - covered) == [], f"{stage}: add these modules to its deps in dvc.yaml"
     needless = {d: sorted(listed(d) - runs) for d in code_deps if listed(d) - runs}
     assert needless == {}, f"{stage}: dvc.yaml lists code the stage never loads"
+
+
+def _leaves(tree: dict, prefix: str = "") -> Iterable[str]:
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_every_setting_the_bench_reads_reruns_it() -> None:
+    """A key of params.yaml that no bench `params` entry covers (itself or a group above it)
+    would let `dvc repro` keep a bench run under other settings. Only the judge group is the
+    bench's business of no one: the judge stage scores after it (and the journal key leaves
+    it out, bench/loop.py config_key)."""
+    bench = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["bench"]["params"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    uncovered = [key for key in _leaves(params) if not key.startswith("judge")
+                 and not any(key == p or key.startswith(f"{p}.") for p in bench)]
+    assert uncovered == [], "add these keys to the bench stage's params in dvc.yaml"

@@ -110,9 +110,8 @@ def measure(config: BenchConfig, choice: Choice, runs: int, folder: Path) -> Fin
         records = run_bench(aa, folder / "raw", journal_root=folder / "journal",
                             progress=False)
     calls = records_frame(records)
-    order = control_first(calls)
-    rows = [noise_row(c, t, order, aa.run.practical_threshold_pct)
-            for c, t in primary_series(calls, aa.run.primary).values()]
+    rows = [noise_row(c, t, control_first(calls, stage), aa.run.practical_threshold_pct)
+            for (stage, _), (c, t) in primary_series(calls, aa.run.primary).items()]
     rows = [row for row in rows if row]
     measured = [r for r in records if r.phase == "measured" and r.e2e_ms]
     minutes = sum(r.e2e_ms or 0.0 for r in measured) / MS_PER_MINUTE / max(runs, 1)

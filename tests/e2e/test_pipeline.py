@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.project import make_project, run_cmd
+from tests.helpers.project import run_cmd, small_project
 
 pytestmark = pytest.mark.slow
 
 
 def test_dvc_repro_then_exp_run_chimera(tmp_path: Path) -> None:
-    repo = make_project(tmp_path / "repo")
+    repo = small_project(tmp_path / "repo")
     run_cmd(["dvc", "repro"], repo)
     report = (repo / "reports" / "report.md").read_text()
     assert "noise" in report.lower()  # the committed default is an A/A calibration

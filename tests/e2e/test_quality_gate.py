@@ -50,17 +50,3 @@ def test_an_a_a_run_shows_no_quality_change(repo: Path,
     quality = quality_of(repo, *GREEDY, "-S", "profile=baseline",
                          "-S", "profile.name=greedy", "-S", "profile.options.temperature=0.0")
     assert quality["verdict"] == "no change detected", quality
-
-
-@pytest.mark.slow
-def test_the_judge_stage_scores_into_the_report(repo: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(repo.parent / "dvc-site"))
-    run_cmd(["dvc", "exp", "run", "-q", *QUICK, "-S", "judge=embedded",
-             "-S", "judge.allow_model_under_test=true"], repo)
-    scores = (repo / "data" / "judge" / "scores.jsonl").read_text().splitlines()
-    assert len(scores) == 8  # 2 runs x 2 arms x 2 stages
-    comparisons = (repo / "data" / "processed" / "comparisons.csv").read_text()
-    assert "workflow,judge_score," in comparisons
-    report = (repo / "reports" / "report.md").read_text()
-    assert "Judge: `smollm2-135m` (llamacpp," in report

@@ -37,7 +37,9 @@ def test_the_tool_agent_runs_turn_by_turn_on_the_embedded_model(
     monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site"))
     repo = make_project(tmp_path / "repo")
 
-    run_cmd(["dvc", "exp", "run", "-q", "-S", "workload=tool_agent", "-S", "run=quick"], repo)
+    # Two turns: the second sees the first's tool results (as a fourth sees the third's).
+    run_cmd(["dvc", "exp", "run", "-q", "-S", "workload=tool_agent", "-S", "workload.max_turns=2",
+             "-S", "run=quick"], repo)
 
     records = read_records(repo / "data" / "raw" / "calls.jsonl")
     turns = [r for r in records if r.phase == "measured"]

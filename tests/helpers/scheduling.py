@@ -18,7 +18,15 @@ from xdist.scheduler import LoadScopeScheduling
 # module -> the module whose worker it runs on: test_judge reads the `embedded_run` bench
 # (tests/conftest.py) that test_bench reads; built once per process, it took 10 s twice
 SHARED_WORKER = {"tests/test_judge.py": "tests/test_bench.py"}
-LONGEST_FIRST = ("tests/test_concurrency.py", "tests/test_bench.py", "tests/test_arrivals.py",
+# The slow modules (make test) first, then the fast ones (make test-fast deselects the slow).
+LONGEST_FIRST = ("tests/e2e/test_quality_gate.py", "tests/e2e/test_experiments.py",
+                 "tests/e2e/test_tune_cluster.py", "tests/e2e/test_workloads.py",
+                 "tests/test_tune.py", "tests/e2e/test_tune_experiments.py",
+                 "tests/e2e/test_pipeline.py", "tests/test_benchmarks.py",
+                 "tests/e2e/test_ollama_generations.py", "tests/e2e/test_load.py",
+                 "tests/e2e/test_openai_server.py", "tests/e2e/test_judge_stage.py",
+                 "tests/e2e/test_sweep_cluster.py",
+                 "tests/test_concurrency.py", "tests/test_bench.py", "tests/test_arrivals.py",
                  "tests/test_bench_ollama.py", "tests/history/test_history.py",
                  "tests/test_run_control.py", "tests/test_tool_agent.py",
                  "tests/test_llamacpp_backend.py", "tests/history/test_history_levels.py")

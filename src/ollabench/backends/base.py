@@ -62,6 +62,9 @@ class Backend(ABC):
     """A local inference engine seen through the calls an agent makes."""
 
     name: str
+    # Holds each set of load-time options in an engine of its own, side by side, when asked
+    # to (run.interleave call): alternating the arms call by call then reloads nothing.
+    switch_free: bool = False
 
     @abstractmethod
     def preflight(self) -> None:

@@ -2,7 +2,9 @@
 
 It behaves like an Ollama server where that matters to a benchmark: Ollama option names and
 defaults, a reload (new `Llama`) when a load-time option changes, the load time reported in
-`load_ms`, a too-long prompt truncated (head and tail kept) rather than a crash. Being in
+`load_ms`, a too-long prompt truncated (head and tail kept) rather than a crash. Under
+run.interleave call it keeps one engine per set of load-time options instead (each a `Llama`
+over the same mmapped GGUF), so the arms can alternate call by call without a reload. Being in
 process, it knows exactly what ran: the cached and evaluated prompt tokens, the context and
 batch sizes, and when it reloaded.
 """
@@ -14,6 +16,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from importlib import metadata
@@ -47,6 +50,7 @@ from ollabench.backends.tool_wire import (
     format_schema,
     with_tool_prompt,
 )
+from ollabench.bench.interleave import CALL
 from ollabench.config.schema import ModelConfig, RunConfig
 from ollabench.errors import BackendUnavailable, ConfigError
 from ollabench.files import sha256_file
@@ -108,12 +112,19 @@ CONCURRENT_AGENTS = "one llama.cpp context per agent, weights shared (mmapped GG
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
+    switch_free = True
 
     def __init__(self, model: ModelConfig, run: RunConfig) -> None:
         self.model_path = model.gguf_path()
         self.prompt_cache = run.prompt_cache
         self.engine_version = metadata.version("llama-cpp-python")
-        self._pool = ContextPool()  # one context per concurrent agent (llamacpp_contexts.py)
+        # One context per concurrent agent (llamacpp_contexts.py), in one pool that a change
+        # of load-time options reloads, or under run.interleave call one pool per set of them.
+        self.engine_per_load = run.interleave == CALL
+        self._pools: dict[tuple[Any, ...], ContextPool] = \
+            {} if self.engine_per_load else {(): ContextPool()}
+        self.loads = 0  # model instances loaded so far (snapshot)
+        self._loads_lock = threading.Lock()
         self._grammars: dict[str, Any] = {}  # call schema (JSON text) -> its LlamaGrammar
         self.option_notes: dict[str, str] = {}  # {option: why it cannot act here}
 
@@ -194,19 +205,29 @@ class LlamaCppBackend(Backend):
             constrained["grammar"] = self._grammar(call_schema(tools))
         elif output_format is not None:
             constrained["grammar"] = self._grammar(format_schema(output_format))
+        pool = self._pool(opts)
         start_ns = time.perf_counter_ns()
-        context = self._pool.acquire()
+        context = pool.acquire()
         try:
             return self._chat(context, messages, opts, cache, constrained, start_ns)
         finally:
-            self._pool.release(context)
+            pool.release(context)
+
+    def _pool(self, opts: dict[str, Any]) -> ContextPool:
+        """The contexts these options run on: the one pool, or under run.interleave call the
+        pool of their load-time options (created, unloaded, on first use)."""
+        if not self.engine_per_load:
+            return self._pools[()]
+        return self._pools.setdefault(self._load_options(opts), ContextPool())
 
     def serve(self, agents: int, options: dict[str, Any]) -> None:
         """A context per agent, each loaded with these options before the block's clocks
         start (the first context is the warm-up calls' to load, as with one agent)."""
-        self._pool.grow(agents)
-        for context in self._pool.contexts[1:agents]:
-            self._ensure_loaded(context, self.effective_options(options))
+        opts = self.effective_options(options)
+        pool = self._pool(opts)
+        pool.grow(agents)
+        for context in pool.contexts[1:agents]:
+            self._ensure_loaded(context, opts)
 
     def _chat(self, context: Context, messages: list[Message], opts: dict[str, Any],
               cache: CachePlan, constrained: dict[str, Any], start_ns: int) -> CallMeasurement:
@@ -306,6 +327,8 @@ class LlamaCppBackend(Backend):
             ) from None
         context.load_key = key
         context.chat_format = _chat_formatter(context.llm)
+        with self._loads_lock:
+            self.loads += 1
         return True
 
     def _copy_engine_timings(self, measurement: CallMeasurement, perf: Any) -> None:
@@ -338,19 +361,25 @@ class LlamaCppBackend(Backend):
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """The first context's load (the one a lone agent uses) and how many are loaded."""
-        key = self._pool.contexts[0].load_key
-        loaded = sum(c.llm is not None for c in self._pool.contexts)
+        """The first context's load (the one a lone agent uses), how many contexts are
+        loaded, the distinct load-time options loaded side by side (`engines`: more than one
+        only under run.interleave call) and the model loads so far (`loads`)."""
+        contexts = [c for pool in self._pools.values() for c in pool.contexts]
+        key = contexts[0].load_key if contexts else None
+        loaded = {"contexts": sum(c.llm is not None for c in contexts),
+                  "engines": len({c.load_key for c in contexts if c.llm is not None}),
+                  "loads": self.loads}
         if key is None:
-            return {"loaded": False, "load_options": None, "contexts": loaded}
+            return {"loaded": False, "load_options": None, **loaded}
         return {"loaded": True, "load_options": dict(zip(LOAD_OPTIONS, key, strict=True)),
-                "contexts": loaded}
+                **loaded}
 
     def unload(self) -> None:
         self.close()
 
     def close(self) -> None:
-        self._pool.close()
+        for pool in self._pools.values():
+            pool.close()
 
 
 def _prompt_tokens(llm: Any, text: str, opts: dict[str, Any],

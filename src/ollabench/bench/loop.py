@@ -4,9 +4,9 @@ The schedule (schedule.py) interleaves the arms and puts warm-up calls after eve
 arm. Both arms meet the same
 prompt-cache state: with run.prompt_cache false every call is cold (a fresh nonce opens the
 prompt where the engine's cache cannot be cleared), with true a primer call (phase "prime")
-warms the cache right before each measured call. Every finished call is appended to a
-journal (fsync'd) before the next starts, so a crash or Ctrl-C loses nothing and a rerun with
-the same config resumes. data/raw/ is written atomically at the end.
+warms the cache right before each measured call. Every finished call is appended to the
+journal (bench/journal.py) before the next starts, so a crash or Ctrl-C loses nothing and a
+rerun with the same config resumes. data/raw/ is written atomically at the end.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import secrets
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from tqdm import tqdm
@@ -29,14 +27,16 @@ from tqdm import tqdm
 from ollabench.backends import Backend, make_backend
 from ollabench.backends.base import COLD, UNARRANGED, WARM, CachePlan
 from ollabench.bench import provenance
-from ollabench.bench.concurrent import InFlight, Pace, SequentialOverhead, groups, run_block
+from ollabench.bench.concurrent import InFlight, Pace, groups, run_block
 from ollabench.bench.failures import should_retry, why_incomplete
 from ollabench.bench.host import busy_warning, cpu_probe_ms, host_at_start, host_load, read_host
+from ollabench.bench.interleave import CALL, backend_refusal
+from ollabench.bench.journal import Journal
 from ollabench.bench.open_loop import run_group
 from ollabench.bench.run_control import StopRule
 from ollabench.bench.schedule import Slot, plan, warmups_per_switch
 from ollabench.config.schema import BenchConfig
-from ollabench.errors import BenchIncomplete
+from ollabench.errors import BenchIncomplete, ConfigError
 from ollabench.files import write_json_atomic
 from ollabench.paths import CALLS_FILE, ENV_FILE, JOURNAL_ROOT
 from ollabench.records.calls_table import write_calls_table
@@ -48,8 +48,6 @@ from ollabench.records.schema import (
     WARMUP_STAGE,
     CallMeasurement,
     CallRecord,
-    append_record,
-    read_records,
     write_records_atomic,
 )
 from ollabench.workloads import Workload, load_workload, output_cap
@@ -80,53 +78,6 @@ def config_key(config: BenchConfig, workload: Workload) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-class Journal:
-    """Append-only, fsync'd log of finished calls, outside DVC's outputs.
-
-    Each call asks it for earlier outputs and its attempt count, so it keeps them indexed as
-    records are appended: a pass over the whole journal per call grew with the experiment
-    (about 5 ms per call at 5,000 records) and held the GIL while other agents' tokens
-    arrived (benchmarks/bench_client_streams.py --prior-records)."""
-
-    def __init__(self, root: Path, key: str) -> None:
-        self.dir = root / key
-        self.path = self.dir / CALLS_FILE
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # a block's agents append from their threads
-        self.records = read_records(self.path) if self.path.exists() else []
-        self._succeeded: dict[int, CallRecord] = {}  # by seq: its last attempt without error
-        self._attempts: Counter[int] = Counter()
-        self.sequential = SequentialOverhead()
-        for record in self.records:
-            self._index(record)
-        if self.records:
-            # Rewrite without a torn tail so new appends start on a clean line.
-            write_records_atomic(self.path, self.records)
-
-    def _index(self, record: CallRecord) -> None:
-        self._attempts[record.seq] += 1
-        if record.error is None:
-            self._succeeded[record.seq] = record
-        self.sequential.add(record)
-
-    def append(self, record: CallRecord) -> None:
-        with self._lock:
-            append_record(self.path, record)
-            self.records.append(record)
-            self._index(record)
-
-    def succeeded(self) -> Mapping[int, CallRecord]:
-        """Each seq's last attempt without error: a live, read-only view."""
-        return MappingProxyType(self._succeeded)
-
-    def attempts(self, seq: int) -> int:
-        return self._attempts[seq]
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.dir.rmdir()
-
-
 class Runner:
     """Executes a plan against each arm's backend, journaling every attempt."""
 
@@ -144,6 +95,10 @@ class Runner:
         self._extra_seq = 0
         self._extra_lock = threading.Lock()
         self.in_flight = InFlight()
+        # run.interleave call: both arms' engines stay loaded, so a switch reloads nothing
+        self.keep_loaded = config.run.interleave == CALL
+        self._warm: set[str] = set()  # arms whose load this process has paid (warm-ups)
+        self._seen: list[str] = []  # arms snapshotted "before", in order
         # (run, arm, level, agent, step) -> its slot
         self._seq_of: dict[tuple[int, str, int, int, int], int] = {}
 
@@ -179,18 +134,21 @@ class Runner:
                         break
                 if first.arm != current_arm:
                     self._switch_arm(current_arm, first)
-                    if first.phase == "measured":
-                        # Resumed mid-arm: this process has not paid the load yet.
+                    current_arm = first.arm
+                if first.phase == "measured":
+                    if first.arm not in self._warm:
+                        # Resumed past its warm-ups: this process has not paid the load yet.
                         run_block([self._extra_slot(first, WARMUP_STAGE)
                                    for _ in range(self.warmups)], call)
-                    current_arm = first.arm
-                if first.phase == "measured":  # e.g. a context per agent, loaded off the clock
+                    # e.g. a context per agent, loaded off the clock
                     self.backends[first.arm].serve(first.level, self.options[first.arm])
                 run_group(group, call, self.config.run)
+                self._warm.add(first.arm)
         finally:
             bar.close()
-            if current_arm is not None:
-                self._snapshot("after", current_arm)
+            held = self._seen if self.keep_loaded else [current_arm] if current_arm else []
+            for arm in held:
+                self._snapshot("after", arm)
         if stop is not None and runs == max((s.run for s in slots), default=0):
             stop(runs)  # the last look, for its reason
         return runs
@@ -204,6 +162,15 @@ class Runner:
                     primer, level=slot.level, agent=slot.agent)
 
     def _switch_arm(self, previous: str | None, slot: Slot) -> None:
+        """Snapshot the engines around a switch, which may reload (the next arm's warm-ups
+        absorb it). With both arms kept loaded (run.interleave call) a switch is free: one
+        snapshot per arm before its first call, one after the last (execute)."""
+        if self.keep_loaded:
+            if slot.arm not in self._seen:
+                self._seen.append(slot.arm)
+                self._snapshot("before", slot.arm, run=slot.run)
+            return
+        self._warm.clear()
         if previous is not None:
             self._snapshot("after", previous)
         if self.config.run.cold_start:
@@ -373,6 +340,10 @@ def run_bench(config: BenchConfig, out_dir: Path, journal_root: Path = JOURNAL_R
     # Two engines: every switch of arm is treated as a reload (a warm-up absorbs it).
     switch_reloads = len(distinct) > 1 or backends["treatment"].expects_reload(
         options["control"], options["treatment"])
+    if config.run.interleave == CALL and (refusal := backend_refusal(
+            backends["treatment"].name, all(b.switch_free for b in distinct), len(distinct),
+            switch_reloads)):
+        raise ConfigError(refusal)
     key = config_key(config, workload)
     journal = Journal(journal_root, key)
     runner = Runner(config, backends, workload, journal,

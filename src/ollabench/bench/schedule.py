@@ -3,13 +3,15 @@ both alike; warm-up calls follow every switch of arm, where a server reloads the
 least one when the arms' options make the engine reload, even with run.warmup 0). Under load
 (run.concurrency) each run holds one block per level and arm, N agents' whole workloads;
 the two arms' blocks never overlap. With run.arrivals a block holds run.arrivals.tasks
-tasks, at most `level` of them in flight (bench/open_loop.py)."""
+tasks, at most `level` of them in flight (bench/open_loop.py). With run.interleave call the
+arms alternate call by call within each run (call_plan; bench/interleave.py)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+from ollabench.bench.interleave import CALL
 from ollabench.config.schema import RunConfig
 from ollabench.records.schema import PRIME_PHASE, UNREACHED_PHASE, WARMUP_STAGE
 from ollabench.workloads import Step
@@ -96,6 +98,8 @@ def tasks_per_block(run: RunConfig, level: int) -> int:
 def plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool = False) -> list[Slot]:
     """The full schedule: warm-ups after each arm switch, then each block's agents' steps
     (agent by agent: the executor runs a block's agents at once)."""
+    if run.interleave == CALL:
+        return call_plan(run, steps, switch_reloads)
     slots: list[Slot] = []
     previous_arm = None
     for r, arm, level in block_order(run):
@@ -107,4 +111,21 @@ def plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool = False) 
             for index, step in enumerate(steps):
                 slots.append(Slot(len(slots) + 1, r, arm, step.stage, index, level=level,
                                   agent=agent))
+    return slots
+
+
+def call_plan(run: RunConfig, steps: tuple[Step, ...], switch_reloads: bool) -> list[Slot]:
+    """run.interleave call: each arm's warm-ups once, up front (each engine pays its load
+    once; both stay loaded), then every run's steps with the arms alternating call by call,
+    ABBA within the run: step 1 in the run's arm order (arm_order), step 2 reversed, and so
+    on. Each arm's later steps read its own earlier outputs, as under `run`."""
+    slots: list[Slot] = []
+    pairs = arm_order(run)
+    for _, arm in pairs[:2]:
+        for _ in range(warmups_per_switch(run, switch_reloads)):
+            slots.append(Slot(len(slots) + 1, 1, arm, WARMUP_STAGE))
+    for (r, first), (_, second) in zip(pairs[::2], pairs[1::2], strict=True):
+        for index, step in enumerate(steps):
+            for arm in (first, second) if index % 2 == 0 else (second, first):
+                slots.append(Slot(len(slots) + 1, r, arm, step.stage, index))
     return slots

@@ -150,7 +150,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run the workload for both arms (stage 1)",
                        description="Run the workload (conf/workload; the two-stage agent by "
                                    "default) for the control (reference) and "
-                                   "treatment (profile) arms and record every call. Completed "
+                                   "treatment (profile) arms and record every call. The arms "
+                                   "alternate run by run (run.order, ABBA by default), or call "
+                                   "by call with run.interleave call. Completed "
                                    "calls are journaled: rerun after a crash to resume.")
     p.add_argument("--out", type=Path, default=RAW_DIR,
                    help="folder for calls.jsonl, its columnar copy calls.parquet and env.json "

@@ -15,7 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ollabench.bench.arrivals import ArrivalsConfig, check_arrivals
+from ollabench.bench.interleave import check_interleave
 from ollabench.bench.stopping import StoppingConfig, check_block_fit, parse_primary
+from ollabench.config.load import SloConfig, check_levels, check_prompt_cache
 from ollabench.config.options import validate_options
 from ollabench.errors import ConfigError
 from ollabench.paths import CONF_DIR
@@ -137,7 +139,6 @@ class TraceWorkloadConfig(_Strict):
 
 ToolName = Literal["list_files", "read_file", "csv_column_summary"]
 MAX_TURNS_LIMIT = 16  # stages turn1..turnN: more would make a report no one reads
-MAX_CONCURRENCY = 64  # agents at once: more threads than any local server has slots
 
 
 class ToolAgentWorkloadConfig(_Strict):
@@ -165,22 +166,11 @@ WORKLOAD_CONFIGS: dict[str, type[BaseModel]] = {"agent": AgentWorkloadConfig,
                                                 "tool_agent": ToolAgentWorkloadConfig}
 
 
-class SloConfig(_Strict):
-    """What an agent task must meet to count in goodput (null: no bound on that figure)."""
-
-    ttft_ms: float | None = Field(default=None, gt=0)  # every call's time to first token
-    e2e_ms: float | None = Field(default=None, gt=0)  # the whole task, first call due to end
-
-    @field_validator("ttft_ms", "e2e_ms", mode="before")
-    @classmethod
-    def _int_is_a_number(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
 class RunConfig(_Strict):
     runs: int = Field(ge=1)
     warmup: int = Field(ge=0)
     order: Literal["abba", "random", "sequential"]
+    interleave: Literal["run", "call"] = "run"  # arms alternate run by run, or call by call
     order_seed: int
     max_output_tokens: int | None = Field(ge=1)
     seed: int
@@ -204,14 +194,7 @@ class RunConfig(_Strict):
     @field_validator("concurrency")
     @classmethod
     def _levels(cls, levels: list[int]) -> list[int]:
-        """Levels as agents at once: 1 is the sequential baseline every scaling figure is
-        relative to, so it must be there; each level once, in rising order."""
-        if not levels or any(level < 1 or level > MAX_CONCURRENCY for level in levels) \
-                or 1 not in levels or sorted(set(levels)) != levels:
-            raise ConfigError(f"run.concurrency: a rising list of distinct levels from 1 to "
-                              f"{MAX_CONCURRENCY} that includes 1 (the sequential baseline), "
-                              f"e.g. [1, 2, 4]; got {levels}")
-        return levels
+        return check_levels(levels)
 
     @field_validator("primary")
     @classmethod
@@ -234,11 +217,10 @@ class RunConfig(_Strict):
             raise ConfigError(f"run.first_token_timeout_s: must be at least run.read_timeout_s "
                               f"({self.read_timeout_s:g}), got {self.first_token_timeout_s:g}")
         check_block_fit(self.stopping, self.order)
-        if self.prompt_cache and max(self.concurrency) > 1:
-            raise ConfigError("run.prompt_cache: true needs run.concurrency [1]: with agents at "
-                              "once a server slot (or context) may hand the measured call "
-                              "another agent's cache, so the warm state cannot be arranged")
+        check_prompt_cache(self.prompt_cache, self.concurrency)
         check_arrivals(self.arrivals, self.concurrency, self.prompt_cache)
+        check_interleave(self.interleave, self.order, self.concurrency,
+                         self.arrivals.enabled, self.cold_start)
         return self
 
 

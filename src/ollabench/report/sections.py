@@ -29,8 +29,10 @@ from ollabench.report.quality import data_quality
 from ollabench.report.quality_gate import quality_gate, quality_lower
 from ollabench.report.verdicts import answer_sentence, how_it_stopped, primary_table
 from ollabench.report.words import (
+    INTERLEAVE_WORDS,
     NOT_RECORDED,
     ORDER_WORDS,
+    WARMUP_WORDS,
     clocks_sentence,
     metric_label,
     quality_line,
@@ -187,9 +189,10 @@ def _methodology(md: MdUtils, inputs: Inputs) -> None:
     md.new_list([
         f"Schedule: {_planned_runs(run)}, arm order "
         f"`{run.get('order', NOT_RECORDED)}` ({ORDER_WORDS.get(run.get('order'), 'not known')}"
-        "); each run makes one call per stage.",
-        f"Warm-up: {fmt_int(run.get('warmup'))} call(s) after every switch of arm absorb a "
-        "model (re)load; they are recorded as `warmup` and never measured.",
+        f"); {INTERLEAVE_WORDS[run.get('interleave', 'run')]}",
+        f"Warm-up: {fmt_int(run.get('warmup'))} call(s) "
+        f"{WARMUP_WORDS[run.get('interleave', 'run')]}; they are recorded as `warmup` and "
+        "never measured.",
         *_clocks(inputs.config),
         "Statistics: only measured calls without an error and without a model reload "
         "count; the unit is one value per run, arm and stage.",

@@ -32,6 +32,18 @@ ORDER_WORDS = {
     "sequential": "all control runs, then all treatment runs: a drift over time looks like "
                   "an effect",
 }
+INTERLEAVE_WORDS = {  # run.interleave
+    "run": "each run makes one call per stage.",
+    "call": "each run makes one call per stage and arm, the arms alternating call by call "
+            "(`run.interleave: call`: A B, then B A, stage after stage), each arm's later "
+            "stages reading its own earlier outputs.",
+}
+WARMUP_WORDS = {
+    "run": "after every switch of arm absorb a model (re)load",
+    "call": "per arm before its first measured call (at least one where the arms' "
+            "load-time options differ) absorb its engine's load; both arms' engines then "
+            "stay loaded, so a switch of arm reloads nothing",
+}
 CAUSE_WORDS = {
     "reloaded": "the model was reloaded (record flag)",
     "model_load": "a model load (load time far above the warm level)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def _write_decisions(calls: pd.DataFrame, every_level: pd.DataFrame, env: dict[s
     run, final = run_settings(env, calls, threshold_pct)
     series = primary_series(calls, run["primary"])
     decisions = primary_decisions(calls, run, final, series)
-    noise = noise_table(series, control_first(calls), threshold_pct)
+    noise = noise_table(series, partial(control_first, calls), threshold_pct)
     staging.write(out_dir / NOISE_FILE, with_probe(noise, series, calls).to_csv(index=False))
     table = primary_table(decisions)
     staging.write(out_dir / PRIMARY_FILE, table.to_csv(index=False))

@@ -111,10 +111,14 @@ class PrimaryDecision:
                 "lag1_autocorr": self.lag1_autocorr}
 
 
-def control_first(calls: pd.DataFrame) -> np.ndarray | None:
+def control_first(calls: pd.DataFrame, stage: str | None = None) -> np.ndarray | None:
     """Per run (index i = run i + 1), whether control's first measured call came before
-    treatment's: the order the trust checks read (None without measured calls)."""
+    treatment's: the order the trust checks read (None without measured calls). For a
+    stage's own comparison, its call's order: the run's order, except under
+    run.interleave call, where a run's stages alternate which arm goes first."""
     measured = measured_calls(calls)
+    if stage is not None and (measured["stage"] == stage).any():
+        measured = measured[measured["stage"] == stage]
     if measured.empty:
         return None
     first = measured.groupby(["run", "arm"])["seq"].min().unstack("arm")
@@ -224,9 +228,9 @@ def primary_decisions(calls: pd.DataFrame, run: dict[str, Any], final: bool,
     inside = inside_series(calls, series)
     design = design_for(run, max(len(series), 1))
     block = max(design.block_runs, 1)
-    order = control_first(calls)
     decisions = []
     for (stage, metric), (control, treatment) in series.items():
+        order = control_first(calls, stage)
         runs = min(len(control), design.max_runs) // block * block
         engine = inside.get((stage, metric))
         looks = sequential_looks(control[:runs], treatment[:runs],

@@ -7,6 +7,7 @@ the run) and the runs per arm a decision at the practical threshold needs at thi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -80,11 +81,14 @@ def noise_row(control: np.ndarray, treatment: np.ndarray, control_first: np.ndar
 
 
 def noise_table(series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]],
-                control_first: np.ndarray | None, threshold_pct: float) -> pd.DataFrame:
-    """noise.csv: one row per primary comparison (decisions.primary_series)."""
+                control_first: Callable[[str], np.ndarray | None],
+                threshold_pct: float) -> pd.DataFrame:
+    """noise.csv: one row per primary comparison (decisions.primary_series); control_first:
+    a stage's per-run order (decisions.control_first)."""
     rows = []
     for (stage, metric), (control, treatment) in series.items():
-        order = None if control_first is None else control_first[:len(control)]
+        first = control_first(stage)
+        order = None if first is None else first[:len(control)]
         found = noise_row(control, treatment, order, threshold_pct)
         if found:
             rows.append({"stage": stage, "metric": metric, **found})
