@@ -82,7 +82,7 @@ def test_noise_csv_carries_the_probes_share_and_leaves_it_unknown_without_a_prob
     for given, tracked in ((records, True), (make_records(Scenario(runs=24)), False)):
         calls = records_frame(given)
         series = primary_series(calls, PRIMARY)
-        noise = with_probe(noise_table(series, None, 5.0), series, calls)
+        noise = with_probe(noise_table(series, lambda _stage: None, 5.0), series, calls)
         assert len(noise) == 4 and noise["run_noise_pct"].notna().all()
         if tracked:
             assert (noise["probe_loo_paired_pct"] > 70).all()
